@@ -1,0 +1,12 @@
+"""fas_tf: facial anatomical landmark detection under scarce labels, for FAS screening.
+
+A heatmap-regression student is regularized by a frozen face-recognition teacher through four
+constraints (embedding output, intermediate features, spatial and channel attention), following
+Fu et al., IEEE JBHI 2021 (arXiv 2109.05485).
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"

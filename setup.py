@@ -1,0 +1,30 @@
+"""Install fas_tf: facial landmark detection regularized by a face-recognition teacher."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="fas_tf",
+    version="0.1.0",
+    description=(
+        "Keras/TensorFlow facial landmark detection under scarce labels, regularized by a "
+        "frozen face-recognition teacher (Fu et al., IEEE JBHI 2021), for FAS screening."
+    ),
+    python_requires=">=3.10",
+    packages=find_packages(include=["fas_tf", "fas_tf.*", "export", "export.*"]),
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.15,<4",
+        "keras-facenet==0.3.2",
+        "numpy",
+        "opencv-python-headless",
+        "pillow",
+        "absl-py",
+        "mtcnn",
+        "matplotlib",
+        "ai-edge-litert",
+    ],
+    extras_require={
+        "dev": ["pytest", "ruff"],
+        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+    },
+)
