@@ -22,6 +22,7 @@ setup(
         "mtcnn",
         "matplotlib",
         "ai-edge-litert",
+        "tensorboard",
     ],
     extras_require={
         "dev": ["pytest", "ruff"],

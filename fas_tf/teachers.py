@@ -92,7 +92,9 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def download_verified(url: str, path: str | os.PathLike, sha256: str, timeout: float = 60.0) -> Path:
+def download_verified(
+    url: str, path: str | os.PathLike, sha256: str, timeout: float = 60.0
+) -> Path:
     """Download ``url`` to ``path`` (via a temp file, renamed only when the sha256 matches)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,131 @@
+"""Geometric and photometric augmentation that keeps image and landmarks consistent (TF ops).
+
+One affine warp per sample maps output-crop pixels to canvas pixels (rotation, scale,
+translation and an optional horizontal flip, composed), applied with
+``tf.raw_ops.ImageProjectiveTransformV3``; the landmarks go through the inverse map, and a flip
+also permutes landmark indices (left eye corner 36 <-> right eye corner 45, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import tensorflow as tf
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation ranges (uniform draws).
+
+    Attributes:
+        rotation: max |angle| in degrees (infants are often tilted).
+        scale: crop side is multiplied by a factor in [1 - scale, 1 + scale].
+        translation: max shift as a fraction of the crop side.
+        flip: probability of a horizontal flip (needs flip pairs).
+        brightness: max |delta| added to [0, 255] pixel values.
+        contrast: contrast factor in [1 - contrast, 1 + contrast].
+        blur: probability of a Gaussian blur (sigma 0.5-1.5 px).
+        grayscale: probability of converting to gray.
+    """
+
+    rotation: float = 45.0
+    scale: float = 0.15
+    translation: float = 0.08
+    flip: float = 0.5
+    brightness: float = 32.0
+    contrast: float = 0.3
+    blur: float = 0.3
+    grayscale: float = 0.1
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def crop_transform(
+    canvas_size: int, out_size: int, angle: tf.Tensor, scale: tf.Tensor, shift: tf.Tensor,
+    flip: tf.Tensor,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Affine map from output-crop pixels to canvas pixels: ``p = A q + b``.
+
+    The unjittered crop is the central square of side ``canvas_size / 2`` (the framing rule).
+    ``angle`` in radians, ``scale`` multiplies that side, ``shift`` (2,) in canvas pixels,
+    ``flip`` a bool mirroring the crop horizontally.
+    """
+    side = canvas_size / 2.0
+    s = scale * side / out_size
+    cos, sin = tf.cos(angle) * s, tf.sin(angle) * s
+    fx = tf.where(flip, -1.0, 1.0)
+    a = tf.stack([tf.stack([cos * fx, -sin]), tf.stack([sin * fx, cos])])  # rot @ scale @ flip
+    c_out = tf.fill([2], (out_size - 1) / 2.0)
+    c_can = tf.fill([2], (canvas_size - 1) / 2.0)
+    b = c_can + shift - tf.linalg.matvec(a, c_out)
+    return a, b
+
+
+def warp(canvas: tf.Tensor, a: tf.Tensor, b: tf.Tensor, out_size: int) -> tf.Tensor:
+    """Sample ``out[q] = canvas[A q + b]`` bilinearly (black outside)."""
+    transform = tf.stack([a[0, 0], a[0, 1], b[0], a[1, 0], a[1, 1], b[1], 0.0, 0.0])
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(canvas, tf.float32)[None],
+        transforms=transform[None],
+        output_shape=tf.constant([out_size, out_size], tf.int32),
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
+    return out[0]
+
+
+def _photometric(image: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
+    image = image + tf.random.uniform([], -cfg.brightness, cfg.brightness)
+    mean = tf.reduce_mean(image)
+    image = (image - mean) * tf.random.uniform([], 1 - cfg.contrast, 1 + cfg.contrast) + mean
+    gray = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image))
+    image = tf.where(tf.random.uniform([]) < cfg.grayscale, gray, image)
+
+    sigma = tf.random.uniform([], 0.5, 1.5)
+    taps = tf.range(-2.0, 3.0)
+    k1 = tf.exp(-tf.square(taps) / (2 * sigma * sigma))
+    k1 = k1 / tf.reduce_sum(k1)
+    kernel = tf.tile((k1[:, None] * k1[None, :])[:, :, None, None], [1, 1, 3, 1])
+    blurred = tf.nn.depthwise_conv2d(image[None], kernel, [1, 1, 1, 1], "SAME")[0]
+    image = tf.where(tf.random.uniform([]) < cfg.blur, blurred, image)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def augment_sample(
+    canvas: tf.Tensor,
+    points: tf.Tensor,
+    out_size: int,
+    cfg: AugmentConfig,
+    flip_permutation: tf.Tensor,
+    can_flip: bool,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """A random augmented crop and its landmarks (crop pixels, permuted when flipped)."""
+    canvas_size = int(canvas.shape[0])
+    side = canvas_size / 2.0
+    angle = tf.random.uniform([], -cfg.rotation, cfg.rotation) * (math.pi / 180.0)
+    scale = tf.random.uniform([], 1.0 - cfg.scale, 1.0 + cfg.scale)
+    shift = tf.random.uniform([2], -cfg.translation, cfg.translation) * side
+    flip = tf.random.uniform([]) < cfg.flip if can_flip else tf.constant(False)
+    a, b = crop_transform(canvas_size, out_size, angle, scale, shift, flip)
+    image = _photometric(warp(canvas, a, b, out_size), cfg)
+    pts = tf.linalg.matvec(tf.linalg.inv(a), tf.cast(points, tf.float32) - b)  # (N, 2)
+    pts = tf.cond(flip, lambda: tf.gather(pts, flip_permutation), lambda: pts)
+    return image, pts
+
+
+def center_crop_sample(
+    canvas: tf.Tensor, points: tf.Tensor, out_size: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The unjittered framing-rule crop (exact when the canvas is twice ``out_size``)."""
+    canvas_size = int(canvas.shape[0])
+    if canvas_size == 2 * out_size:
+        off = out_size // 2
+        image = tf.cast(canvas[off : off + out_size, off : off + out_size], tf.float32)
+        return image, tf.cast(points, tf.float32) - float(off)
+    zero = tf.constant(0.0)
+    a, b = crop_transform(canvas_size, out_size, zero, tf.constant(1.0), tf.zeros([2]), False)
+    pts = tf.linalg.matvec(tf.linalg.inv(a), tf.cast(points, tf.float32) - b)
+    return warp(canvas, a, b, out_size), pts

@@ -1,0 +1,90 @@
+"""Shared command-line plumbing: one-line errors, atomic writes.
+
+A CLI's ``main`` raises :class:`UsageError`, :class:`fas_tf.data.DataError` or
+:class:`fas_tf.teachers.TeacherUnavailableError` for bad input; :func:`run` turns those (and
+``OSError``) into a single ``error: ...`` line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+class UsageError(ValueError):
+    """Bad command-line input; the message names the file or flag and the problem."""
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from fas_tf.data import DataError
+    from fas_tf.teachers import TeacherUnavailableError
+
+    return (UsageError, DataError, TeacherUnavailableError)
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """``absl.app.run(main)`` with expected errors reported as one line and exit status 2."""
+    from absl import app
+
+    def guarded(argv: list[str]) -> None:
+        try:
+            main(argv)
+        except _expected_errors() as err:
+            fail(str(err))
+        except OSError as err:
+            where = f"{err.filename}: " if err.filename else ""
+            fail(f"{where}{err.strerror or err}")
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+    app.run(guarded)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temp path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    """Write JSON atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def check_writable_dir(path: str | os.PathLike) -> bool:
+    """Raise UsageError unless ``path`` is (or can be made) a writable directory.
+
+    Returns True when the directory had to be created (so a caller can remove it on failure).
+    """
+    path = Path(path)
+    created = not path.exists()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path}: output path exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test"):
+            pass
+    except OSError as err:
+        raise UsageError(f"{path}: output directory is not writable ({err.strerror})") from err
+    return created

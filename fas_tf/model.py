@@ -1,0 +1,199 @@
+"""``RegularizedLandmarkModel``: a landmark student trained with a frozen face-recognition teacher.
+
+Follows the keras-io knowledge-distillation ``Distiller`` pattern: ``compile`` takes the
+optimizer and which regularizers to use with their weights, ``train_step`` adds the teacher
+constraints to the heatmap loss, ``test_step`` reports the heatmap loss and NME. Every loss term
+is a metric. Works with ``model.fit`` under ``tf.distribute`` strategies, ``mixed_float16`` and
+``jit_compile=True``.
+
+Example::
+
+    student = build_student(num_landmarks=68, input_size=128)
+    teacher = build_teacher("auto")
+    model = RegularizedLandmarkModel(student, teacher)
+    model.compile(keras.optimizers.AdamW(1e-3), regularizers=("cls", "feat", "sa", "ca"))
+    model.fit(train_ds, validation_data=val_ds, epochs=60)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import keras
+import tensorflow as tf
+
+from fas_tf import regularizers as R
+from fas_tf.heatmaps import decode_heatmaps
+from fas_tf.metrics import default_normalization, per_sample_nme
+from fas_tf.student import FEATURE_STRIDES, student_geometry
+from fas_tf.teachers import Teacher
+
+DEFAULT_WEIGHTS = {"cls": 1.0, "feat": 1.0, "sa": 1.0, "ca": 1.0}
+
+
+def parse_regularizers(spec: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``"cls,feat"`` / ``["sa"]`` / ``"none"`` / None -> validated tuple of names."""
+    if spec is None:
+        return ()
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = [n.strip() for n in names if n.strip() and n.strip() != "none"]
+    bad = [n for n in names if n not in R.NAMES]
+    if bad:
+        raise ValueError(f"unknown regularizer(s) {bad}; choose from {', '.join(R.NAMES)} or none")
+    return tuple(dict.fromkeys(names))
+
+
+class RegularizedLandmarkModel(keras.Model):
+    """Student heatmap network + frozen teacher + training-only adapters and embedding head.
+
+    Args:
+        student: a model from :func:`fas_tf.student.build_student` (outputs ``heatmaps`` and
+            ``feat_8/16/32``).
+        teacher: a :class:`fas_tf.teachers.Teacher`, or None (heatmap loss only).
+        normalization: NME normalization for the metric (default: interocular for 68 points,
+            box diagonal otherwise).
+    """
+
+    def __init__(
+        self,
+        student: keras.Model,
+        teacher: Teacher | None = None,
+        normalization: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.student = student
+        self.teacher = teacher
+        size, self.stride, n = student_geometry(student)
+        self.input_size = size
+        self.normalization = normalization or default_normalization(n)
+        self.adapters: dict[str, keras.layers.Layer] = {}
+        self.embedding_head = None
+        if teacher is not None:
+            taps = teacher.tap_shapes()
+            for s in FEATURE_STRIDES:
+                feat = student.output[f"feat_{s}"]
+                conv = keras.layers.Conv2D(taps[s][2], 1, name=f"adapter_{s}")
+                conv.build(tuple(feat.shape))
+                self.adapters[str(s)] = conv
+            deepest = student.output[f"feat_{FEATURE_STRIDES[-1]}"]
+            self.embedding_head = keras.layers.Dense(
+                teacher.embedding_dim, name="embedding_head"
+            )
+            self.embedding_head.build((None, int(deepest.shape[-1])))
+        self.regularizers: tuple[str, ...] = ()
+        self.loss_weights_: dict[str, float] = {}
+        self._trackers: dict[str, keras.metrics.Mean] = {}
+        self.built = True  # every sub-layer is built above
+
+    # ------------------------------------------------------------------ configuration
+    def compile(
+        self,
+        optimizer: keras.optimizers.Optimizer | str = "adamw",
+        regularizers: str | Iterable[str] | None = R.NAMES,
+        weights: Mapping[str, float] | None = None,
+        **kwargs,
+    ) -> None:
+        """Set the optimizer, the active regularizers and their weights (lambdas).
+
+        Args:
+            optimizer: a Keras optimizer (wrapped for loss scaling under ``mixed_float16``).
+            regularizers: subset of ``("cls", "feat", "sa", "ca")``, a comma string, or None /
+                ``"none"``. Ignored (empty) when there is no teacher.
+            weights: lambda per regularizer; missing entries default to 1.0.
+            **kwargs: passed to ``keras.Model.compile`` (e.g. ``jit_compile``).
+        """
+        super().compile(optimizer=optimizer, **kwargs)
+        active = parse_regularizers(regularizers)
+        if self.teacher is None:
+            active = ()
+        self.regularizers = active
+        # Only the parts a regularizer uses are trainable, so trainable_variables (which the
+        # optimizer and BackupAndRestore see) is exactly what train_step updates.
+        for adapter in self.adapters.values():
+            adapter.trainable = bool({"feat", "ca"} & set(active))
+        if self.embedding_head is not None:
+            self.embedding_head.trainable = "cls" in active
+        merged = {**DEFAULT_WEIGHTS, **(weights or {})}
+        self.loss_weights_ = {k: float(merged[k]) for k in active}
+        names = ["loss", "heatmap_loss", *(f"{k}_loss" for k in active), "nme"]
+        self._trackers = {k: keras.metrics.Mean(name=k) for k in names}
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    # ------------------------------------------------------------------ forward
+    def call(self, images, training=False):
+        return self.student(images, training=training)
+
+    def _regularizer_losses(self, images, outputs) -> dict[str, tf.Tensor]:
+        if not self.regularizers:
+            return {}
+        t = self.teacher(images)  # frozen, training=False inside
+        t = {k: tf.stop_gradient(v) for k, v in t.items()}
+        student_feats = [outputs[f"feat_{s}"] for s in FEATURE_STRIDES]
+        teacher_feats = [t[f"tap_{s}"] for s in FEATURE_STRIDES]
+        losses = {}
+        adapted = None
+        if {"feat", "ca"} & set(self.regularizers):
+            adapted = []
+            for s, feat, tf_ in zip(FEATURE_STRIDES, student_feats, teacher_feats):
+                a = self.adapters[str(s)](feat)
+                size = tuple(int(d) for d in tf_.shape[1:3])
+                if tuple(a.shape[1:3]) != size:
+                    a = tf.image.resize(a, size, method="bilinear")
+                adapted.append(a)
+        if "cls" in self.regularizers:
+            pooled = tf.reduce_mean(tf.cast(student_feats[-1], tf.float32), axis=[1, 2])
+            e_s = self.embedding_head(pooled)
+            losses["cls"] = R.cls_loss(e_s, t["embedding"])
+        if "feat" in self.regularizers:
+            losses["feat"] = R.feat_loss(adapted, teacher_feats)
+        if "sa" in self.regularizers:
+            losses["sa"] = R.sa_loss(student_feats, teacher_feats)
+        if "ca" in self.regularizers:
+            losses["ca"] = R.ca_loss(adapted, teacher_feats)
+        return losses
+
+    def _update(self, values: dict[str, tf.Tensor], batch: tf.Tensor) -> dict[str, tf.Tensor]:
+        for name, value in values.items():
+            self._trackers[name].update_state(value, sample_weight=batch)
+        return {name: self._trackers[name].result() for name in values}
+
+    def _nme(self, heatmaps, landmarks) -> tf.Tensor:
+        pred, _ = decode_heatmaps(heatmaps, self.stride)
+        return tf.reduce_mean(per_sample_nme(pred, landmarks, self.normalization))
+
+    # ------------------------------------------------------------------ steps
+    def train_step(self, data):
+        images, targets = data[0], data[1]
+        batch = tf.cast(tf.shape(images)[0], tf.float32)
+        variables = self.trainable_variables  # student + used adapters/head; never the teacher
+        with tf.GradientTape() as tape:
+            outputs = self.student(images, training=True)
+            hm_loss = R.heatmap_loss(outputs["heatmaps"], targets["heatmaps"])
+            reg = self._regularizer_losses(images, outputs)
+            total = hm_loss
+            for name, value in reg.items():
+                total = total + self.loss_weights_[name] * value
+            replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(total / tf.cast(replicas, tf.float32))
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        values = {"loss": total, "heatmap_loss": hm_loss}
+        values.update({f"{k}_loss": v for k, v in reg.items()})
+        values["nme"] = self._nme(outputs["heatmaps"], targets["landmarks"])
+        return self._update(values, batch)
+
+    def test_step(self, data):
+        images, targets = data[0], data[1]
+        batch = tf.cast(tf.shape(images)[0], tf.float32)
+        outputs = self.student(images, training=False)
+        hm_loss = R.heatmap_loss(outputs["heatmaps"], targets["heatmaps"])
+        values = {
+            "loss": hm_loss,
+            "heatmap_loss": hm_loss,
+            "nme": self._nme(outputs["heatmaps"], targets["landmarks"]),
+        }
+        return self._update(values, batch)

@@ -1,0 +1,94 @@
+"""The four teacher constraints added to the heatmap loss (Fu et al., IEEE JBHI 2021).
+
+Notation: s_i student feature and t_i teacher feature at stride i, a_i a training-only adapter
+(1x1 conv to the teacher's channel count, then bilinear resize to the teacher's spatial size),
+e_s, e_t the student-head and teacher embeddings. Every function takes lists over matched
+strides, returns a float32 scalar, and is plain TF (no gradient ever flows into the teacher: its
+outputs are wrapped in ``stop_gradient``).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+NAMES = ("cls", "feat", "sa", "ca")
+_EPS = 1e-8
+
+
+def _f32(x: tf.Tensor) -> tf.Tensor:
+    return tf.cast(x, tf.float32)
+
+
+def l2_normalize(x: tf.Tensor) -> tf.Tensor:
+    """``x / ||x||_2`` over the last axis."""
+    return tf.math.l2_normalize(_f32(x), axis=-1, epsilon=1e-12)
+
+
+def cls_loss(e_s: tf.Tensor, e_t: tf.Tensor) -> tf.Tensor:
+    """Classification-layer output: ``L_cls = mean_b ||e_s - e_t||^2``.
+
+    ``e_s = l2norm(Dense(D)(GAP(s_32)))`` (normalized here), ``e_t`` the L2-normalized teacher
+    embedding. Range [0, 4].
+    """
+    diff = l2_normalize(e_s) - tf.stop_gradient(l2_normalize(e_t))
+    return tf.reduce_mean(tf.reduce_sum(tf.square(diff), axis=-1))
+
+
+def feat_loss(adapted: list[tf.Tensor], teacher: list[tf.Tensor]) -> tf.Tensor:
+    """Intermediate features (FitNets hints): ``L_feat = mean_i mean((a_i(s_i) - t_i/rms(t_i))^2)``.
+
+    ``rms(t) = sqrt(mean(t^2))`` over the whole batch tensor, so the weight does not depend on the
+    teacher's activation scale.
+    """
+    terms = []
+    for a, t in zip(adapted, teacher):
+        t = tf.stop_gradient(_f32(t))
+        rms = tf.sqrt(tf.reduce_mean(tf.square(t)) + _EPS)
+        terms.append(tf.reduce_mean(tf.square(_f32(a) - t / rms)))
+    return tf.add_n(terms) / float(len(terms))
+
+
+def _norm(x: tf.Tensor) -> tf.Tensor:
+    """``||x||_2`` over the last axis, with a finite gradient at 0 (sqrt(sum x^2 + 1e-12))."""
+    return tf.sqrt(tf.reduce_sum(tf.square(x), axis=-1) + 1e-12)
+
+
+def spatial_attention(feature: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """``A(F) = l2norm(vec(resize(mean_c F^2, size)))``, shape (B, H*W)."""
+    amap = tf.reduce_mean(tf.square(_f32(feature)), axis=-1, keepdims=True)
+    if tuple(amap.shape[1:3]) != tuple(size):
+        amap = tf.image.resize(amap, size, method="bilinear")
+    return l2_normalize(tf.reshape(amap, [tf.shape(amap)[0], -1]))
+
+
+def channel_attention(feature: tf.Tensor) -> tf.Tensor:
+    """``C(F) = l2norm(mean_{x,y} F^2)`` per channel, shape (B, C)."""
+    return l2_normalize(tf.reduce_mean(tf.square(_f32(feature)), axis=[1, 2]))
+
+
+def sa_loss(student: list[tf.Tensor], teacher: list[tf.Tensor]) -> tf.Tensor:
+    """Spatial attention: ``L_sa = mean_i mean_b ||A(s_i) - A(t_i)||_2``.
+
+    Both maps are resized to the teacher's spatial size. Range [0, 2].
+    """
+    terms = []
+    for s, t in zip(student, teacher):
+        size = tuple(int(d) for d in t.shape[1:3])
+        diff = spatial_attention(s, size) - tf.stop_gradient(spatial_attention(t, size))
+        terms.append(tf.reduce_mean(_norm(diff)))
+    return tf.add_n(terms) / float(len(terms))
+
+
+def ca_loss(adapted: list[tf.Tensor], teacher: list[tf.Tensor]) -> tf.Tensor:
+    """Channel attention: ``L_ca = mean_i mean_b ||C(a_i(s_i)) - C(t_i)||_2``. Range [0, 2]."""
+    terms = []
+    for a, t in zip(adapted, teacher):
+        diff = channel_attention(a) - tf.stop_gradient(channel_attention(t))
+        terms.append(tf.reduce_mean(_norm(diff)))
+    return tf.add_n(terms) / float(len(terms))
+
+
+def heatmap_loss(predicted: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    """``L_heatmap = mean_{b,k} sum_{x,y} (H_pred - H_target)^2`` (per-landmark squared error)."""
+    se = tf.square(_f32(predicted) - _f32(target))
+    return tf.reduce_mean(tf.reduce_sum(se, axis=[1, 2]))

@@ -1,0 +1,113 @@
+"""The student: a mobile-first heatmap network (MobileNetV2 backbone + light FPN head).
+
+``build_student`` returns a Keras functional model from an RGB [0, 255] face crop to a dict:
+
+- ``heatmaps``: (B, S/4, S/4, N) float32 landmark heatmaps at output stride 4;
+- ``feat_8``, ``feat_16``, ``feat_32``: backbone features at strides 8, 16 and 32 (all on the
+  heatmap path), matched to the teacher's taps by the regularizers.
+
+``inference_model`` turns it into image -> ``landmarks`` (N, 2, crop pixels) + ``confidence``
+(N) with decoding inside the graph; training-only heads and adapters are not part of it.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from fas_tf.heatmaps import HeatmapDecoder
+
+STRIDE = 4
+# MobileNetV2 layers used as features, by stride (the ReLU6 expansions feeding each stage).
+BACKBONE_TAPS = {
+    4: "block_3_expand_relu",
+    8: "block_6_expand_relu",
+    16: "block_13_expand_relu",
+    32: "out_relu",
+}
+FEATURE_STRIDES = (8, 16, 32)
+
+
+def _separable(x, channels: int, name: str):
+    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+    x = keras.layers.ReLU(6.0, name=f"{name}_dw_relu")(x)
+    x = keras.layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_pw")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_pw_bn")(x)
+    return keras.layers.ReLU(6.0, name=f"{name}_pw_relu")(x)
+
+
+def build_student(
+    num_landmarks: int = 68,
+    input_size: int = 128,
+    alpha: float = 0.5,
+    head_channels: int = 64,
+    backbone_weights: str | None = None,
+    batch_size: int | None = None,
+    name: str = "student",
+) -> keras.Model:
+    """Build the student network.
+
+    Args:
+        num_landmarks: N heatmap channels.
+        input_size: square input side, a multiple of 32.
+        alpha: MobileNetV2 width multiplier.
+        head_channels: channels of the upsampling head.
+        backbone_weights: None (random init) or ``"imagenet"`` when those weights are reachable.
+        batch_size: static batch size (1 for int8 TFLite export), None for dynamic.
+        name: model name.
+    """
+    if input_size % 32:
+        raise ValueError(f"input_size must be a multiple of 32, got {input_size}")
+    image = keras.Input((input_size, input_size, 3), batch_size=batch_size, name="image")
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(input_size, input_size, 3),
+        alpha=alpha,
+        include_top=False,
+        weights=backbone_weights,
+    )
+    taps = keras.Model(
+        backbone.input,
+        [backbone.get_layer(BACKBONE_TAPS[s]).output for s in (4, 8, 16, 32)],
+        name="backbone",
+    )
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(image)
+    c4, c8, c16, c32 = taps(x)
+
+    def lateral(feature, stride):
+        y = keras.layers.Conv2D(head_channels, 1, use_bias=False, name=f"lateral_{stride}")(feature)
+        return keras.layers.BatchNormalization(name=f"lateral_{stride}_bn")(y)
+
+    p = lateral(c32, 32)
+    for stride, feature in ((16, c16), (8, c8), (4, c4)):
+        p = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up_{stride}")(p)
+        p = keras.layers.Add(name=f"merge_{stride}")([p, lateral(feature, stride)])
+        p = _separable(p, head_channels, name=f"smooth_{stride}")
+    p = _separable(p, head_channels, name="head")
+    heatmaps = keras.layers.Conv2D(
+        num_landmarks,
+        1,
+        dtype="float32",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
+        name="heatmaps",
+    )(p)
+    outputs = {"heatmaps": heatmaps, "feat_8": c8, "feat_16": c16, "feat_32": c32}
+    return keras.Model(image, outputs, name=name)
+
+
+def student_geometry(student: keras.Model) -> tuple[int, int, int]:
+    """(input size, output stride, landmark count) read off a built student."""
+    size = int(student.input_shape[1])
+    heat = student.output["heatmaps"] if isinstance(student.output, dict) else student.output
+    return size, size // int(heat.shape[1]), int(heat.shape[-1])
+
+
+def inference_model(student: keras.Model, batch_size: int | None = None) -> keras.Model:
+    """Image -> ``{"landmarks": (B, N, 2) crop pixels, "confidence": (B, N)}``.
+
+    Use ``batch_size=1`` for TFLite int8 export (a static batch keeps every op a builtin).
+    """
+    size, stride, _ = student_geometry(student)
+    image = keras.Input((size, size, 3), batch_size=batch_size, name="image")
+    heatmaps = keras.Model(student.input, student.output["heatmaps"], name="heatmap_net")(image)
+    outputs = HeatmapDecoder(stride, name="decode")(heatmaps)
+    return keras.Model(image, outputs, name="landmarker")

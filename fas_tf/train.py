@@ -1,0 +1,408 @@
+"""Train a landmark student, optionally regularized by a frozen face-recognition teacher.
+
+``python -m fas_tf.train --data=FOLDER_OR_CSV --output_dir=runs/x`` (see ``--help``). With no
+``--data`` it trains on a generated synthetic demo set (not a clinical model).
+
+Writes to ``--output_dir``: ``student.keras``, ``config.json`` (every setting, the teacher used,
+package versions), ``metrics.json``, ``history.csv``, TensorBoard ``logs/`` and ``checkpoints/``
+(``BackupAndRestore`` state, so ``--resume`` continues after a kill from the last completed
+epoch, plus ``student_last.keras``). The library entry point is :func:`train` with a
+:class:`TrainConfig`; absl flags live only in :func:`main`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fas_tf import __version__, cli
+
+TEACHER_CHOICES = ("auto", "facenet", "dlib", "none")
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+@dataclass
+class TrainConfig:
+    """Every training setting (recorded in ``config.json``)."""
+
+    output_dir: str = "runs/demo"
+    data: str | None = None
+    val_data: str | None = None
+    attributes: str | None = None
+    train_sets: list[str] = field(default_factory=list)
+    val_sets: list[str] = field(default_factory=list)
+    teacher: str = "auto"
+    teacher_weights: str | None = None
+    regularizers: str = "cls,feat,sa,ca"
+    lambda_cls: float = 1.0
+    lambda_feat: float = 1.0
+    lambda_sa: float = 1.0
+    lambda_ca: float = 1.0
+    epochs: int = 60
+    batch_size: int = 16
+    input_size: int = 128
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    sigma: float = 1.5
+    alpha: float = 0.5
+    head_channels: int = 64
+    rotation: float = 45.0
+    seed: int = 0
+    train_limit: int | None = None
+    resume: bool = False
+    strategy: str = "default"
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    strict: bool = False
+    verbose: int = 1
+    allow_download: bool = True
+
+    def lambdas(self) -> dict[str, float]:
+        return {
+            "cls": self.lambda_cls,
+            "feat": self.lambda_feat,
+            "sa": self.lambda_sa,
+            "ca": self.lambda_ca,
+        }
+
+
+# Settings a resumed run may change without changing the experiment.
+_RESUME_FREE = {"resume", "verbose", "output_dir", "allow_download"}
+
+
+def demo_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "fas_tf" / "demo"
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": platform.python_version(), "fas_tf": __version__}
+    for name in ("tensorflow", "keras", "keras-facenet", "numpy", "opencv-python-headless"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def make_strategy(name: str):
+    import tensorflow as tf
+
+    if name == "mirrored":  # all GPUs, else every logical CPU device
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "default":
+        return tf.distribute.get_strategy()
+    raise cli.UsageError(f"--strategy: unknown {name!r}; choose from {', '.join(STRATEGIES)}")
+
+
+def select_teacher(config: TrainConfig, log=print):
+    """Build the teacher asked for; ``auto`` announces its pick and never returns a random one."""
+    from fas_tf.teachers import TeacherUnavailableError, build_teacher
+
+    if config.teacher == "none":
+        return None
+    if config.teacher not in TEACHER_CHOICES:
+        raise cli.UsageError(
+            f"--teacher: unknown {config.teacher!r}; choose from {', '.join(TEACHER_CHOICES)}"
+        )
+    if config.teacher == "auto":
+        try:
+            teacher = build_teacher("auto", None, config.allow_download)
+        except TeacherUnavailableError as err:
+            log(f"teacher: auto found no pretrained teacher, training without one ({err})")
+            return None
+        log(f"teacher: auto chose {teacher.name} ({teacher.weights_source})")
+        return teacher
+    try:
+        teacher = build_teacher(config.teacher, config.teacher_weights, config.allow_download)
+    except ValueError as err:
+        raise cli.UsageError(f"--teacher={config.teacher}: {err}") from err
+    state = "pretrained" if teacher.pretrained else "RANDOM weights (code-path check only)"
+    log(f"teacher: {teacher.name}, {state}, from {teacher.weights_source}")
+    return teacher
+
+
+def _load_sets(config: TrainConfig, log=print):
+    from fas_tf.data import load_faces, read_attributes, skipped_summary
+    from fas_tf.demo import demo_dirs
+
+    train_path, val_path = config.data, config.val_data
+    if train_path is None:
+        train_path, val_path = demo_dirs(demo_root())
+        log(f"data: no --data given, using the synthetic demo set in {demo_root()} "
+            "(not clinical data)")
+    attrs = read_attributes(config.attributes) if config.attributes else {}
+    if (config.train_sets or config.val_sets) and not attrs:
+        raise cli.UsageError("--train_sets/--val_sets need --attributes with an image_set column")
+
+    def stems(sets):
+        return {s for s, r in attrs.items() if r.get("image_set") in set(sets)} if sets else None
+
+    train = load_faces(
+        train_path, config.input_size, config.strict, config.train_limit, config.seed,
+        stems=stems(config.train_sets),
+    )
+    if (line := skipped_summary(train)) is not None:
+        log(line)
+    val = None
+    if val_path is None and config.val_sets:
+        val_path = train_path
+    if val_path is not None:
+        val = load_faces(
+            val_path, config.input_size, config.strict, stems=stems(config.val_sets),
+            num_landmarks=train.num_landmarks,
+        )
+        if (line := skipped_summary(val)) is not None:
+            log(line)
+    return train, val
+
+
+def _resolve_resume(config: TrainConfig) -> TrainConfig:
+    saved_path = Path(config.output_dir) / "config.json"
+    if not saved_path.is_file():
+        raise cli.UsageError(f"{saved_path}: --resume needs the config.json of an earlier run")
+    try:
+        saved = json.loads(saved_path.read_text())["config"]
+    except (ValueError, KeyError) as err:
+        raise cli.UsageError(f"{saved_path}: not a fas_tf config ({err})") from err
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    merged = {k: v for k, v in saved.items() if k in known and k not in _RESUME_FREE}
+    return dataclasses.replace(config, **merged)
+
+
+def _check_fresh_output(out: Path) -> None:
+    if (out / "config.json").exists() or (out / "checkpoints").exists():
+        raise cli.UsageError(
+            f"{out}: already holds a run; use --resume to continue it or another --output_dir"
+        )
+
+
+def student_checkpoint(student, path: Path):
+    """A Keras callback saving the student (only, no teacher) after each epoch, atomically."""
+    import keras
+
+    return keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: _save_student(student, path)
+    )
+
+
+def _save_student(student, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    student.save(tmp)
+    os.replace(tmp, path)
+
+
+def train(config: TrainConfig, log=print) -> dict:
+    """Train as configured; returns the metrics written to ``metrics.json``."""
+    out = Path(config.output_dir)
+    if config.resume:
+        config = _resolve_resume(config)
+        log(f"resume: continuing {out} with its saved config")
+    else:
+        _check_fresh_output(out)
+    created = cli.check_writable_dir(out)
+    try:
+        train_faces, val_faces = _load_sets(config, log)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    return _fit(config, train_faces, val_faces, out, log)
+
+
+def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
+    import keras
+    import numpy as np
+
+    from fas_tf.augment import AugmentConfig
+    from fas_tf.data import make_dataset, steps_per_epoch
+    from fas_tf.evaluate import evaluate_predictions, framed_crops
+    from fas_tf.landmarks import layout_for
+    from fas_tf.model import RegularizedLandmarkModel
+    from fas_tf.student import build_student, inference_model
+
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = make_strategy(config.strategy)
+    layout = layout_for(train_faces.num_landmarks)
+    augment = AugmentConfig(rotation=config.rotation)
+    global_batch = config.batch_size
+    train_ds = make_dataset(
+        train_faces, layout, config.input_size, sigma=config.sigma, batch_size=global_batch,
+        training=True, augment=augment, seed=config.seed,
+    )
+    val_ds = None
+    if val_faces is not None:
+        val_ds = make_dataset(
+            val_faces, layout, config.input_size, sigma=config.sigma, batch_size=global_batch,
+            training=False,
+        )
+    steps = steps_per_epoch(len(train_faces), global_batch)
+    with strategy.scope():
+        student = build_student(
+            layout.num_landmarks, config.input_size, config.alpha, config.head_channels
+        )
+        teacher = select_teacher(config, log)
+        model = RegularizedLandmarkModel(student, teacher)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate * 0.1,
+            decay_steps=max(1, config.epochs * steps - min(steps * 2, config.epochs * steps // 5)),
+            alpha=0.01,
+            warmup_target=config.learning_rate,
+            warmup_steps=min(steps * 2, config.epochs * steps // 5),
+        )
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+        model.compile(
+            optimizer,
+            regularizers=config.regularizers,
+            weights=config.lambdas(),
+            jit_compile=config.jit_compile,
+        )
+    log(
+        f"training on {len(train_faces)} faces"
+        + (f", validating on {len(val_faces)}" if val_faces is not None else "")
+        + f"; regularizers: {', '.join(model.regularizers) or 'none'}"
+    )
+    record = {
+        "config": dataclasses.asdict(config),
+        "teacher": teacher.describe() if teacher else None,
+        "regularizers_active": list(model.regularizers),
+        "layout": layout.to_json(),
+        "augment": augment.to_json(),
+        "num_train": len(train_faces),
+        "num_val": len(val_faces) if val_faces is not None else 0,
+        "train_images": [Path(p).stem for p in train_faces.paths],
+        "versions": package_versions(),
+        "strategy": {"name": config.strategy, "replicas": strategy.num_replicas_in_sync},
+    }
+    cli.write_json(out / "config.json", record)
+
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(out / "checkpoints" / "backup")),
+        student_checkpoint(student, out / "checkpoints" / "student_last.keras"),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(out / "logs"), profile_batch=0),
+    ]
+    start = time.time()
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        verbose=config.verbose,
+        shuffle=False,  # the tf.data pipeline shuffles
+    )
+    elapsed = time.time() - start
+    _save_student(student, out / "student.keras")
+
+    metrics: dict = {
+        "epochs": config.epochs,
+        "fit_seconds_this_process": elapsed,
+        "final_train": {k: float(v[-1]) for k, v in history.history.items() if v
+                        and not k.startswith("val_")},
+    }
+    if val_faces is not None:
+        crops, gt = framed_crops(val_faces, config.input_size)
+        pred = inference_model(student).predict(crops, verbose=0, batch_size=32)["landmarks"]
+        norm = "interocular" if layout.num_landmarks == 68 else "diagonal"
+        val_metrics = evaluate_predictions(np.asarray(pred), gt, norm)
+        metrics["val"] = {k: v for k, v in val_metrics.items() if k not in ("per_face",)}
+        log(
+            f"validation: NME {val_metrics['nme'] * 100:.2f}% "
+            f"FR@0.10 {val_metrics['fr_10'] * 100:.1f}% AUC@0.10 {val_metrics['auc_10']:.2f} "
+            f"n={val_metrics['n']}"
+        )
+    cli.write_json(out / "metrics.json", metrics)
+    shutil.rmtree(out / "checkpoints" / "backup", ignore_errors=True)
+    log(f"wrote {out / 'student.keras'}")
+    return metrics
+
+
+def config_from_flags() -> TrainConfig:
+    from absl import flags
+
+    f = flags.FLAGS
+    split = lambda s: [x for x in (s or "").split(",") if x]  # noqa: E731
+    return TrainConfig(
+        output_dir=f.output_dir, data=f.data, val_data=f.val_data, attributes=f.attributes,
+        train_sets=split(f.train_sets), val_sets=split(f.val_sets), teacher=f.teacher,
+        teacher_weights=f.teacher_weights, regularizers=f.regularizers,
+        lambda_cls=f.lambda_cls, lambda_feat=f.lambda_feat, lambda_sa=f.lambda_sa,
+        lambda_ca=f.lambda_ca, epochs=f.epochs, batch_size=f.batch_size,
+        input_size=f.input_size, learning_rate=f.learning_rate, weight_decay=f.weight_decay,
+        sigma=f.sigma, alpha=f.alpha, head_channels=f.head_channels, rotation=f.rotation,
+        seed=f.seed, train_limit=f.train_limit, resume=f.resume, strategy=f.strategy,
+        mixed_precision=f.mixed_precision, jit_compile=f.jit_compile, strict=f.strict,
+        verbose=f.verbose,
+    )
+
+
+def define_flags() -> None:
+    from absl import flags
+
+    d = TrainConfig()
+    flags.DEFINE_string("data", None, "training faces: folder of images + .pts, or a CSV "
+                        "(default: the synthetic demo set)")
+    flags.DEFINE_string("val_data", None, "validation faces (same formats)")
+    flags.DEFINE_string("attributes", None, "attributes CSV (stem, image_set, ...) for *_sets")
+    flags.DEFINE_string("train_sets", None, "comma list of image_set values to train on")
+    flags.DEFINE_string("val_sets", None, "comma list of image_set values to validate on")
+    flags.DEFINE_enum("teacher", d.teacher, list(TEACHER_CHOICES), "teacher network")
+    flags.DEFINE_string("teacher_weights", None, "teacher weights file, or 'random' (tests)")
+    flags.DEFINE_string("regularizers", d.regularizers, "comma list of cls,feat,sa,ca or none")
+    for name in ("cls", "feat", "sa", "ca"):
+        flags.DEFINE_float(f"lambda_{name}", getattr(d, f"lambda_{name}"), f"weight of {name}")
+    flags.DEFINE_integer("epochs", d.epochs, "epochs")
+    flags.DEFINE_integer("batch_size", d.batch_size, "global batch size")
+    flags.DEFINE_integer("input_size", d.input_size, "crop side (multiple of 32)")
+    flags.DEFINE_float("learning_rate", d.learning_rate, "peak learning rate (cosine decay)")
+    flags.DEFINE_float("weight_decay", d.weight_decay, "AdamW weight decay")
+    flags.DEFINE_float("sigma", d.sigma, "heatmap Gaussian sigma, in heatmap pixels")
+    flags.DEFINE_float("alpha", d.alpha, "MobileNetV2 width multiplier of the student")
+    flags.DEFINE_integer("head_channels", d.head_channels, "channels of the heatmap head")
+    flags.DEFINE_float("rotation", d.rotation, "max augmentation rotation, degrees")
+    flags.DEFINE_integer("seed", d.seed, "random seed")
+    flags.DEFINE_integer("train_limit", None, "seeded subset of N training faces")
+    flags.DEFINE_string("output_dir", d.output_dir, "where the run is written")
+    flags.DEFINE_bool("resume", False, "continue the run in --output_dir")
+    flags.DEFINE_enum("strategy", d.strategy, list(STRATEGIES), "tf.distribute strategy")
+    flags.DEFINE_bool("mixed_precision", False, "mixed_float16 compute")
+    flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step")
+    flags.DEFINE_bool("strict", False, "any bad sample is fatal (default: skip it)")
+    flags.DEFINE_integer("verbose", 1, "Keras progress: 0 silent, 1 bar, 2 line per epoch")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from fas_tf.model import parse_regularizers
+
+    config = config_from_flags()
+    try:
+        parse_regularizers(config.regularizers)
+    except ValueError as err:
+        raise cli.UsageError(f"--regularizers: {err}") from err
+    if config.input_size % 32:
+        raise cli.UsageError(f"--input_size must be a multiple of 32, got {config.input_size}")
+    train(config)
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)
+    sys.exit(0)
