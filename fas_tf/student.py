@@ -43,6 +43,7 @@ def build_student(
     head_channels: int = 64,
     backbone_weights: str | None = None,
     batch_size: int | None = None,
+    bn_momentum: float = 0.9,
     name: str = "student",
 ) -> keras.Model:
     """Build the student network.
@@ -54,6 +55,7 @@ def build_student(
         head_channels: channels of the upsampling head.
         backbone_weights: None (random init) or ``"imagenet"`` when those weights are reachable.
         batch_size: static batch size (1 for int8 TFLite export), None for dynamic.
+        bn_momentum: BatchNormalization momentum of every layer (small data: 0.9).
         name: model name.
     """
     if input_size % 32:
@@ -91,7 +93,13 @@ def build_student(
         name="heatmaps",
     )(p)
     outputs = {"heatmaps": heatmaps, "feat_8": c8, "feat_16": c16, "feat_32": c32}
-    return keras.Model(image, outputs, name=name)
+    model = keras.Model(image, outputs, name=name)
+    # keras.applications uses BN momentum 0.999: with a few hundred faces (a few hundred steps)
+    # the moving statistics would still be mostly at their initial values at inference time.
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = bn_momentum
+    return model
 
 
 def student_geometry(student: keras.Model) -> tuple[int, int, int]:

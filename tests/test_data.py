@@ -1,0 +1,186 @@
+"""Readers, sample checks, flipping, augmentation consistency, heatmap round trip."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from fas_tf.augment import AugmentConfig, augment_sample, center_crop_sample
+from fas_tf.data import (
+    DataError,
+    crop_box,
+    load_faces,
+    load_image,
+    make_dataset,
+    read_csv_labels,
+    read_pts,
+    write_pts,
+)
+from fas_tf.heatmaps import decode_heatmaps, render_heatmaps
+from fas_tf.landmarks import layout_for
+
+from .conftest import INFANFACE, needs_infanface
+
+
+def test_pts_round_trip(tmp_path):
+    pts = np.random.default_rng(0).uniform(0, 300, (68, 2)).astype("float32")
+    write_pts(tmp_path / "a.pts", pts)
+    np.testing.assert_allclose(read_pts(tmp_path / "a.pts"), pts, atol=1e-3)
+
+
+@needs_infanface
+def test_reads_real_300w_file():
+    pts = read_pts(INFANFACE / "ads_1072.Still005.pts")
+    assert pts.shape == (68, 2)
+    assert pts[0] == pytest.approx([108.027, 277.691])
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("version: 1\nn_points: 3\n{\n1 2\n3 4\n}\n", "header says 3 points"),
+        ("version: 1\nn_points: 2\n{\n1 2\n3 x\n}\n", "garbled"),
+        ("hello", "garbled"),
+    ],
+)
+def test_bad_pts_named_in_error(tmp_path, text, problem):
+    (tmp_path / "b.pts").write_text(text)
+    with pytest.raises(DataError, match=problem) as err:
+        read_pts(tmp_path / "b.pts")
+    assert "b.pts" in str(err.value)
+
+
+def test_flip_permutation_maps_36_to_45_and_back():
+    layout = layout_for(68)
+    perm = layout.flip_permutation()
+    assert perm[36] == 45 and perm[45] == 36
+    assert perm[39] == 42 and perm[48] == 54 and perm[30] == 30
+    np.testing.assert_array_equal(perm[perm], np.arange(68))
+
+
+def test_flipped_face_swaps_outer_eye_corners():
+    """Flip a face: the new landmark 36 is the mirror image of the old landmark 45."""
+    size = 64
+    canvas = np.zeros((2 * size, 2 * size, 3), np.uint8)
+    pts = np.random.default_rng(1).uniform(40, 88, (68, 2)).astype("float32")
+    layout = layout_for(68)
+    cfg = AugmentConfig(rotation=0, scale=0, translation=0, flip=1.0, brightness=0,
+                        contrast=0, blur=0, grayscale=0)
+    _, out = augment_sample(tf.constant(canvas), tf.constant(pts), size, cfg,
+                            tf.constant(layout.flip_permutation()), True)
+    plain = pts - size / 2  # centre crop coordinates
+    mirrored_45 = [size - 1 - plain[45, 0], plain[45, 1]]
+    np.testing.assert_allclose(out.numpy()[36], mirrored_45, atol=1e-3)
+    np.testing.assert_allclose(out.numpy()[45], [size - 1 - plain[36, 0], plain[36, 1]], atol=1e-3)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bright_dot_lands_on_heatmap_peak_after_augmentation(seed):
+    """Draw a dot at landmark k, augment randomly: the dot's new place is landmark k's peak."""
+    tf.random.set_seed(seed)
+    size, stride = 64, 4
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(48, 80, (68, 2)).astype("float32")
+    k = int(rng.integers(68))
+    canvas = np.zeros((2 * size, 2 * size, 3), np.uint8)
+    x, y = np.round(pts[k]).astype(int)
+    pts[k] = [x, y]
+    canvas[y - 1 : y + 2, x - 1 : x + 2] = 255
+    layout = layout_for(68)
+    cfg = AugmentConfig(flip=0.5, brightness=0, contrast=0, blur=0, grayscale=0)
+    image, out = augment_sample(tf.constant(canvas), tf.constant(pts), size, cfg,
+                                tf.constant(layout.flip_permutation()), True)
+    gray = image.numpy().mean(axis=-1)
+    dot = np.array(np.unravel_index(np.argmax(gray), gray.shape))[::-1]  # (x, y)
+    heat = render_heatmaps(out[None], size // stride, stride, 1.0)
+    idx = int(np.where(np.linalg.norm(out.numpy() - dot, axis=1) < 2.0)[0][0])
+    # the landmark under the dot is k, or its mirror partner after a flip
+    assert idx in (k, layout.flip_permutation()[k])
+    decoded, _ = decode_heatmaps(heat, stride)
+    assert np.linalg.norm(decoded.numpy()[0, idx] - dot) < 1.5
+
+
+def test_heatmap_decoding_is_subpixel_exact():
+    pts = np.array([[[10.3, 20.7], [100.2, 5.9], [63.5, 63.5]]], "float32")
+    heat = render_heatmaps(pts, 32, 4, 1.5)
+    assert heat.shape == (1, 32, 32, 3)
+    decoded, conf = decode_heatmaps(heat, 4)
+    np.testing.assert_allclose(decoded.numpy(), pts, atol=1e-3)
+    assert np.all(conf.numpy() > 0.8)
+
+
+def test_center_crop_follows_framing_rule(demo_faces):
+    faces = load_faces(demo_faces, input_size=64)
+    image, pts = center_crop_sample(faces.canvases[0], faces.landmarks[0], 64)
+    cx, cy, side = crop_box(pts.numpy())
+    assert side == pytest.approx(64 * 1.4 / 1.4, rel=0.02)  # box side fills crop / 1.4
+    assert (cx, cy) == pytest.approx((31.5, 31.5), abs=0.05)
+    assert image.shape == (64, 64, 3)
+
+
+def test_dataset_batches_shapes(demo_faces):
+    faces = load_faces(demo_faces, input_size=64)
+    ds = make_dataset(faces, layout_for(68), input_size=64, batch_size=4, training=True)
+    images, targets = next(iter(ds))
+    assert images.shape == (4, 64, 64, 3)
+    assert targets["heatmaps"].shape == (4, 16, 16, 68)
+    assert targets["landmarks"].shape == (4, 68, 2)
+    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255.0
+
+
+def test_csv_reader_with_header_and_relative_paths(tmp_path, demo_faces):
+    src = sorted(demo_faces.glob("*.jpg"))[:2]
+    rows = ["image," + ",".join(f"x{i},y{i}" for i in range(68))]
+    for p in src:
+        pts = read_pts(p.with_suffix(".pts"))
+        rows.append(f"{p}," + ",".join(f"{v:.3f}" for v in pts.ravel()))
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    parsed = read_csv_labels(tmp_path / "labels.csv")
+    assert len(parsed) == 2 and parsed[0][1].shape == (68, 2)
+    faces = load_faces(tmp_path / "labels.csv", input_size=64)
+    assert len(faces) == 2
+
+
+def test_loader_skips_bad_samples_and_strict_fails(tmp_path, demo_faces):
+    for p in sorted(demo_faces.glob("demo_000[0-5].*")):
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    jpgs = sorted(tmp_path.glob("*.jpg"))
+    jpgs[0].write_bytes(jpgs[0].read_bytes()[:300])  # truncated image
+    pts = read_pts(jpgs[1].with_suffix(".pts"))
+    pts[3] = np.nan
+    write_pts(jpgs[1].with_suffix(".pts"), pts)
+    jpgs[2].with_suffix(".pts").unlink()  # missing landmarks
+    faces = load_faces(tmp_path, input_size=64)
+    assert len(faces) == len(jpgs) - 3
+    assert len(faces.skipped) == 3
+    text = " ".join(faces.skipped)
+    assert "cannot decode image" in text
+    assert "NaN" in text and "no landmark file" in text
+    with pytest.raises(DataError):
+        load_faces(tmp_path, input_size=64, strict=True)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "I;16"])
+def test_grayscale_rgba_16bit_images_become_rgb(tmp_path, mode):
+    arr = np.full((20, 30), 200, np.uint16 if mode == "I;16" else np.uint8)
+    if mode == "I;16":
+        arr = arr * 257  # 16-bit full scale
+        img = Image.fromarray(arr.astype("<u2"))
+        assert img.mode == "I;16"
+    elif mode == "RGBA":
+        img = Image.fromarray(np.dstack([arr, arr, arr, np.full_like(arr, 255)]), mode="RGBA")
+    else:
+        img = Image.fromarray(arr, mode="L")
+    img.save(tmp_path / "x.png")
+    out = load_image(tmp_path / "x.png")
+    assert out.shape == (20, 30, 3) and out.dtype == np.uint8
+    assert abs(int(out[0, 0, 0]) - 200) <= 1
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    arr = np.zeros((10, 20, 3), np.uint8)
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees
+    img.save(tmp_path / "r.jpg", exif=exif)
+    assert load_image(tmp_path / "r.jpg").shape == (20, 10, 3)

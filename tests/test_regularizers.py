@@ -1,0 +1,104 @@
+"""The four teacher constraints: zero at agreement, positive otherwise, known values."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fas_tf import regularizers as R
+
+
+def feats(seed, shapes):
+    rng = np.random.default_rng(seed)
+    return [tf.constant(rng.normal(size=s).astype("float32")) for s in shapes]
+
+
+SHAPES = [(2, 8, 8, 4), (2, 4, 4, 6), (2, 2, 2, 5)]
+
+
+def test_cls_zero_when_equal_and_known_value():
+    e = tf.constant([[3.0, 4.0], [1.0, 0.0]])
+    assert float(R.cls_loss(e, e)) == pytest.approx(0.0, abs=1e-7)
+    # orthogonal unit vectors: ||a - b||^2 = 2; opposite: 4 -> mean 3
+    s = tf.constant([[1.0, 0.0], [0.0, 2.0]])
+    t = tf.constant([[0.0, 5.0], [0.0, -1.0]])
+    assert float(R.cls_loss(s, t)) == pytest.approx(3.0, rel=1e-6)
+
+
+def test_feat_zero_when_adapted_equals_normalized_teacher_and_known_value():
+    t = feats(0, SHAPES)
+    rms = [tf.sqrt(tf.reduce_mean(tf.square(x))) for x in t]
+    adapted = [x / r for x, r in zip(t, rms)]
+    assert float(R.feat_loss(adapted, t)) == pytest.approx(0.0, abs=1e-6)
+    # teacher of constant 2 -> normalized 1; student 0 -> squared error 1 everywhere
+    t2 = [tf.fill((1, 3, 3, 2), 2.0)]
+    assert float(R.feat_loss([tf.zeros((1, 3, 3, 2))], t2)) == pytest.approx(1.0, rel=1e-5)
+    # scale-free: multiplying the teacher by 10 does not change the loss
+    s = feats(1, SHAPES)
+    a = float(R.feat_loss(s, t))
+    b = float(R.feat_loss(s, [10 * x for x in t]))
+    assert a == pytest.approx(b, rel=1e-5) and a > 0
+
+
+def test_sa_zero_when_equal_positive_otherwise_and_known_value():
+    s = feats(2, SHAPES)
+    assert float(R.sa_loss(s, s)) == pytest.approx(0.0, abs=1e-5)
+    # channel count does not matter for spatial attention
+    wider = [tf.concat([x, x], axis=-1) for x in s]
+    assert float(R.sa_loss(wider, s)) == pytest.approx(0.0, abs=1e-5)
+    assert float(R.sa_loss(s, feats(3, SHAPES))) > 0.05
+    # attention on two disjoint pixels: orthogonal unit vectors, distance sqrt(2)
+    a = np.zeros((1, 2, 2, 1), "float32")
+    b = np.zeros((1, 2, 2, 1), "float32")
+    a[0, 0, 0, 0] = 1.0
+    b[0, 1, 1, 0] = 3.0
+    assert float(R.sa_loss([tf.constant(a)], [tf.constant(b)])) == pytest.approx(
+        np.sqrt(2), rel=1e-5
+    )
+
+
+def test_ca_zero_when_equal_positive_otherwise_and_known_value():
+    t = feats(4, SHAPES)
+    assert float(R.ca_loss(t, t)) == pytest.approx(0.0, abs=1e-5)
+    assert float(R.ca_loss(feats(5, SHAPES), t)) > 0.05
+    a = np.zeros((1, 2, 2, 2), "float32")
+    b = np.zeros((1, 2, 2, 2), "float32")
+    a[..., 0] = 1.0
+    b[..., 1] = 1.0
+    assert float(R.ca_loss([tf.constant(a)], [tf.constant(b)])) == pytest.approx(
+        np.sqrt(2), rel=1e-5
+    )
+
+
+def test_spatial_attention_resizes_student_map_to_teacher_size():
+    s = tf.ones((2, 16, 16, 3))
+    att = R.spatial_attention(s, (17, 17))
+    assert att.shape == (2, 17 * 17)
+    np.testing.assert_allclose(np.linalg.norm(att.numpy(), axis=1), 1.0, rtol=1e-5)
+
+
+def test_gradients_finite_at_agreement():
+    s = tf.Variable(feats(6, SHAPES)[0])
+    t = tf.identity(s)
+    with tf.GradientTape() as tape:
+        loss = R.sa_loss([s], [t]) + R.ca_loss([s], [t])
+    g = tape.gradient(loss, s)
+    assert np.all(np.isfinite(g.numpy()))
+
+
+def test_teacher_side_gets_no_gradient():
+    s = tf.Variable(feats(7, SHAPES)[1])
+    t = tf.Variable(feats(8, SHAPES)[1])
+    with tf.GradientTape() as tape:
+        loss = (
+            R.feat_loss([s], [t]) + R.sa_loss([s], [t]) + R.ca_loss([s], [t])
+            + R.cls_loss(tf.reduce_mean(s, [1, 2]), tf.reduce_mean(t, [1, 2]))
+        )
+    gs, gt = tape.gradient(loss, [s, t])
+    assert gt is None or float(tf.reduce_max(tf.abs(gt))) == 0.0
+    assert float(tf.reduce_max(tf.abs(gs))) > 0
+
+
+def test_heatmap_loss_known_value():
+    pred = tf.zeros((2, 4, 4, 3))
+    target = tf.ones((2, 4, 4, 3))
+    assert float(R.heatmap_loss(pred, target)) == pytest.approx(16.0)
