@@ -1,7 +1,6 @@
 """Shared command-line plumbing: one-line errors, atomic writes.
 
-A CLI's ``main`` raises :class:`UsageError`, :class:`fas_tf.data.DataError` or
-:class:`fas_tf.teachers.TeacherUnavailableError` for bad input; :func:`run` turns those (and
+A CLI's ``main`` raises one of :mod:`fas_tf.errors` for bad input; :func:`run` turns those (and
 ``OSError``) into a single ``error: ...`` line on stderr and exit status 2, never a traceback.
 """
 
@@ -15,16 +14,9 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from fas_tf.errors import DataError, TeacherUnavailableError, UsageError
 
-class UsageError(ValueError):
-    """Bad command-line input; the message names the file or flag and the problem."""
-
-
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from fas_tf.data import DataError
-    from fas_tf.teachers import TeacherUnavailableError
-
-    return (UsageError, DataError, TeacherUnavailableError)
+EXPECTED_ERRORS = (UsageError, DataError, TeacherUnavailableError)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -39,7 +31,7 @@ def run(main: Callable[[list[str]], None]) -> None:
     def guarded(argv: list[str]) -> None:
         try:
             main(argv)
-        except _expected_errors() as err:
+        except EXPECTED_ERRORS as err:
             fail(str(err))
         except OSError as err:
             where = f"{err.filename}: " if err.filename else ""

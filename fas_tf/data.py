@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from fas_tf.errors import DataError
 from fas_tf.landmarks import Layout
 
 if TYPE_CHECKING:  # TensorFlow is imported lazily so that bad input fails fast
@@ -41,10 +42,6 @@ FRAMING_SCALE = 1.4
 CANVAS_FACTOR = 2.0
 # Points further than this fraction of the image size outside the image are rejected.
 OUTSIDE_TOLERANCE = 0.25
-
-
-class DataError(ValueError):
-    """A problem with one input file or the dataset; the message names the file."""
 
 
 @dataclass

@@ -216,7 +216,13 @@ def train(config: TrainConfig, log=print) -> dict:
         _check_fresh_output(out)
     created = cli.check_writable_dir(out)
     try:
-        train_faces, val_faces = _load_sets(config, log)
+        train_faces, val_faces = _load_sets(config, log)  # no TensorFlow needed up to here
+        from fas_tf.model import parse_regularizers
+
+        try:
+            parse_regularizers(config.regularizers)
+        except ValueError as err:
+            raise cli.UsageError(f"--regularizers: {err}") from err
     except BaseException:
         if created and not any(out.iterdir()):
             out.rmdir()
@@ -390,13 +396,7 @@ def define_flags() -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from fas_tf.model import parse_regularizers
-
     config = config_from_flags()
-    try:
-        parse_regularizers(config.regularizers)
-    except ValueError as err:
-        raise cli.UsageError(f"--regularizers: {err}") from err
     if config.input_size % 32:
         raise cli.UsageError(f"--input_size must be a multiple of 32, got {config.input_size}")
     train(config)

@@ -22,3 +22,29 @@ def demo_faces(tmp_path_factory) -> Path:
     from fas_tf.demo import make_demo_set
 
     return make_demo_set(tmp_path_factory.mktemp("demo"), 12, seed=5, size=128)
+
+
+def tiny_teacher():
+    """A small random teacher with the Teacher interface (fast to trace; tests only)."""
+    import keras
+
+    from fas_tf.teachers import Teacher
+
+    image = keras.Input((48, 48, 3))
+    x = keras.layers.Rescaling(1 / 128.0, offset=-1.0)(image)
+    taps = {}
+    for stride, ch in ((8, 16), (16, 24), (32, 32)):
+        x = keras.layers.Conv2D(ch, 3, strides=2 if stride > 8 else 8, padding="same",
+                                activation="relu")(x)
+        taps[f"tap_{stride}"] = x
+    emb = keras.layers.Dense(12)(keras.layers.GlobalAveragePooling2D()(x))
+    emb = keras.layers.UnitNormalization()(emb)
+    model = keras.Model(image, {"embedding": emb, **taps})
+    return Teacher("tiny", 48, 12, model, pretrained=False, weights_source="random")
+
+
+def pytest_configure(config):
+    """Skip Grappler's graph rewrites in-process: they dominate tracing time on 2 CPU cores."""
+    import tensorflow as tf
+
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})

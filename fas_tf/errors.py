@@ -1,0 +1,13 @@
+"""Exceptions for bad input, importable without TensorFlow (CLIs fail fast on them)."""
+
+
+class UsageError(ValueError):
+    """Bad command-line input; the message names the file or flag and the problem."""
+
+
+class DataError(ValueError):
+    """A problem with one input file or the dataset; the message names the file."""
+
+
+class TeacherUnavailableError(RuntimeError):
+    """Raised when a pretrained teacher's weights cannot be found or fetched."""

@@ -1,0 +1,241 @@
+"""The command lines end to end: bad input, training, evaluation, resume after kill -9."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fas_tf.data import read_pts, write_pts
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
+
+
+def run(module, *args, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=ENV,
+        timeout=timeout, cwd=REPO,
+    )
+
+
+def copy_faces(src: Path, dst: Path, count: int) -> list[Path]:
+    dst.mkdir(parents=True, exist_ok=True)
+    images = []
+    for jpg in sorted(src.glob("demo_*.jpg"))[:count]:
+        for p in (jpg, jpg.with_suffix(".pts")):
+            (dst / p.name).write_bytes(p.read_bytes())
+        images.append(dst / jpg.name)
+    return images
+
+
+def assert_one_line_error(result, *needles):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def break_truncated(p):
+    p.write_bytes(p.read_bytes()[:200])
+
+
+def break_pts_garbled(p):
+    p.with_suffix(".pts").write_text("version: 1\nn_points: 68\n{\n1 2\nbanana\n}\n")
+
+
+def break_pts_count(p):
+    write_pts(p.with_suffix(".pts"), read_pts(p.with_suffix(".pts"))[:60])
+
+
+def break_pts_nan(p):
+    pts = read_pts(p.with_suffix(".pts"))
+    pts[10, 0] = np.inf
+    write_pts(p.with_suffix(".pts"), pts)
+
+
+def break_pts_outside(p):
+    write_pts(p.with_suffix(".pts"), read_pts(p.with_suffix(".pts")) + 5000)
+
+
+def break_pts_missing(p):
+    p.with_suffix(".pts").unlink()
+
+
+@pytest.mark.parametrize(
+    "breaker, needle",
+    [
+        (break_truncated, "cannot decode image"),
+        (break_pts_garbled, "garbled"),
+        (break_pts_count, "60"),
+        (break_pts_nan, "NaN or inf"),
+        (break_pts_outside, "far outside"),
+        (break_pts_missing, "no landmark file"),
+    ],
+)
+def test_bad_sample_is_fatal_with_strict_and_nothing_is_written(
+    tmp_path, demo_faces, breaker, needle
+):
+    images = copy_faces(demo_faces, tmp_path / "data", 4)
+    breaker(images[1])
+    out = tmp_path / "out"
+    result = run("fas_tf.train", f"--data={tmp_path / 'data'}", f"--output_dir={out}", "--strict")
+    assert_one_line_error(result, images[1].stem, needle)
+    assert not out.exists()
+
+
+def test_dataset_with_no_usable_sample(tmp_path, demo_faces):
+    images = copy_faces(demo_faces, tmp_path / "data", 2)
+    for p in images:
+        break_pts_nan(p)
+    result = run("fas_tf.train", f"--data={tmp_path / 'data'}", f"--output_dir={tmp_path / 'o'}")
+    assert_one_line_error(result, "no usable samples")
+    assert not (tmp_path / "o").exists()
+
+
+def test_empty_folder_missing_path_and_unwritable_output(tmp_path, demo_faces):
+    (tmp_path / "empty").mkdir()
+    result = run("fas_tf.train", f"--data={tmp_path / 'empty'}", f"--output_dir={tmp_path / 'o'}")
+    assert_one_line_error(result, "empty", "no images found")
+    result = run("fas_tf.train", f"--data={tmp_path / 'nope'}", f"--output_dir={tmp_path / 'o'}")
+    assert_one_line_error(result, "nope", "no such file")
+    (tmp_path / "file").write_text("x")
+    result = run("fas_tf.train", f"--data={demo_faces}", f"--output_dir={tmp_path / 'file' / 'o'}")
+    assert_one_line_error(result, "file", "not writable")
+    result = run("fas_tf.evaluate", f"--model={tmp_path / 'missing.keras'}", f"--data={demo_faces}")
+    assert_one_line_error(result, "missing.keras", "no such model file")
+
+
+def history_rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, demo_faces):
+    """Three epochs with a random FaceNet teacher on 12 synthetic faces."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    result = run(
+        "fas_tf.train", f"--data={demo_faces}", f"--val_data={demo_faces}", f"--output_dir={out}",
+        "--teacher=facenet", "--teacher_weights=random", "--epochs=3", "--batch_size=4",
+        "--input_size=64", "--learning_rate=3e-3", "--verbose=2",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+def test_training_writes_run_and_loss_goes_down(trained_run):
+    out, result = trained_run
+    assert "RANDOM weights" in result.stdout
+    for name in ("student.keras", "config.json", "metrics.json", "history.csv"):
+        assert (out / name).is_file(), name
+    assert (out / "logs").is_dir() and (out / "checkpoints" / "student_last.keras").is_file()
+    rows = history_rows(out / "history.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    for term in ("cls_loss", "feat_loss", "sa_loss", "ca_loss", "heatmap_loss", "nme", "val_nme"):
+        assert term in rows[0], term
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["teacher"]["name"] == "facenet" and config["teacher"]["pretrained"] is False
+    assert config["config"]["epochs"] == 3 and "tensorflow" in config["versions"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["val"]["nme"] < 10
+
+
+def test_evaluate_cli_reports_and_writes(trained_run, demo_faces, tmp_path):
+    out, _ = trained_run
+    result = run(
+        "fas_tf.evaluate", f"--model={out / 'student.keras'}", f"--data={demo_faces}",
+        f"--output={tmp_path / 'm.json'}", f"--plot={tmp_path / 'ced.png'}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = result.stdout.strip().splitlines()[-1]
+    assert line.startswith("NME ") and line.endswith("n=12"), line
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    for key in ("nme", "fr_08", "fr_10", "auc_10", "n", "per_landmark", "subsets"):
+        assert key in metrics
+    assert len(metrics["per_landmark"]) == 68 and metrics["n"] == 12
+    assert (tmp_path / "ced.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_existing_run_needs_resume(trained_run, demo_faces):
+    out, _ = trained_run
+    result = run("fas_tf.train", f"--data={demo_faces}", f"--output_dir={out}")
+    assert_one_line_error(result, "--resume")
+
+
+def test_resume_after_kill_continues_from_last_epoch(tmp_path, demo_faces):
+    out = tmp_path / "run"
+    args = [
+        sys.executable, "-m", "fas_tf.train", f"--data={demo_faces}", f"--output_dir={out}",
+        "--teacher=none", "--epochs=12", "--batch_size=4", "--input_size=64", "--verbose=2",
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+                            cwd=REPO)
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "history.csv").exists() and len(history_rows(out / "history.csv")) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(history_rows(out / "history.csv"))
+    assert not (out / "student.keras").exists()
+    result = run("fas_tf.train", f"--output_dir={out}", "--resume", "--verbose=2",
+                 f"--data={demo_faces}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Epoch {done}/12" not in result.stdout
+    assert f"Epoch {done + 1}/12" in result.stdout or f"Epoch {done + 2}/12" in result.stdout
+    epochs = [int(r["epoch"]) for r in history_rows(out / "history.csv")]
+    assert epochs[-1] == 11 and len(set(epochs)) == len(epochs) >= 11
+    assert (out / "student.keras").is_file()
+
+
+MIRRORED = r"""
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from fas_tf.data import load_faces, make_dataset
+from fas_tf.landmarks import layout_for
+from fas_tf.model import RegularizedLandmarkModel
+from fas_tf.student import build_student
+from fas_tf.train import make_strategy
+from tests.conftest import tiny_teacher
+keras.utils.set_random_seed(0)
+strategy = make_strategy("mirrored")
+faces = load_faces(sys.argv[1], input_size=64)
+ds = make_dataset(faces, layout_for(68), 64, batch_size=4, training=True, seed=0)
+with strategy.scope():
+    teacher = tiny_teacher()
+    model = RegularizedLandmarkModel(build_student(input_size=64), teacher)
+    model.compile(keras.optimizers.Adam(3e-3), regularizers="cls,feat,sa,ca")
+before = [w.numpy().copy() for w in teacher.model.weights]
+hist = model.fit(ds, epochs=3, verbose=0).history
+frozen = all((b == w.numpy()).all() for b, w in zip(before, teacher.model.weights))
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "frozen": frozen,
+                  "history": hist}))
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(demo_faces):
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED, str(demo_faces)], capture_output=True, text=True,
+        env=ENV, cwd=REPO, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2 and report["frozen"]
+    hist = report["history"]
+    assert all(np.isfinite(hist[k][-1]) for k in hist)
+    assert hist["loss"][-1] < hist["loss"][0]

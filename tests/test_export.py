@@ -1,0 +1,203 @@
+"""TFLite export: every quantization mode, int8 integer-only, parity refusal, model.json contract."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from export.convert import (
+    MODES,
+    ParityError,
+    export_model,
+    float_compute_ops,
+    load_student,
+    op_types,
+)
+from export.tflite_runner import TFLiteLandmarker
+from fas_tf.cli import UsageError
+from fas_tf.heatmaps import decode_heatmaps, decode_heatmaps_int8, render_heatmaps
+
+from .conftest import REPO
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, demo_faces):
+    """A 64-px, alpha 0.35 student fitted for a few steps on the synthetic faces."""
+    import keras
+
+    from fas_tf.data import load_faces, make_dataset
+    from fas_tf.landmarks import layout_for
+    from fas_tf.student import build_student
+
+    keras.utils.set_random_seed(0)
+    faces = load_faces(demo_faces, SIZE)
+    student = build_student(68, SIZE, alpha=0.35, head_channels=16)
+    net = keras.Model(student.input, student.output["heatmaps"])
+    net.compile(keras.optimizers.Adam(3e-3), "mse")
+    ds = make_dataset(faces, layout_for(68), SIZE, batch_size=12, training=False)
+    ds = ds.map(lambda x, y: (x, y["heatmaps"] * 10.0)).cache().repeat()
+    net.fit(ds, steps_per_epoch=40, epochs=1, verbose=0)
+    run = tmp_path_factory.mktemp("run")
+    student.save(run / "student.keras")
+    (run / "config.json").write_text('{"config": {"input_size": 64}}')
+    return run
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, demo_faces, tmp_path_factory):
+    """Every mode exported once (int8 calibrated on the demo faces); mode -> ExportResult."""
+    out = tmp_path_factory.mktemp("exports")
+    results = {}
+    for mode in MODES:
+        results[mode] = export_model(
+            tiny_run / "student.keras", out / mode / "model.tflite", mode,
+            representative_data=str(demo_faces), num_calibration=16, max_nme_drift=100.0,
+            log=lambda *_: None,
+        )
+    return results
+
+
+def test_decode_int8_matches_taylor_decoder():
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(2, 126, (4, 68, 2)).astype(np.float32)
+    heat = render_heatmaps(pts, 32, 4, 1.5) + rng.normal(0, 0.01, (4, 32, 32, 68))
+    heat = tf.cast(heat, tf.float32)
+    taylor, conf_t = decode_heatmaps(heat, 4)
+    fast, conf_f = decode_heatmaps_int8(heat, 4)
+    np.testing.assert_allclose(conf_f, conf_t, atol=1e-6)
+    assert float(np.abs(fast - taylor).max()) < 0.05
+    assert float(np.abs(fast - pts).mean()) < 0.3
+    # a peak on the border is refined outward, as by the Taylor decoder
+    edge = render_heatmaps(tf.constant([[[-1.5, 60.0]]]), 32, 4, 1.5)
+    np.testing.assert_allclose(decode_heatmaps_int8(edge, 4)[0], decode_heatmaps(edge, 4)[0],
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_mode_exports_with_contract(exported, tiny_run, mode):
+    result = exported[mode]
+    path = result.tflite_path
+    meta = json.loads(result.json_path.read_text())
+    assert path.is_file() and meta["model_bytes"] == path.stat().st_size
+    assert meta["model_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert not list(path.parent.glob(".*.tmp"))  # nothing half-written left behind
+
+    runner = TFLiteLandmarker(path)
+    inp = runner.runner.get_input_details()["image"]
+    outs = runner.runner.get_output_details()
+    assert meta["input"]["shape"] == list(inp["shape"]) == [1, SIZE, SIZE, 3]
+    assert meta["input"]["dtype"] == np.dtype(inp["dtype"]).name
+    assert meta["input"]["dtype"] == ("uint8" if mode == "int8" else "float32")
+    assert meta["input"]["channel_order"] == "RGB" and meta["input"]["value_range"] == [0, 255]
+    for name in ("landmarks", "confidence"):
+        assert meta["outputs"][name]["shape"] == list(outs[name]["shape"])
+        assert meta["outputs"][name]["dtype"] == "float32"
+    assert meta["outputs"]["landmarks"]["shape"] == [1, 68, 2]
+    assert meta["landmarks"]["count"] == 68 == len(meta["landmarks"]["names"])
+    assert [36, 45] in meta["landmarks"]["flip_pairs"]
+    assert meta["crop"]["scale"] == 1.4 and meta["crop"]["input_size"] == SIZE
+    config_hash = hashlib.sha256((tiny_run / "config.json").read_bytes()).hexdigest()
+    assert meta["training"]["config_sha256"] == config_hash
+    assert meta["quantization"] == mode
+    parity = meta["parity"]
+    assert {"keras_nme_percent", "tflite_nme_percent", "drift_points", "n"} <= set(parity)
+    if mode in ("float32", "float16"):
+        assert abs(parity["drift_points"]) < 0.5
+
+
+def test_sizes_shrink_with_quantization(exported):
+    size = {m: r.metadata["model_bytes"] for m, r in exported.items()}
+    assert size["float16"] < 0.6 * size["float32"]
+    assert size["int8"] < 0.4 * size["float32"] and size["dynamic"] < 0.4 * size["float32"]
+
+
+def test_int8_is_integer_only(exported):
+    path = exported["int8"].tflite_path
+    assert float_compute_ops(path) == []
+    ops = op_types(path)
+    conv = [o for o in ops if o[0] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert conv and all(o[1][0] == "int8" and o[2] == ["int8"] for o in conv)
+    assert ops[0][0] == "QUANTIZE" and ops[0][1] == ["uint8"]
+    # the float export, by contrast, computes in float
+    assert float_compute_ops(exported["float32"].tflite_path)
+
+
+def test_runner_accepts_float_crops_and_matches_keras(exported, tiny_run, demo_faces):
+    from export.convert import labelled_crops
+    from fas_tf.student import inference_model
+
+    crops, _, _ = labelled_crops(demo_faces, SIZE)
+    keras_pts = np.asarray(inference_model(load_student(tiny_run / "student.keras"))(crops)[
+        "landmarks"])
+    lite = TFLiteLandmarker(exported["float32"].tflite_path)
+    pts, conf = lite.predict(crops)
+    assert pts.shape == (len(crops), 68, 2) and conf.shape == (len(crops), 68)
+    assert np.all((conf >= 0) & (conf <= 1))
+    assert np.median(np.abs(pts - keras_pts)) < 0.05
+    q_pts, _ = TFLiteLandmarker(exported["int8"].tflite_path).predict(crops[:2])
+    assert q_pts.shape == (2, 68, 2) and np.all(np.isfinite(q_pts))
+
+
+def test_parity_check_refuses_broken_model(tiny_run, demo_faces, tmp_path, monkeypatch):
+    """A TFLite model that disagrees with the Keras one is not written (unless --force)."""
+    import export.convert as conv
+
+    real_convert = conv.convert
+
+    def broken_convert(student, mode, calibration=None):
+        import keras
+
+        broken = keras.models.clone_model(student)
+        broken.set_weights([np.random.default_rng(1).normal(0, 0.3, w.shape).astype(w.dtype)
+                            for w in student.get_weights()])
+        return real_convert(broken, mode, calibration)
+
+    monkeypatch.setattr(conv, "convert", broken_convert)
+    out = tmp_path / "model.tflite"
+    with pytest.raises(ParityError, match="not written"):
+        export_model(tiny_run / "student.keras", out, "float32",
+                     representative_data=str(demo_faces), max_nme_drift=0.5, log=lambda *_: None)
+    assert list(tmp_path.iterdir()) == []
+    forced = export_model(tiny_run / "student.keras", out, "float32",
+                          representative_data=str(demo_faces), max_nme_drift=0.5, force=True,
+                          log=lambda *_: None)
+    assert out.is_file() and forced.metadata["parity"]["forced"] is True
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, demo_faces):
+    with pytest.raises(UsageError, match="no such model file"):
+        load_student(tmp_path / "missing.keras")
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"not a zip archive")
+    with pytest.raises(UsageError, match="corrupt.keras: cannot load Keras model"):
+        load_student(corrupt)
+    with pytest.raises(ValueError, match="not a usable TFLite"):
+        TFLiteLandmarker(corrupt)
+    with pytest.raises(UsageError, match="needs --representative_data"):
+        export_model(corrupt, tmp_path / "m.tflite", "int8", val_data=str(demo_faces))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "export", f"--model={corrupt}", f"--output={tmp_path / 'o.tflite'}",
+         "--quantize=float32", f"--representative_data={demo_faces}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "corrupt.keras" in errors[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "o.tflite").exists()
+
+
+def test_benchmark_times_models(exported):
+    from export.benchmark import benchmark
+
+    rows = benchmark([str(exported["int8"].tflite_path), str(exported["float32"].tflite_path)],
+                     reference=str(exported["float32"].tflite_path), runs=20, warmup=2, rounds=2)
+    assert [r["reference"] for r in rows] == [False, False, True]
+    assert all(r["median_ms"] > 0 and r["runs"] >= 20 for r in rows)
+    assert rows[-1]["ratio_to_reference"] == pytest.approx(1.0)

@@ -1,0 +1,115 @@
+"""RegularizedLandmarkModel: what gets gradients, what stays frozen, precision and XLA."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fas_tf.data import load_faces, make_dataset
+from fas_tf.landmarks import layout_for
+from fas_tf.model import RegularizedLandmarkModel, parse_regularizers
+from fas_tf.student import build_student
+from fas_tf.teachers import build_facenet
+
+from .conftest import tiny_teacher
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return tiny_teacher()
+
+
+@pytest.fixture(scope="module")
+def dataset(demo_faces):
+    faces = load_faces(demo_faces, input_size=SIZE)
+    return make_dataset(faces, layout_for(68), SIZE, batch_size=4, training=True, seed=0)
+
+
+def snapshot(variables):
+    return [v.numpy().copy() for v in variables]
+
+
+def changed(before, variables):
+    return [not np.array_equal(b, v.numpy()) for b, v in zip(before, variables)]
+
+
+def test_fit_updates_student_adapters_head_and_never_the_teacher(teacher, dataset):
+    keras.utils.set_random_seed(0)
+    model = RegularizedLandmarkModel(build_student(input_size=SIZE), teacher)
+    model.compile(keras.optimizers.Adam(1e-3), regularizers="cls,feat,sa,ca", run_eagerly=True)
+    teacher_before = snapshot(teacher.model.weights)
+    adapters = [w for a in model.adapters.values() for w in a.trainable_weights]
+    head = model.embedding_head.trainable_weights
+    student = model.student.trainable_weights
+    before = snapshot(adapters + head + student)
+    history = model.fit(dataset.take(2), epochs=1, verbose=0)
+    moved = changed(before, adapters + head + student)
+    assert all(moved[: len(adapters) + len(head)]), "adapters and embedding head must train"
+    assert np.mean(moved[len(adapters) + len(head):]) > 0.9, "the student must train"
+    assert not any(changed(teacher_before, teacher.model.weights)), "teacher must stay frozen"
+    for name in ("loss", "heatmap_loss", "cls_loss", "feat_loss", "sa_loss", "ca_loss", "nme"):
+        assert np.isfinite(history.history[name][-1]), name
+
+
+def test_gradient_of_each_regularizer_reaches_its_parts(dataset):
+    teacher = build_facenet("random")
+    images, _ = next(iter(dataset))
+    model = RegularizedLandmarkModel(build_student(input_size=SIZE), teacher)
+    adapters = [w for a in model.adapters.values() for w in a.trainable_weights]
+    head = model.embedding_head.trainable_weights
+    student = model.student.trainable_weights
+    expected = {"cls": head, "feat": adapters, "sa": [], "ca": adapters}
+    for reg, parts in expected.items():
+        model.compile("adam", regularizers=reg)
+        with tf.GradientTape(persistent=True) as tape:
+            out = model.student(images, training=True)
+            loss = model._regularizer_losses(images, out)[reg]
+        teacher_grads = tape.gradient(loss, teacher.model.weights)
+        assert all(g is None for g in teacher_grads), f"{reg} must not reach the teacher"
+        student_grads = tape.gradient(loss, student)
+        assert any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0
+                   for g in student_grads), f"{reg} must reach the student"
+        part_grads = tape.gradient(loss, parts)
+        assert all(g is not None for g in part_grads), f"{reg} must reach its adapter/head"
+        del tape
+
+
+def test_without_teacher_only_heatmap_loss(dataset):
+    model = RegularizedLandmarkModel(build_student(input_size=SIZE), None)
+    model.compile("adam", regularizers="cls,feat", run_eagerly=True)
+    assert model.regularizers == ()
+    logs = model.fit(dataset.take(1), epochs=1, verbose=0).history
+    assert set(logs) == {"loss", "heatmap_loss", "nme"}
+    assert logs["loss"] == logs["heatmap_loss"]
+
+
+def test_parse_regularizers():
+    assert parse_regularizers("cls, sa") == ("cls", "sa")
+    assert parse_regularizers("none") == ()
+    with pytest.raises(ValueError, match="unknown"):
+        parse_regularizers("cls,foo")
+
+
+def test_mixed_precision_step(teacher, dataset):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        student = build_student(input_size=SIZE)
+        model = RegularizedLandmarkModel(student, teacher)
+        model.compile(keras.optimizers.Adam(1e-3), regularizers="sa,ca,feat,cls",
+                      run_eagerly=True)
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert student.output["feat_8"].dtype == "float16"
+        assert student.output["heatmaps"].dtype == "float32"
+        logs = model.fit(dataset.take(1), epochs=1, verbose=0).history
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert all(np.isfinite(v[-1]) for v in logs.values())
+
+
+def test_jit_compiled_step(teacher, dataset):
+    model = RegularizedLandmarkModel(build_student(input_size=SIZE), teacher)
+    model.compile(keras.optimizers.Adam(1e-3), regularizers="sa,ca,feat,cls", jit_compile=True)
+    logs = model.fit(dataset.take(1), epochs=1, verbose=0).history
+    assert all(np.isfinite(v[-1]) for v in logs.values())
