@@ -25,6 +25,8 @@ from pathlib import Path
 from fas_tf import __version__, cli
 
 TEACHER_CHOICES = ("auto", "facenet", "dlib", "none")
+DEFAULT_EPOCHS = 60
+DEMO_EPOCHS = 20
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
@@ -45,7 +47,7 @@ class TrainConfig:
     lambda_feat: float = 1.0
     lambda_sa: float = 1.0
     lambda_ca: float = 1.0
-    epochs: int = 60
+    epochs: int | None = None  # None: DEFAULT_EPOCHS, or DEMO_EPOCHS on the demo set
     batch_size: int = 16
     input_size: int = 128
     learning_rate: float = 2e-3
@@ -214,6 +216,10 @@ def train(config: TrainConfig, log=print) -> dict:
         log(f"resume: continuing {out} with its saved config")
     else:
         _check_fresh_output(out)
+    if config.epochs is None:
+        config = dataclasses.replace(
+            config, epochs=DEMO_EPOCHS if config.data is None else DEFAULT_EPOCHS
+        )
     created = cli.check_writable_dir(out)
     try:
         train_faces, val_faces = _load_sets(config, log)  # no TensorFlow needed up to here
@@ -373,7 +379,9 @@ def define_flags() -> None:
     flags.DEFINE_string("regularizers", d.regularizers, "comma list of cls,feat,sa,ca or none")
     for name in ("cls", "feat", "sa", "ca"):
         flags.DEFINE_float(f"lambda_{name}", getattr(d, f"lambda_{name}"), f"weight of {name}")
-    flags.DEFINE_integer("epochs", d.epochs, "epochs")
+    flags.DEFINE_integer(
+        "epochs", None, f"epochs (default {DEFAULT_EPOCHS}; {DEMO_EPOCHS} on the demo set)"
+    )
     flags.DEFINE_integer("batch_size", d.batch_size, "global batch size")
     flags.DEFINE_integer("input_size", d.input_size, "crop side (multiple of 32)")
     flags.DEFINE_float("learning_rate", d.learning_rate, "peak learning rate (cosine decay)")
