@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from fas_tf import measurements as M
+from fas_tf.data import read_pts
 
 
 def load_predictions(args, gts: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     gts = {}
     for p in sorted(data.glob("*.pts")):
         try:
-            gt = M.read_pts(p)
+            gt = read_pts(p)
             M.check_landmarks(gt)
         except (OSError, ValueError) as e:
             print(f"{p}: {e}", file=sys.stderr)

@@ -33,6 +33,7 @@ import numpy as np
 from absl import app, flags
 
 from fas_tf import measurements as M
+from fas_tf.data import load_image, read_pts
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 SHORT = {
@@ -97,9 +98,9 @@ def faces_from_pts(image_path: Path) -> list[dict]:
     if not pts_path.is_file():
         raise ItemError(f"no landmark file {pts_path.name} next to the image")
     try:
-        pts = M.read_pts(pts_path)
+        pts = read_pts(pts_path)
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise ItemError(f"{pts_path.name}: {e}") from None
+        raise ItemError(str(e)) from None
     return [{"box": None, "landmarks": pts, "confidence": None}]
 
 
@@ -298,9 +299,10 @@ def _jsonable(x):
 def process_image(image_path: Path, get_faces: Callable[[Path], list[dict]],
                   mm_per_pixel: float | None, thresholds: M.Thresholds) -> tuple[np.ndarray, list]:
     """Read the image, get faces, measure each; raises ItemError on bad input."""
-    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ItemError("cannot read image (missing, corrupt or unsupported format)")
+    try:  # EXIF orientation, truncation checks and colour modes as in training
+        image = cv2.cvtColor(load_image(image_path), cv2.COLOR_RGB2BGR)
+    except ValueError as e:
+        raise ItemError(str(e)) from None
     faces = get_faces(image_path)
     out = []
     for face in faces:

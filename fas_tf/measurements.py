@@ -81,7 +81,6 @@ noise): the thresholds are conservative gates, not head-pose measurements.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -412,26 +411,3 @@ def measure(
         "ratios": ratios,
         "thresholds": asdict(th),
     }
-
-
-def read_pts(path: str | os.PathLike) -> np.ndarray:
-    """Read a 300-W ``.pts`` file (``version: 1``, ``n_points: N``, ``{``, x y lines, ``}``)."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if "{" not in text or "}" not in text:
-        raise ValueError("not a 300-W .pts file (missing '{' or '}')")
-    body = text.split("{", 1)[1].split("}", 1)[0]
-    try:
-        values = [float(v) for v in body.split()]
-    except ValueError as e:
-        raise ValueError(f"non-numeric coordinate in .pts: {e}") from None
-    if len(values) % 2:
-        raise ValueError("odd number of coordinates in .pts")
-    pts = np.asarray(values, dtype=np.float64).reshape(-1, 2)
-    header = text.split("{", 1)[0]
-    for line in header.splitlines():
-        if line.strip().startswith("n_points"):
-            n = int(line.split(":", 1)[1])
-            if n != len(pts):
-                raise ValueError(f".pts header says n_points {n} but has {len(pts)} points")
-    return pts
