@@ -1,0 +1,11 @@
+"""Export of the fas_tf landmark student to TFLite (LiteRT) for mobile screening apps.
+
+- ``python -m export --model=RUN_DIR/student.keras --output=model.tflite --quantize=int8
+  --representative_data=DATA``: convert, check accuracy parity, write ``model.tflite`` and
+  ``model.json`` (:mod:`export.convert`);
+- ``python -m export.benchmark model.tflite``: speed and size against MediaPipe's face landmark
+  model (:mod:`export.benchmark`);
+- :class:`export.tflite_runner.TFLiteLandmarker`: run an exported model on crops.
+
+The app-side contract is in ``export/MOBILE.md``.
+"""

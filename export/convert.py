@@ -1,0 +1,470 @@
+"""Keras student -> TFLite landmark model (+ ``model.json``), with an accuracy parity check.
+
+The exported graph takes one framing-rule face crop ``image`` (1, S, S, 3) RGB and returns
+``landmarks`` (1, N, 2, input-crop pixels) and ``confidence`` (1, N) through the
+``serving_default`` signature; heatmap decoding runs inside the graph with
+:func:`fas_tf.heatmaps.decode_heatmaps_int8` (the log-Taylor refinement in ops that all have int8
+kernels). Modes: ``float32``; ``float16`` (float16 weights); ``dynamic`` (int8 weights, float
+activations); ``int8`` (full-integer, calibrated on framing-rule training crops, uint8 input,
+float32 outputs written by the final DEQUANTIZE ops).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fas_tf import __version__
+from fas_tf.cli import UsageError, atomic_path, write_json
+
+MODES = ("float32", "float16", "dynamic", "int8")
+METADATA_VERSION = 1
+
+
+class ParityError(UsageError):
+    """The TFLite model is less accurate than the Keras model by more than allowed."""
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_model` wrote (or would have written) and measured."""
+
+    tflite_path: Path
+    json_path: Path
+    metadata: dict
+    parity: dict
+    written: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+def load_student(path: str | os.PathLike):
+    """Load a saved ``student.keras``; UsageError (one line naming the file) when unusable."""
+    import keras
+
+    import fas_tf.heatmaps  # noqa: F401  (registers HeatmapDecoder for deserialization)
+
+    path = str(path)
+    if not os.path.isfile(path):
+        raise UsageError(f"{path}: no such model file")
+    if not path.endswith(".keras"):
+        raise UsageError(f"{path}: expected a Keras student saved as .keras")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as err:  # Keras raises many types for a corrupt archive
+        text = str(err).strip()
+        detail = f": {text.splitlines()[0][:160]}" if text else ""
+        raise UsageError(
+            f"{path}: cannot load Keras model ({err.__class__.__name__}{detail})"
+        ) from err
+    out = model.output
+    if not (isinstance(out, dict) and "heatmaps" in out) or len(model.inputs) != 1:
+        raise UsageError(f"{path}: not a fas_tf student (needs one image input, 'heatmaps' output)")
+    return model
+
+
+def export_graph(student, method: str = "int8"):
+    """Batch-1 Keras graph: ``image`` -> {``landmarks``, ``confidence``} with in-graph decoding."""
+    import keras
+
+    from fas_tf.heatmaps import HeatmapDecoder
+    from fas_tf.student import student_geometry
+
+    size, stride, _ = student_geometry(student)
+    image = keras.Input((size, size, 3), batch_size=1, name="image")
+    net = keras.Model(student.input, student.output["heatmaps"], name="heatmap_net")
+    outputs = HeatmapDecoder(stride, method=method, name="decode")(net(image))
+    return keras.Model(image, outputs, name="landmarker")
+
+
+def convert(student, mode: str, calibration: np.ndarray | None = None) -> bytes:
+    """TFLite flatbuffer of the student in ``mode``; ``calibration`` crops (M, S, S, 3) for int8."""
+    import tensorflow as tf
+
+    if mode not in MODES:
+        raise UsageError(f"--quantize={mode}: choose from {', '.join(MODES)}")
+    converter = tf.lite.TFLiteConverter.from_keras_model(export_graph(student))
+    if mode == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif mode == "int8":
+        if calibration is None or len(calibration) == 0:
+            raise UsageError("--quantize=int8 needs calibration crops (--representative_data)")
+        crops = np.asarray(calibration, np.float32)
+
+        def representative():
+            for crop in crops:
+                yield [crop[None]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.float32
+    with contextlib.redirect_stdout(io.StringIO()):  # the SavedModel export prints every capture
+        return bytes(converter.convert())
+
+
+def op_types(model: bytes | str | os.PathLike) -> list[tuple[str, list[str], list[str]]]:
+    """(op name, input dtypes, output dtypes) of every op of a TFLite model, in graph order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(model, bytes):
+        interpreter = Interpreter(model_content=model)
+    else:
+        interpreter = Interpreter(model_path=str(model))
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+
+    def names(indices) -> list[str]:
+        return [np.dtype(tensors[i]["dtype"]).name for i in indices if i >= 0 and i in tensors]
+
+    return [
+        (op["op_name"], names(op["inputs"]), names(op["outputs"]))
+        for op in interpreter._get_ops_details()
+    ]
+
+
+def float_compute_ops(model: bytes | str | os.PathLike) -> list[str]:
+    """Ops that compute in floating point, apart from the boundary DEQUANTIZE of the outputs.
+
+    Empty for a full-integer model whose only float tensors are the float32 outputs.
+    """
+    floats = ("float32", "float16", "float64")
+    return [
+        name
+        for name, ins, outs in op_types(model)
+        if (any(t in floats for t in ins) or any(t in floats for t in outs))
+        and not (name == "DEQUANTIZE" and all(t.startswith(("int", "uint")) for t in ins))
+    ]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _stems(data: Path, attributes: str | None, sets: str | None) -> set[str] | None:
+    if not sets:
+        return None
+    from fas_tf.data import read_attributes
+
+    csv_path = Path(attributes) if attributes else (data if data.is_dir() else data.parent) / (
+        "attributes.csv"
+    )
+    if not csv_path.is_file():
+        raise UsageError(f"{csv_path}: no attributes CSV to select image sets {sets!r}")
+    wanted = {s.strip() for s in sets.split(",") if s.strip()}
+    rows = read_attributes(csv_path)
+    stems = {stem for stem, row in rows.items() if row.get("image_set") in wanted}
+    if not stems:
+        raise UsageError(f"{csv_path}: no image has image_set in {sorted(wanted)}")
+    return stems
+
+
+def labelled_crops(
+    path: str | os.PathLike,
+    input_size: int,
+    sets: str | None = None,
+    attributes: str | None = None,
+    limit: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Framing-rule crops (float32 [0, 255]), landmarks in crop pixels and image paths.
+
+    The crops are exactly the training pipeline's unjittered ones
+    (``fas_tf.data.make_dataset(training=False)``).
+    """
+    from fas_tf.data import load_faces, make_dataset
+    from fas_tf.landmarks import layout_for
+
+    data = Path(path)
+    faces = load_faces(data, input_size, stems=_stems(data, attributes, sets), limit=limit)
+    ds = make_dataset(faces, layout_for(faces.num_landmarks), input_size,
+                      batch_size=64, training=False)
+    images, points = [], []
+    for x, y in ds:
+        images.append(x.numpy())
+        points.append(y["landmarks"].numpy())
+    return np.concatenate(images), np.concatenate(points), faces.paths
+
+
+def calibration_crops(
+    path: str | os.PathLike,
+    input_size: int,
+    count: int,
+    sets: str | None = None,
+    attributes: str | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """``count`` calibration crops: every framing-rule crop, topped up with augmented ones.
+
+    Both kinds come from :func:`fas_tf.data.make_dataset` (the training preprocessing), so int8
+    ranges also cover the rotations and lighting seen in training.
+    """
+    from fas_tf.data import load_faces, make_dataset
+    from fas_tf.landmarks import layout_for
+
+    data = Path(path)
+    faces = load_faces(data, input_size, stems=_stems(data, attributes, sets))
+    layout = layout_for(faces.num_landmarks)
+    plain = np.concatenate([
+        x.numpy() for x, _ in make_dataset(faces, layout, input_size, batch_size=64,
+                                           training=False)
+    ])
+    rng = np.random.default_rng(seed)
+    if count <= len(plain):
+        return plain[np.sort(rng.choice(len(plain), count, replace=False))]
+    extra: list[np.ndarray] = []
+    need = count - len(plain)
+    augmented = make_dataset(faces, layout, input_size, batch_size=64, training=True, seed=seed,
+                             repeat=True)
+    for x, _ in augmented:
+        extra.append(x.numpy())
+        if sum(len(e) for e in extra) >= need:
+            break
+    return np.concatenate([plain, *extra])[:count]
+
+
+# --------------------------------------------------------------------------- parity
+
+
+def nme_percent(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean NME in percent (interocular for 68 points, else box diagonal)."""
+    from fas_tf.metrics import default_normalization, per_sample_nme
+
+    mode = default_normalization(gt.shape[1])
+    return float(np.mean(per_sample_nme(pred, gt, mode))) * 100.0
+
+
+def parity(student, tflite_path: str | os.PathLike, crops: np.ndarray, gt: np.ndarray) -> dict:
+    """NME (percent) of the Keras student and the TFLite model on the same crops."""
+    from export.tflite_runner import TFLiteLandmarker
+    from fas_tf.metrics import default_normalization
+    from fas_tf.student import inference_model
+
+    keras_pred = inference_model(student).predict(crops, verbose=0, batch_size=32)["landmarks"]
+    keras_pred = np.asarray(keras_pred)
+    lite_pred, _ = TFLiteLandmarker(tflite_path).predict(crops)
+    keras_nme = nme_percent(keras_pred, gt)
+    lite_nme = nme_percent(lite_pred, gt)
+    shift = np.linalg.norm(lite_pred - keras_pred, axis=-1)
+    return {
+        "n": int(len(crops)),
+        "normalization": default_normalization(gt.shape[1]),
+        "keras_nme_percent": round(keras_nme, 4),
+        "tflite_nme_percent": round(lite_nme, 4),
+        "drift_points": round(lite_nme - keras_nme, 4),
+        "mean_shift_vs_keras_px": round(float(shift.mean()), 4),
+        "max_shift_vs_keras_px": round(float(shift.max()), 4),
+    }
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def build_metadata(
+    student,
+    mode: str,
+    tflite_path: Path,
+    tflite_bytes: bytes,
+    model_path: Path,
+    parity_numbers: dict,
+    data_notes: dict,
+) -> dict:
+    """The ``model.json`` an app developer needs (see ``export/MOBILE.md``)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from fas_tf.data import FRAMING_SCALE
+    from fas_tf.landmarks import layout_for
+    from fas_tf.predict import DETECTOR_MAPPING
+    from fas_tf.student import student_geometry
+
+    size, stride, n = student_geometry(student)
+    layout = layout_for(n)
+    interpreter = Interpreter(model_content=tflite_bytes)
+    runner = interpreter.get_signature_runner("serving_default")
+    inp = runner.get_input_details()["image"]
+    outs = runner.get_output_details()
+
+    def tensor(detail: dict) -> dict:
+        scale, zero = detail["quantization"]
+        return {
+            "shape": [int(v) for v in detail["shape"]],
+            "dtype": np.dtype(detail["dtype"]).name,
+            "quantization": {"scale": float(scale), "zero_point": int(zero)}
+            if scale else None,
+        }
+
+    config = model_path.parent / "config.json"
+    uint8 = np.dtype(inp["dtype"]) == np.uint8
+    return {
+        "format": "fas_tf.landmarks.tflite",
+        "metadata_version": METADATA_VERSION,
+        "model_file": tflite_path.name,
+        "model_sha256": hashlib.sha256(tflite_bytes).hexdigest(),
+        "model_bytes": len(tflite_bytes),
+        "quantization": mode,
+        "signature": "serving_default",
+        "input": {
+            "name": "image",
+            **tensor(inp),
+            "layout": "NHWC, batch 1, one face crop",
+            "channel_order": "RGB",
+            "value_range": [0, 255],
+            "normalization": (
+                "none: feed raw 0..255 RGB pixel values"
+                + (" as uint8" if uint8 else " as float32")
+                + "; the model applies x / 127.5 - 1 itself"
+            ),
+        },
+        "outputs": {
+            "landmarks": {
+                "name": "landmarks",
+                **tensor(outs["landmarks"]),
+                "meaning": (
+                    "(x, y) of each landmark in input-crop pixels; origin at the top-left pixel "
+                    "centre, pixel centres at integer coordinates, x right, y down"
+                ),
+            },
+            "confidence": {
+                "name": "confidence",
+                **tensor(outs["confidence"]),
+                "meaning": (
+                    "heatmap peak of each landmark clipped to [0, 1] (1 = a sharp, full-height "
+                    "peak; low values mean the point is uncertain or occluded)"
+                ),
+            },
+        },
+        "landmarks": {
+            "count": n,
+            "layout": "300-W / Multi-PIE 68 points, 0-based" if n == 68 else "custom",
+            "names": list(layout.names),
+            "flip_pairs": [list(p) for p in layout.flip_pairs],
+            "interocular": list(layout.interocular) if layout.interocular else None,
+        },
+        "crop": {
+            "rule": (
+                f"square of side {FRAMING_SCALE} * max(width, height) of the face's landmark "
+                "bounding box, centred on that box, resized to the input size; pixels outside "
+                "the image are black (0, 0, 0)"
+            ),
+            "scale": FRAMING_SCALE,
+            "input_size": size,
+            "crop_to_image": (
+                "x_image = cx + (x_crop - (S - 1) / 2) * side / S (same for y with cy), where "
+                "(cx, cy, side) is the crop square and S the input size"
+            ),
+            "image_to_crop": "x_crop = (x_image - cx) * S / side + (S - 1) / 2",
+            "from_face_detector": {
+                "detector": "MTCNN (package mtcnn 1.0, box_format xywh)",
+                "constants": DETECTOR_MAPPING,
+                "rule": (
+                    "cx = bx + bw * (0.5 + dx), cy = by + bh * (0.5 + dy), side = scale * "
+                    f"max(bw, bh) * {FRAMING_SCALE} for detector box (bx, by, bw, bh); "
+                    "recalibrate these constants for another detector"
+                ),
+            },
+            "heatmap_stride": stride,
+        },
+        "training": {
+            "student_file": model_path.name,
+            "config_sha256": file_sha256(config) if config.is_file() else None,
+            "config_file": "config.json" if config.is_file() else None,
+        },
+        "package": {"name": "fas_tf", "version": __version__},
+        "parity": {**parity_numbers, **data_notes},
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_model(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    quantize: str = "int8",
+    representative_data: str | None = None,
+    representative_sets: str | None = None,
+    val_data: str | None = None,
+    val_sets: str | None = None,
+    attributes: str | None = None,
+    num_calibration: int = 200,
+    max_nme_drift: float = 0.5,
+    force: bool = False,
+    log=print,
+) -> ExportResult:
+    """Convert, check parity, and write ``output`` (.tflite) and its ``.json`` atomically.
+
+    Raises:
+        UsageError: bad input (missing/corrupt model, missing data).
+        ParityError: TFLite NME worse than Keras NME by more than ``max_nme_drift`` points (and
+            not ``force``); nothing is written then.
+    """
+    if quantize not in MODES:
+        raise UsageError(f"--quantize={quantize}: choose from {', '.join(MODES)}")
+    output = Path(output)
+    if output.suffix != ".tflite":
+        raise UsageError(f"{output}: the output file must end in .tflite")
+    if num_calibration < 1:
+        raise UsageError(f"--num_calibration={num_calibration}: must be at least 1")
+    val_data = val_data or representative_data
+    if val_data is None:
+        raise UsageError("the parity check needs labelled faces: give --val_data or "
+                         "--representative_data")
+    if quantize == "int8" and representative_data is None:
+        raise UsageError("--quantize=int8 needs --representative_data (training faces)")
+    for p in (representative_data, val_data):
+        if p is not None and not Path(p).exists():
+            raise UsageError(f"{p}: no such data file or folder")
+    model_path = Path(model)
+    student = load_student(model_path)
+    from fas_tf.student import student_geometry
+
+    size = student_geometry(student)[0]
+    calibration = None
+    notes = {"val_data": str(val_data), "val_sets": val_sets}
+    if quantize == "int8":
+        calibration = calibration_crops(representative_data, size, num_calibration,
+                                        representative_sets, attributes)
+        notes.update(calibration_data=str(representative_data),
+                     calibration_sets=representative_sets, num_calibration=len(calibration))
+        log(f"calibrating on {len(calibration)} crops from {representative_data}")
+    crops, gt, _ = labelled_crops(val_data, size, val_sets, attributes)
+    tflite_bytes = convert(student, quantize, calibration)
+
+    json_path = output.with_suffix(".json")
+    with atomic_path(output) as tmp_model:
+        Path(tmp_model).write_bytes(tflite_bytes)
+        numbers = parity(student, tmp_model, crops, gt)
+        numbers["max_nme_drift_points"] = max_nme_drift
+        log(
+            f"parity on {numbers['n']} faces: Keras NME {numbers['keras_nme_percent']:.2f}%, "
+            f"TFLite ({quantize}) NME {numbers['tflite_nme_percent']:.2f}%, drift "
+            f"{numbers['drift_points']:+.2f} points (allowed {max_nme_drift})"
+        )
+        too_far = numbers["drift_points"] > max_nme_drift
+        if too_far and not force:
+            raise ParityError(
+                f"{output}: not written, TFLite NME {numbers['tflite_nme_percent']:.2f}% is "
+                f"{numbers['drift_points']:.2f} points worse than Keras "
+                f"{numbers['keras_nme_percent']:.2f}% (--max_nme_drift={max_nme_drift}; "
+                "--force writes it anyway)"
+            )
+        numbers["forced"] = bool(too_far and force)
+        metadata = build_metadata(student, quantize, output, tflite_bytes, model_path, numbers,
+                                  notes)
+        write_json(json_path, metadata)
+        os.chmod(tmp_model, 0o644)
+        os.chmod(json_path, 0o644)
+    log(f"wrote {output} ({len(tflite_bytes) / 1e6:.2f} MB) and {json_path}")
+    return ExportResult(output, json_path, metadata, numbers)
