@@ -72,13 +72,13 @@ def benchmark(
             t.run(per_round)
     ref_ms = float(np.median(timed[-1].times)) if reference else None
     rows = []
-    for t, p in zip(timed, paths):
+    for i, (t, p) in enumerate(zip(timed, paths)):
         ms = float(np.median(t.times))
         rows.append({
             "model": p, "bytes": t.size, "runs": len(t.times), "median_ms": ms,
             "p90_ms": float(np.percentile(t.times, 90)),
             "ratio_to_reference": ms / ref_ms if ref_ms else None,
-            "reference": bool(reference) and p == reference,
+            "reference": bool(reference) and i == len(paths) - 1,
         })
     return rows
 

@@ -46,15 +46,14 @@ class ExportResult:
 
 def load_student(path: str | os.PathLike):
     """Load a saved ``student.keras``; UsageError (one line naming the file) when unusable."""
-    import keras
-
-    import fas_tf.heatmaps  # noqa: F401  (registers HeatmapDecoder for deserialization)
-
     path = str(path)
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such model file")
     if not path.endswith(".keras"):
         raise UsageError(f"{path}: expected a Keras student saved as .keras")
+    import keras  # after the cheap checks: a wrong path fails without loading TensorFlow
+
+    import fas_tf.heatmaps  # noqa: F401  (registers HeatmapDecoder for deserialization)
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as err:  # Keras raises many types for a corrupt archive
@@ -295,9 +294,12 @@ def build_metadata(
     inp = runner.get_input_details()["image"]
     outs = runner.get_output_details()
 
+    order = [d["index"] for d in interpreter.get_output_details()]
+
     def tensor(detail: dict) -> dict:
         scale, zero = detail["quantization"]
         return {
+            "index": order.index(detail["index"]) if detail["index"] in order else 0,
             "shape": [int(v) for v in detail["shape"]],
             "dtype": np.dtype(detail["dtype"]).name,
             "quantization": {"scale": float(scale), "zero_point": int(zero)}

@@ -28,7 +28,7 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, demo_faces):
-    """A 64-px, alpha 0.35 student fitted for a few steps on the synthetic faces."""
+    """A 64-px, alpha 0.35 student fitted for 20 steps on the synthetic faces."""
     import keras
 
     from fas_tf.data import load_faces, make_dataset
@@ -42,7 +42,7 @@ def tiny_run(tmp_path_factory, demo_faces):
     net.compile(keras.optimizers.Adam(3e-3), "mse")
     ds = make_dataset(faces, layout_for(68), SIZE, batch_size=12, training=False)
     ds = ds.map(lambda x, y: (x, y["heatmaps"] * 10.0)).cache().repeat()
-    net.fit(ds, steps_per_epoch=40, epochs=1, verbose=0)
+    net.fit(ds, steps_per_epoch=20, epochs=1, verbose=0)
     run = tmp_path_factory.mktemp("run")
     student.save(run / "student.keras")
     (run / "config.json").write_text('{"config": {"input_size": 64}}')
@@ -149,23 +149,27 @@ def test_runner_accepts_float_crops_and_matches_keras(exported, tiny_run, demo_f
 
 def test_parity_check_refuses_broken_model(tiny_run, demo_faces, tmp_path, monkeypatch):
     """A TFLite model that disagrees with the Keras one is not written (unless --force)."""
+    import keras
+
     import export.convert as conv
 
-    real_convert = conv.convert
+    real_graph, real_convert = conv.export_graph, conv.convert
+
+    def shifted_graph(student, method="int8"):  # every landmark 16 px off: a broken export
+        graph = real_graph(student, method)
+        moved = keras.layers.Rescaling(1.0, offset=16.0)(graph.output["landmarks"])
+        return keras.Model(graph.input, {"landmarks": moved,
+                                         "confidence": graph.output["confidence"]})
+
     cache = {}
 
-    def broken_convert(student, mode, calibration=None):
-        import keras
-
-        if "bytes" not in cache:  # scrambled weights: same graph, different numbers
-            broken = keras.models.clone_model(student)
-            rng = np.random.default_rng(1)
-            broken.set_weights([rng.normal(0, 0.3, w.shape).astype(w.dtype)
-                                for w in student.get_weights()])
-            cache["bytes"] = real_convert(broken, mode, calibration)
+    def convert_once(student, mode, calibration=None):
+        if "bytes" not in cache:
+            cache["bytes"] = real_convert(student, mode, calibration)
         return cache["bytes"]
 
-    monkeypatch.setattr(conv, "convert", broken_convert)
+    monkeypatch.setattr(conv, "export_graph", shifted_graph)
+    monkeypatch.setattr(conv, "convert", convert_once)
     out = tmp_path / "model.tflite"
     with pytest.raises(ParityError, match="not written"):
         export_model(tiny_run / "student.keras", out, "float32",
@@ -175,6 +179,7 @@ def test_parity_check_refuses_broken_model(tiny_run, demo_faces, tmp_path, monke
                           representative_data=str(demo_faces), max_nme_drift=0.5, force=True,
                           log=lambda *_: None)
     assert out.is_file() and forced.metadata["parity"]["forced"] is True
+    assert forced.metadata["parity"]["drift_points"] > 0.5
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, demo_faces):
@@ -189,14 +194,16 @@ def test_bad_inputs_are_one_line_errors(tmp_path, demo_faces):
     with pytest.raises(UsageError, match="needs --representative_data"):
         export_model(corrupt, tmp_path / "m.tflite", "int8", val_data=str(demo_faces))
 
+    missing = tmp_path / "run" / "student.keras"
     result = subprocess.run(
-        [sys.executable, "-m", "export", f"--model={corrupt}", f"--output={tmp_path / 'o.tflite'}",
+        [sys.executable, "-m", "export", f"--model={missing}", f"--output={tmp_path / 'o.tflite'}",
          "--quantize=float32", f"--representative_data={demo_faces}"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and "corrupt.keras" in errors[0] and "Traceback" not in result.stderr
+    assert len(errors) == 1 and str(missing) in errors[0] and "no such model file" in errors[0]
+    assert "Traceback" not in result.stderr
     assert not (tmp_path / "o.tflite").exists()
 
 
