@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import html
-import importlib
 import io
 import json
 import math
@@ -105,33 +104,27 @@ def faces_from_pts(image_path: Path) -> list[dict]:
 
 
 def load_predictor(model_path: str) -> Callable[[Path], list[dict]]:
-    """Adapter to ``fas_tf.predict`` (lazy import; one-line FatalError if it is missing).
+    """Faces of an image from :func:`fas_tf.predict.predict` (MTCNN + the landmark model).
 
-    Expected contract: optional ``load_model(path)``, and ``predict_faces(model, image_path)``
-    (or ``predict_image``/``predict``) returning per face ``{"box", "landmarks", "confidence"}``.
+    Returns a function ``image_path -> [{"box", "landmarks", "confidence", ...}]``; the model
+    (``student.keras`` or ``.tflite``) is loaded once. Missing model: one-line FatalError.
     """
-    try:
-        predict = importlib.import_module("fas_tf.predict")
-    except ModuleNotFoundError as e:
-        if e.name in ("fas_tf.predict", "fas_tf"):
-            raise FatalError("--model needs fas_tf.predict, which does not exist yet; "
-                             "use --landmarks with STEM.pts files next to the images") from None
-        raise FatalError(f"fas_tf.predict cannot be imported: {e}") from None  # fmt: skip
-    fn = next((getattr(predict, n) for n in ("predict_faces", "predict_image", "predict")
-               if callable(getattr(predict, n, None))), None)  # fmt: skip
-    if fn is None:
-        raise FatalError("fas_tf.predict has no predict_faces(model, image_path); "
-                         "update the adapter in fas_tf/measure.py")  # fmt: skip
-    if not Path(model_path).exists():
+    if not Path(model_path).is_file():
         raise FatalError(f"{model_path}: model not found")
-    model = predict.load_model(model_path) if callable(getattr(predict, "load_model", None)) \
-        else model_path  # fmt: skip
+    from fas_tf.predict import Landmarker, predict
+
+    try:
+        landmarker = Landmarker(model_path)
+    except (OSError, ValueError) as e:
+        raise FatalError(f"{model_path}: cannot load model: {e}") from None
 
     def run(image_path: Path) -> list[dict]:
         try:
-            return list(fn(model, str(image_path)))
+            faces = predict(image_path, landmarker)
         except (OSError, ValueError) as e:
             raise ItemError(f"prediction failed: {e}") from None
+        return [{**f, "landmarks": np.asarray(f["landmarks"], np.float64),
+                 "confidence": np.asarray(f["confidence"], np.float64)} for f in faces]
 
     return run
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import shutil
@@ -227,10 +226,8 @@ def test_bad_input_raises():
         M.measure(frontal(), np.ones(3))
 
 
-def test_model_mode_without_predict_fails_clearly(tmp_path):
-    if importlib.util.find_spec("fas_tf.predict") is not None:
-        pytest.skip("fas_tf.predict exists now")
-    with pytest.raises(cli.FatalError, match="fas_tf.predict"):
+def test_model_mode_missing_model_fails_clearly(tmp_path):
+    with pytest.raises(cli.FatalError, match="m.keras: model not found"):
         cli.run([str(tmp_path)], tmp_path / "out", model=str(tmp_path / "m.keras"))
 
 
@@ -288,3 +285,19 @@ def test_cli_exit_codes(real_faces, tmp_path):
     assert bad.returncode == 1
     assert "missing.jpg: no such file or folder" in bad.stderr
     assert (tmp_path / "o" / "report.html").is_file()
+
+
+def test_model_mode_measures_detected_faces(real_faces, tmp_path):
+    """--model runs fas_tf.predict (MTCNN + landmarks) and measures every detected face."""
+    from fas_tf.student import build_student
+
+    model = tmp_path / "student.keras"
+    build_student(68, 64, alpha=0.35, head_channels=16).save(model)
+    out = tmp_path / "out"
+    assert cli.run([str(real_faces / f"{REAL_STEMS[0]}.jpg")], out, model=str(model)) == 0
+    rec = json.loads((out / f"{REAL_STEMS[0]}.json").read_text())
+    assert len(rec["faces"]) == 1
+    face = rec["faces"][0]
+    assert len(face["landmarks"]) == 68 and len(face["box"]) == 4
+    # an untrained model has low confidence everywhere: no number may be reported as ok
+    assert face["face"]["verdict"] == "not measurable"
