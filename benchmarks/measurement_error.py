@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise", type=float, default=0.0, help="synthetic noise, fraction of IOD")
     ap.add_argument("--noise_from_confidence", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sets", default="", help="comma list of image_set values of "
+                    "attributes.csv to keep (e.g. google2); default: all faces")
     ap.add_argument("--output", help="write the results as JSON here")
     args = ap.parse_args(argv)
     data = Path(args.data)
@@ -148,6 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     if (data / "attributes.csv").is_file():
         with open(data / "attributes.csv", newline="") as f:
             attributes = {r["stem"]: r for r in csv.DictReader(f)}
+    if args.sets:
+        keep = set(args.sets.split(","))
+        if attributes is None:
+            print(f"{data}: --sets needs attributes.csv with an image_set column", file=sys.stderr)
+            return 1
+        gts = {s: g for s, g in gts.items() if attributes.get(s, {}).get("image_set") in keep}
+        if not gts:
+            print(f"{data}: no faces in sets {args.sets}", file=sys.stderr)
+            return 1
     try:
         preds = load_predictions(args, gts, np.random.default_rng(args.seed))
     except Exception as e:  # e.g. the predictor is missing: one line, non-zero exit

@@ -12,7 +12,7 @@ Example::
     teacher = build_teacher("auto")
     model = RegularizedLandmarkModel(student, teacher)
     model.compile(keras.optimizers.AdamW(1e-3), regularizers=("cls", "feat", "sa", "ca"))
-    model.fit(train_ds, validation_data=val_ds, epochs=60)
+    model.fit(train_ds, validation_data=val_ds, epochs=200)
 """
 
 from __future__ import annotations
