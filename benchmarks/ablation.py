@@ -268,6 +268,13 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def _student_label(cfg: dict) -> str:
+    """``alpha/input/head`` of a run's student, e.g. ``0.35/128/32``."""
+    if "alpha" not in cfg:
+        return "?"
+    return f"{cfg['alpha']:g}/{cfg.get('input_size', '?')}/{cfg.get('head_channels', '?')}"
+
+
 def collect(root: Path) -> list[dict]:
     """One row per finished run (grid and CV) under ``root``."""
     rows = []
@@ -291,6 +298,7 @@ def collect(root: Path) -> list[dict]:
             "epochs": metrics.get("epochs"),
             "num_train": cfg.get("num_train"),
             "num_val": cfg.get("num_val", val.get("n")),
+            "student": _student_label(cfg.get("config") or {}),
             "teacher": teacher.get("name", "none"),
             "teacher_pretrained": teacher.get("pretrained", ""),
             "nme": val["nme"],
@@ -509,9 +517,9 @@ def _save(fig, path: Path) -> None:
     os.replace(tmp, path)
 
 
-RUN_COLUMNS = ["kind", "config", "n", "fold", "seed", "epochs", "num_train", "num_val", "teacher",
-               "teacher_pretrained", "nme", "fr_10", "auc_10", "fit_seconds", "epoch_seconds",
-               "wall_seconds"]
+RUN_COLUMNS = ["kind", "config", "n", "fold", "seed", "epochs", "student", "num_train",
+               "num_val", "teacher", "teacher_pretrained", "nme", "fr_10", "auc_10", "fit_seconds",
+               "epoch_seconds", "wall_seconds"]
 SUMMARY_COLUMNS = ["config", "n", "seeds", "epochs", "nme_mean", "nme_sd", "fr_10_mean",
                    "fr_10_sd", "auc_10_mean", "auc_10_sd"]
 
@@ -538,6 +546,7 @@ def write_report(root: Path, docs: Path, tag: str, expected: list[RunKey],
     arms = [a for a in ARMS if any(s["config"] == a for s in summary)]
     arms += sorted({s["config"] for s in summary} - set(arms))
     cell = {(s["config"], s["n"]): s for s in summary}
+    students = ", ".join(sorted({r["student"] for r in rows})) or "the `fas_tf.train` default"
     md = [
         "# Limited-data ablation: teacher regularizers on InfAnFace",
         "",
@@ -551,7 +560,8 @@ def write_report(root: Path, docs: Path, tag: str, expected: list[RunKey],
         f"{', '.join(VAL_SETS)} (51 faces); training subsets of N faces drawn with the run's "
         "seed (`TrainConfig.train_limit`), so each seed changes the subset (N < 159), the "
         "initialization and the augmentation order. At N = 159 only the latter two change.",
-        "- Same student (MobileNetV2 alpha 0.5, 128 px input, stride-4 heatmaps), schedule "
+        f"- Same student ({students}; MobileNetV2 alpha / input px / head channels, stride-4 "
+        "heatmaps), schedule "
         "(AdamW, warmup + cosine decay, peak lr 2e-3, batch 16), augmentation and heatmap loss "
         "for every configuration (`fas_tf.train.train` defaults); regularizer weights 1.0.",
         f"- Epochs per run: schedule `{tag}` (see the `epochs` column of the CSV). By default "
