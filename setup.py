@@ -26,7 +26,7 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        "dev": ["pytest", "ruff", "dlib-bin"],
+        "dev": ["pytest", "pytest-xdist", "ruff", "dlib-bin"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },
 )

@@ -176,16 +176,18 @@ def test_resume_after_kill_continues_from_last_epoch(tmp_path, demo_faces):
     out = tmp_path / "run"
     args = [
         sys.executable, "-m", "fas_tf.train", f"--data={demo_faces}", f"--output_dir={out}",
-        "--teacher=none", "--epochs=12", "--batch_size=4", "--input_size=64", "--verbose=2",
+        "--teacher=none", "--epochs=12", "--batch_size=4", "--input_size=64", "--alpha=0.35",
+        "--head_channels=16", "--verbose=2",
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
-                            cwd=REPO)
+    log = tmp_path / "first.log"  # a file, not a pipe nobody reads (a full pipe blocks training)
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, env=ENV, cwd=REPO)
     deadline = time.time() + 400
     while time.time() < deadline and proc.poll() is None:
         if (out / "history.csv").exists() and len(history_rows(out / "history.csv")) >= 2:
             break
         time.sleep(0.2)
-    assert proc.poll() is None, "training ended before it could be killed"
+    assert proc.poll() is None, "training ended before the kill: " + log.read_text()[-2000:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done = len(history_rows(out / "history.csv"))
