@@ -219,7 +219,7 @@ def run_one(key: RunKey, root: Path, args: argparse.Namespace, log: Callable[[st
             teacher_weights=arm.teacher_weights, regularizers=arm.regularizers, epochs=epochs,
             batch_size=BATCH_SIZE, seed=key.seed, train_limit=key.n,
             resume=(run_dir / "config.json").is_file(), verbose=args.verbose,
-            allow_download=False,
+            allow_download=False, **(args.student or {}),
         )
         log(f"[{key.rel_dir()}] training {arm.label}, {epochs} epochs"
             + (" (resuming)" if config.resume else ""))
@@ -668,6 +668,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default=str(DATA), help="InfAnFace folder (images + .pts)")
     p.add_argument("--attributes", default=None,
                    help="attributes CSV (default DATA/attributes.csv)")
+    p.add_argument("--student", default=None, help="ALPHA:INPUT:HEAD of the student, e.g. "
+                   "0.5:96:64 (default: fas_tf.train's; a non-default student gets its own "
+                   "subfolder of --out)")
     p.add_argument("--report_only", action="store_true", help="only regenerate the report")
     p.add_argument("--verbose", type=int, default=2, help="Keras progress (0, 1, 2)")
     args = p.parse_args(argv)
@@ -687,6 +690,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.attributes = Path(args.attributes) if args.attributes else args.data / "attributes.csv"
     args.docs = Path(args.docs or (REPO / "docs" / ("quick" if args.quick else "")))
     args.out = Path(args.out)
+    if args.student:
+        try:
+            alpha, size, head = args.student.split(":")
+            args.student = {"alpha": float(alpha), "input_size": int(size),
+                            "head_channels": int(head)}
+        except ValueError:
+            p.error(f"--student={args.student}: expected ALPHA:INPUT:HEAD, e.g. 0.5:96:64")
     return args
 
 
@@ -706,6 +716,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     tag = schedule_tag(args.epochs, args.min_steps)
+    if args.student:
+        tag += "_s{alpha:g}-{input_size}-{head_channels}".format(**args.student)
     root = args.out / tag
     log = lambda m: print(m, flush=True)  # noqa: E731
     keys = grid_keys(args.configs, args.sizes, args.seeds) + cv_keys(args.cv, args.cv_seeds)
