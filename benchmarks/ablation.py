@@ -691,10 +691,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.docs = Path(args.docs or (REPO / "docs" / ("quick" if args.quick else "")))
     args.out = Path(args.out)
     if args.student:
+        from fas_tf.student import parse_student_spec
+
         try:
-            alpha, size, head = args.student.split(":")
-            args.student = {"alpha": float(alpha), "input_size": int(size),
-                            "head_channels": int(head)}
+            args.student = parse_student_spec(args.student)
         except ValueError:
             p.error(f"--student={args.student}: expected ALPHA:INPUT:HEAD, e.g. 0.5:96:64")
     return args

@@ -34,28 +34,28 @@ def main() -> None:
 
     from export.benchmark import DEFAULT_REFERENCE, benchmark
     from export.convert import convert
-    from fas_tf.student import build_student
+    from fas_tf.student import build_student, parse_student_spec
 
     folder = Path(args.keep or tempfile.mkdtemp(prefix="student_speed_"))
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     rng = np.random.default_rng(0)
-    for spec in args.configs.split(","):
-        alpha, size, head = spec.split(":")
-        student = build_student(68, int(size), float(alpha), int(head))
-        crops = rng.uniform(0, 255, (8, int(size), int(size), 3)).astype(np.float32)
+    specs = [parse_student_spec(spec) for spec in args.configs.split(",")]
+    for spec in specs:
+        alpha, size, head = spec["alpha"], spec["input_size"], spec["head_channels"]
+        student = build_student(68, **spec)
+        crops = rng.uniform(0, 255, (8, size, size, 3)).astype(np.float32)
         with contextlib.redirect_stdout(io.StringIO()):
             data = convert(student, "int8", crops)
-        path = folder / f"student_a{alpha}_s{size}_h{head}.tflite"
+        path = folder / f"student_a{alpha:g}_s{size}_h{head}.tflite"
         path.write_bytes(data)
         paths.append(str(path))
     rows = benchmark(paths, str(DEFAULT_REFERENCE), args.threads, args.runs)
     print("| alpha | input | head | MB | median ms | ratio to MediaPipe |")
     print("|---|---|---|---|---|---|")
-    for spec, r in zip(args.configs.split(","), rows):
-        alpha, size, head = spec.split(":")
-        print(f"| {alpha} | {size} | {head} | {r['bytes'] / 1e6:.3f} | {r['median_ms']:.3f} | "
-              f"{r['ratio_to_reference']:.2f} |")
+    for spec, r in zip(specs, rows):
+        print(f"| {spec['alpha']:g} | {spec['input_size']} | {spec['head_channels']} | "
+              f"{r['bytes'] / 1e6:.3f} | {r['median_ms']:.3f} | {r['ratio_to_reference']:.2f} |")
     ref = rows[-1]
     print(f"| MediaPipe | 192 | - | {ref['bytes'] / 1e6:.3f} | {ref['median_ms']:.3f} | 1.00 |")
 

@@ -102,6 +102,15 @@ def build_student(
     return model
 
 
+def parse_student_spec(spec: str) -> dict[str, float | int]:
+    """``"ALPHA:INPUT:HEAD"`` (e.g. ``"0.5:96:64"``) -> :func:`build_student` keyword arguments.
+
+    Raises ValueError on anything else.
+    """
+    alpha, size, head = spec.split(":")
+    return {"alpha": float(alpha), "input_size": int(size), "head_channels": int(head)}
+
+
 def student_geometry(student: keras.Model) -> tuple[int, int, int]:
     """(input size, output stride, landmark count) read off a built student."""
     size = int(student.input_shape[1])

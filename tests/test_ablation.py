@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -71,3 +73,14 @@ def test_schedule_helpers():
     assert ab.RunKey("cls", 40, 2).rel_dir() == Path("grid/cls/n40/seed2")
     fold = ab.RunKey("none", None, 0, "google2")
     assert fold.train_sets == ("ads", "youtube2") and fold.val_sets == ("google2",)
+
+
+def test_student_spec_is_parsed_or_refused():
+    from fas_tf.student import parse_student_spec
+
+    assert parse_student_spec("0.5:96:64") == {"alpha": 0.5, "input_size": 96, "head_channels": 64}
+    ab = _load_ablation()
+    assert ab.parse_args(["--student=0.35:128:32"]).student["head_channels"] == 32
+    for bad in ("0.5:96", "a:96:64"):
+        with pytest.raises(SystemExit):
+            ab.parse_args([f"--student={bad}"])
