@@ -15,6 +15,7 @@ setup(
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<4",
         "keras-facenet==0.3.2",
+        "scipy>=1.10",  # keras_facenet imports scipy at import time without declaring it
         "face-recognition-models",
         "numpy",
         "opencv-python-headless",
