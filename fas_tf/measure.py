@@ -6,10 +6,13 @@ MEASUREMENT AID, NOT A DIAGNOSIS.
     python -m fas_tf.measure --model=PATH IMAGE_OR_FOLDER... --output=DIR
 
 ``--landmarks`` reads the 300-W ``STEM.pts`` next to each image; ``--model`` runs
-``fas_tf.predict`` (imported lazily). Per image: ``STEM.json`` and ``STEM.png`` in DIR; for the
-whole run: ``measurements.csv`` (a row per face, error rows for failed images) and
-``report.html``. Every file is written to a temporary file and renamed. A failing image prints one
-line ``PATH: problem`` and the run goes on; the exit status is 1 if any image failed, 2 for usage
+``fas_tf.predict`` (imported lazily). Per image: ``STEM.measure.json`` and ``STEM.measure.png``
+in DIR; for the whole run: ``measurements.csv`` (a row per face, error rows for failed images)
+and ``report.html`` (summary, filter and sort by verdict, click a picture for full size;
+``report.html#refused`` opens it filtered: all, ok, partial, refused, error). Every
+file is written to a temporary file and renamed. DIR must not be a folder holding input images
+(outputs never replace a user's file; one line, exit status 2). A failing image prints one line
+``PATH: problem`` and the run goes on; the exit status is 1 if any image failed, 2 for usage
 errors.
 """
 
@@ -22,19 +25,19 @@ import json
 import math
 import os
 import sys
-import tempfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 
 import cv2
 import numpy as np
-from absl import app, flags
 
+from fas_tf import cli
 from fas_tf import measurements as M
 from fas_tf.data import load_image, read_pts
+from fas_tf.errors import DataError, UsageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 SHORT = {
     "pfl_right": "PFL-R", "pfl_left": "PFL-L", "pfl_mean": "PFL-mean", "icd": "ICD",
     "ocd": "OCD", "philtrum": "PHIL", "upper_lip": "UL", "mouth_width": "MW",
@@ -45,84 +48,76 @@ LABEL_AT = {"icd": (0.5, 14.0), "ocd": (0.5, -16.0), "face_height": (0.85, 14.0)
             "philtrum": (0.5, -14.0), "mouth_width": (0.8, 14.0), "upper_lip": (0.5, 14.0)}
 OK_COLOR = (40, 200, 40)
 BAD_COLOR = (60, 60, 230)
+OUTPUT_SUFFIX = ".measure"  # STEM.measure.json / .png: never the name of a user's image
 
 
-class ItemError(Exception):
-    """A problem with one input item (reported as one line; the run goes on)."""
+def collect_images(inputs: Sequence[str]) -> tuple[list[tuple[Path, str]], list[str]]:
+    """Image files of the arguments as (path, name relative to its input folder), and problems.
 
+    Folders are listed by :func:`fas_tf.predict.list_images`; a file argument is named by its
+    file name. Problems are one-line ``ITEM: problem`` messages (missing item, empty folder).
+    """
+    from fas_tf.predict import list_images
 
-class FatalError(Exception):
-    """A problem that stops the whole run (usage, missing predictor)."""
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file in the same folder, then rename it over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def list_images(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]], bool]:
-    """Expand files/folders into image paths; also returns (path, problem) and 'had a folder'."""
-    images: list[Path] = []
-    problems: list[tuple[str, str]] = []
-    had_folder = False
+    images: list[tuple[Path, str]] = []
+    problems: list[str] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            had_folder = True
-            found = sorted(q for q in p.iterdir()
-                           if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)  # fmt: skip
+            found = [q for q in list_images([item]) if q.is_file()]
             if not found:
-                problems.append((item, "folder contains no images"))
-            images.extend(found)
+                problems.append(f"{item}: folder contains no images")
+            images += [(q, q.relative_to(p).as_posix()) for q in found]
         elif p.is_file():
-            images.append(p)
+            images.append((p, p.name))
         else:
-            problems.append((item, "no such file or folder"))
-    return images, problems, had_folder
+            problems.append(f"{item}: no such file or folder")
+    return images, problems
+
+
+def check_output(output: str | os.PathLike, images: list[tuple[Path, str]]) -> Path:
+    """The output folder, refused (UsageError) when it holds an input image."""
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: output path exists and is not a directory")
+    target = out.resolve()
+    if any(p.resolve().parent == target for p, _ in images):
+        raise UsageError(f"{out}: the output folder holds input images; choose another --output "
+                         "so that no user file can be replaced")  # fmt: skip
+    cli.check_writable_dir(out)
+    return out
 
 
 def faces_from_pts(image_path: Path) -> list[dict]:
     """One face from ``STEM.pts`` next to the image (no confidence: ground-truth mode)."""
     pts_path = image_path.with_suffix(".pts")
     if not pts_path.is_file():
-        raise ItemError(f"no landmark file {pts_path.name} next to the image")
-    try:
-        pts = read_pts(pts_path)
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise ItemError(str(e)) from None
-    return [{"box": None, "landmarks": pts, "confidence": None}]
+        raise DataError(f"{image_path}: no landmark file {pts_path.name} next to the image")
+    return [{"box": None, "landmarks": read_pts(pts_path).astype(np.float64), "confidence": None}]
 
 
 def load_predictor(model_path: str) -> Callable[[Path], list[dict]]:
     """Faces of an image from :func:`fas_tf.predict.predict` (MTCNN + the landmark model).
 
     Returns a function ``image_path -> [{"box", "landmarks", "confidence", ...}]``; the model
-    (``student.keras`` or ``.tflite``) is loaded once. Missing model: one-line FatalError.
+    (``student.keras`` or ``.tflite``) is loaded once. Missing model: UsageError.
     """
     if not Path(model_path).is_file():
-        raise FatalError(f"{model_path}: model not found")
+        raise UsageError(f"{model_path}: model not found")
     from fas_tf.predict import Landmarker, predict
 
     try:
         landmarker = Landmarker(model_path)
     except (OSError, ValueError) as e:
-        raise FatalError(f"{model_path}: cannot load model: {e}") from None
+        raise UsageError(f"{model_path}: cannot load model: {e}") from None
 
     def run(image_path: Path) -> list[dict]:
         try:
             faces = predict(image_path, landmarker)
+        except DataError:
+            raise
         except (OSError, ValueError) as e:
-            raise ItemError(f"prediction failed: {e}") from None
+            raise DataError(f"{image_path}: prediction failed: {e}") from None
         return [{**f, "landmarks": np.asarray(f["landmarks"], np.float64),
                  "confidence": np.asarray(f["confidence"], np.float64)} for f in faces]
 
@@ -162,8 +157,8 @@ def draw_report(image: np.ndarray, faces: list[dict]) -> np.ndarray:
         for p in pts:
             cv2.circle(img, (round(p[0]), round(p[1])), 2, (255, 220, 0), -1, cv2.LINE_AA)
         for name, (a, b, _) in M.SEGMENTS.items():
-            pa = M._point_weights(a) @ pts
-            pb = M._point_weights(b) @ pts
+            pa = M.point(pts, a)
+            pb = M.point(pts, b)
             ok = res["distances"][name]["verdict"] == "ok"
             color = OK_COLOR if ok else BAD_COLOR
             cv2.line(img, tuple(np.round(pa).astype(int)), tuple(np.round(pb).astype(int)),
@@ -200,90 +195,195 @@ def draw_report(image: np.ndarray, faces: list[dict]) -> np.ndarray:
 
 def _csv_columns(mm: bool) -> list[str]:
     cols = ["image", "face", "face_verdict", "face_reasons", "interocular_px", "yaw_deg",
-            "pitch_deg", "roll_deg"]  # fmt: skip
+            "yaw_sigma_deg", "pitch_deg", "pitch_sigma_deg", "roll_deg", "eye_opening_right",
+            "eye_opening_left", "mouth_open", "brow_raise"]  # fmt: skip
     for name in M.DISTANCES:
         cols += [f"{name}_px", f"{name}_sigma_px"]
         cols += [f"{name}_mm", f"{name}_sigma_mm"] if mm else []
-        cols += [f"{name}_verdict"]
+        cols += [f"{name}_verdict", f"{name}_reasons"]
     for name in M.RATIOS:
-        cols += [name, f"{name}_sigma", f"{name}_verdict"]
+        cols += [name, f"{name}_sigma", f"{name}_verdict", f"{name}_reasons"]
     return cols
 
 
 def _csv_row(image: str, k: int, res: dict) -> dict:
     fr = res["face"]
     row = {"image": image, "face": k, "face_verdict": fr["verdict"],
-           "face_reasons": "; ".join(fr["reasons"]), "interocular_px": fr["interocular_px"],
-           "yaw_deg": fr["yaw_deg"], "pitch_deg": fr["pitch_deg"], "roll_deg": fr["roll_deg"]}
+           "face_reasons": "; ".join(fr["reasons"])}  # fmt: skip
+    row.update({c: fr.get(c) for c in _csv_columns(False)[4:14]})
     for name, e in res["distances"].items():
         row.update({f"{name}_px": e["value_px"], f"{name}_sigma_px": e["sigma_px"],
                     f"{name}_mm": e.get("value_mm"), f"{name}_sigma_mm": e.get("sigma_mm"),
-                    f"{name}_verdict": e["verdict"]})  # fmt: skip
+                    f"{name}_verdict": e["verdict"],
+                    f"{name}_reasons": " ".join(e["reason_codes"])})  # fmt: skip
     for name, e in res["ratios"].items():
-        row.update({name: e["value"], f"{name}_sigma": e["sigma"], f"{name}_verdict": e["verdict"]})
+        row.update({name: e["value"], f"{name}_sigma": e["sigma"], f"{name}_verdict": e["verdict"],
+                    f"{name}_reasons": " ".join(e["reason_codes"])})  # fmt: skip
     return row
 
 
+def _write_bytes(path: Path, data: bytes) -> None:
+    with cli.atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
 def write_csv(path: Path, rows: list[dict], mm: bool) -> None:
-    """All faces, one row each; values empty when not measurable."""
+    """All faces, one row each; values empty when not measurable, reasons as codes."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=_csv_columns(mm), extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v))
                          for k, v in row.items()})  # fmt: skip
-    atomic_write(path, buf.getvalue().encode("utf-8"))
+    _write_bytes(path, buf.getvalue().encode("utf-8"))
 
 
-HTML_RATIOS = ("pfl_mean_to_icd", "pfl_mean_to_ocd", "icd_to_ocd", "philtrum_to_face_height",
-               "upper_lip_to_face_height")  # fmt: skip
+# the values of the report, with a short label each
+HTML_VALUES = {"pfl_mean": "PFL mean", "pfl_mean_to_icd": "PFL / ICD",
+               "pfl_mean_to_ocd": "PFL / OCD", "icd_to_ocd": "ICD / OCD",
+               "philtrum_to_face_height": "philtrum / face h.",
+               "upper_lip_to_mouth_width": "upper lip / mouth w."}  # fmt: skip
+
+_CSS = """
+*{box-sizing:border-box} body{font:14px/1.35 system-ui,sans-serif;margin:0 auto;padding:12px;
+max-width:1400px;color:#222} h1{font-size:20px;margin:4px 0 8px}
+.disc{background:#fff3cd;border:1px solid #e0c060;padding:6px 10px;margin:0 0 10px}
+.summary{display:flex;flex-wrap:wrap;gap:10px;margin-bottom:10px}
+.summary table{border-collapse:collapse;font-size:13px}
+.summary td,.summary th{border:1px solid #ddd;padding:2px 6px;text-align:left}
+.bar{position:sticky;top:0;background:#fff;padding:6px 0;border-bottom:1px solid #ddd;
+display:flex;flex-wrap:wrap;gap:6px;align-items:center;z-index:1}
+.bar button{padding:3px 10px;border:1px solid #999;background:#f4f4f4;border-radius:4px;
+cursor:pointer} .bar button.on{background:#335;color:#fff}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,430px),1fr));
+gap:10px;margin-top:10px}
+.card{border:1px solid #ccc;border-radius:6px;padding:8px;display:flex;gap:8px;min-width:0}
+.card img{width:150px;height:auto;cursor:zoom-in;flex:none;align-self:flex-start}
+.card .info{min-width:0;overflow-wrap:anywhere} .name{font-weight:600}
+.ok{color:#070} .bad{color:#b00} .err{color:#b00;font-weight:600}
+.vals{border-collapse:collapse;font-size:12.5px;margin-top:4px}
+.vals td{padding:1px 6px 1px 0;vertical-align:top} .vals td:first-child{white-space:nowrap}
+.reasons{font-size:12.5px;color:#833}
+#big{display:none;position:fixed;inset:0;background:rgba(0,0,0,.85);z-index:9;cursor:zoom-out;
+overflow:auto;text-align:center} #big img{max-width:none;margin:10px auto}
+"""
+
+_JS = """
+const cards=[...document.querySelectorAll('.card')],grid=document.querySelector('.grid');
+function show(f,b){document.querySelectorAll('.bar button[data-f]').forEach(x=>
+x.classList.toggle('on',x===b));let n=0;for(const c of cards){const v=f==='all'||
+c.dataset.verdict===f||(f==='refused'&&c.dataset.verdict!=='ok'&&c.dataset.verdict!=='error');
+c.style.display=v?'':'none';n+=v}document.getElementById('shown').textContent=n+' shown'}
+function sortBy(k){const r={ok:0,partial:1,refused:2,error:3};const s=[...cards].sort((a,b)=>
+k==='name'?a.dataset.name.localeCompare(b.dataset.name):(r[a.dataset.verdict]-r[b.dataset.
+verdict])||a.dataset.name.localeCompare(b.dataset.name));s.forEach(c=>grid.appendChild(c))}
+document.querySelectorAll('.bar button[data-f]').forEach(b=>b.onclick=()=>show(b.dataset.f,b));
+document.getElementById('sort').onchange=e=>sortBy(e.target.value);
+const big=document.getElementById('big');document.querySelectorAll('.card a.pic').forEach(a=>
+a.onclick=e=>{e.preventDefault();big.innerHTML='<img src="'+a.getAttribute('href')+'">';
+big.style.display='block'});big.onclick=()=>{big.style.display='none'};
+document.onkeydown=e=>{if(e.key==='Escape')big.style.display='none'};
+const h=location.hash.slice(1)||'all';show(h,document.querySelector('.bar button[data-f='+h+']'));
+"""
+
+
+def _card_verdict(res: dict) -> str:
+    """ok: every report value measurable; partial: some; refused: none."""
+    oks = [_entry(res, n)["verdict"] == "ok" for n in HTML_VALUES]
+    return "ok" if all(oks) else "partial" if any(oks) else "refused"
+
+
+def _entry(res: dict, name: str) -> dict:
+    return res["ratios"][name] if name in res["ratios"] else res["distances"][name]
 
 
 def write_html(path: Path, items: list[dict]) -> None:
-    """One page: disclaimer, then per face a thumbnail (relative link) and the key ratios."""
+    """One page: disclaimer, summary, filter/sort bar, then a card per face (or failed image)."""
     esc = html.escape
-    head = "".join(f"<th>{esc(r)}</th>" for r in HTML_RATIOS)
-    rows = []
-    for it in items:
-        if it.get("error"):
-            rows.append(f"<tr><td></td><td>{esc(it['image'])}</td><td class=bad>error</td>"
-                        f"<td colspan={len(HTML_RATIOS) + 1}>{esc(it['error'])}</td></tr>")
-            continue
-        for k, res in enumerate(it["results"], 1):
-            fr = res["face"]
-            cls = "ok" if fr["verdict"] == "ok" else "bad"
-            cells = []
-            for r in HTML_RATIOS:
-                e = res["ratios"][r]
-                cells.append(f"<td>{e['value']:.3f} &plusmn; {e['sigma']:.3f}</td>"
-                             if e["verdict"] == "ok" else
-                             f"<td class=bad title='{esc('; '.join(e['reasons']), quote=True)}'>"
-                             "not measurable</td>")  # fmt: skip
-            png = esc(it["png"], quote=True)
-            rows.append(
-                f"<tr><td><a href='{png}'><img src='{png}' width=260></a></td>"
-                f"<td>{esc(it['image'])} (face {k})</td><td class={cls}>{esc(fr['verdict'])}</td>"
-                f"<td>{esc('; '.join(fr['reasons']))}</td>{''.join(cells)}</tr>"
-            )
+    faces = [(it, k, res) for it in items if not it.get("error")
+             for k, res in enumerate(it["results"], 1)]  # fmt: skip
+    errors = [it for it in items if it.get("error")]
+    measurable = {n: sum(_entry(r, n)["verdict"] == "ok" for _, _, r in faces) for n in HTML_VALUES}
+    reasons: Counter = Counter()
+    for _, _, res in faces:
+        codes = set(res["face"]["reason_codes"])
+        for n in HTML_VALUES:
+            codes.update(_entry(res, n)["reason_codes"])
+        reasons.update(codes)
+    verdicts = Counter(_card_verdict(r) for _, _, r in faces)
+    nf = len(faces)
+    rows_m = "".join(f"<tr><td>{esc(label)}</td><td>{measurable[n]} / {nf}</td></tr>"
+                     for n, label in HTML_VALUES.items())  # fmt: skip
+    rows_r = "".join(f"<tr><td>{esc(M.REASON_CODES.get(c, c))}</td><td>{k}</td></tr>"
+                     for c, k in reasons.most_common())  # fmt: skip
+    rows_r = rows_r or "<tr><td>none</td><td></td></tr>"
+    cards = []
+    for it, k, res in faces:
+        fr = res["face"]
+        verdict = _card_verdict(res)
+        name = it["name"] + (f" (face {k})" if len(it["results"]) > 1 else "")
+        vals = []
+        for n, label in HTML_VALUES.items():
+            e = _entry(res, n)
+            if e["verdict"] == "ok":
+                v, sg = (e["value"], e["sigma"]) if "value" in e else (e["value_px"], e["sigma_px"])
+                unit = "" if "value" in e else " px"
+                vals.append(f"<tr><td>{esc(label)}</td><td class=ok>{v:.3f} &plusmn; {sg:.3f}"
+                            f"{unit}</td></tr>")  # fmt: skip
+            else:  # the face-level reasons are shown once, above
+                own = [c for c in e["reason_codes"] if c not in fr["reason_codes"]]
+                why = ": " + ", ".join(M.REASON_CODES.get(c, c) for c in own) if own else ""
+                vals.append(f"<tr><td>{esc(label)}</td><td class=bad>not measurable"
+                            f"{esc(why)}</td></tr>")  # fmt: skip
+        pose = ", ".join(f"{a} {round(fr[a + '_deg'])}&plusmn;{round(fr[a + '_sigma_deg'])}&deg;"
+                         for a in ("yaw", "pitch") if fr.get(a + "_deg") is not None)  # fmt: skip
+        face_line = (f"<div class=reasons>{esc('; '.join(fr['reasons']))}</div>"
+                     if fr["reasons"] else "")  # fmt: skip
+        png = esc(it["png"], quote=True)
+        cls = {"ok": "ok", "partial": "bad", "refused": "bad"}[verdict]
+        cards.append(
+            f"<div class=card data-verdict={verdict} data-name='{esc(name, quote=True)}'>"
+            f"<a class=pic href='{png}' title='full size'><img src='{png}' alt='' "
+            f"loading=lazy></a><div class=info><div class=name>{esc(name)}</div>"
+            f"<div class={cls}>{verdict}</div><div>{pose}</div>{face_line}"
+            f"<table class=vals>{''.join(vals)}</table></div></div>"
+        )
+    for it in errors:
+        name = esc(it["name"], quote=True)
+        cards.append(f"<div class=card data-verdict=error data-name='{name}'><div class=info>"
+                     f"<div class=name>{name}</div><div class=err>error</div>"
+                     f"<div>{esc(it['error'])}</div></div></div>")  # fmt: skip
+    buttons = "".join(f"<button data-f={f}>{label} ({n})</button>" for f, label, n in (
+        ("all", "all", nf + len(errors)), ("ok", "all measurable", verdicts["ok"]),
+        ("partial", "partly measurable", verdicts["partial"]),
+        ("refused", "not fully measurable", verdicts["partial"] + verdicts["refused"]),
+        ("error", "errors", len(errors))))  # fmt: skip
+    counts = f"{len(items)} image(s), {nf} face(s), {len(errors)} error(s)"
     page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>FAS measurement report</title>
-<style>body{{font-family:sans-serif}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}} .ok{{color:#080}}
-.bad{{color:#b00}} .disc{{background:#fff3cd;padding:8px;border:1px solid #e0c060}}</style>
-</head><body><h1>FAS measurement report</h1>
-<p class=disc><b>{esc(M.DISCLAIMER)}</b><br>{esc(M.SIDE_CONVENTION)}. Values are shown
-&plusmn; one propagated standard deviation; "not measurable" means the tool refused to give a
-number (hover for the reason). Full values: measurements.csv and the per-image JSON files.</p>
-<table><tr><th>picture</th><th>image</th><th>verdict</th><th>reasons</th>{head}</tr>
-{chr(10).join(rows)}
-</table></body></html>
+<html lang=en><head><meta charset="utf-8"><meta name=viewport content="width=device-width">
+<title>FAS measurement report</title><style>{_CSS}</style></head><body>
+<h1>FAS measurement report</h1>
+<p class=disc><b>{esc(M.DISCLAIMER)}</b> {esc(M.SIDE_CONVENTION)}. Values &plusmn; one propagated
+standard deviation; "not measurable" means the tool refused to give a number, with the reason.
+Full values: measurements.csv and the per-image JSON files. Click a picture for full size.</p>
+<div class=summary><table><tr><th colspan=2>{counts}</th></tr>
+<tr><th>measurable</th><th>faces</th></tr>{rows_m}</table>
+<table><tr><th>reason (faces with it on a value above)</th><th>faces</th></tr>{rows_r}</table>
+</div>
+<div class=bar>show: {buttons} <span id=shown></span> &nbsp; sort: <select id=sort>
+<option value=name>by file name</option><option value=verdict>by verdict</option></select></div>
+<div class=grid>
+{chr(10).join(cards)}
+</div><div id=big></div><script>{_JS}</script></body></html>
 """
-    atomic_write(path, page.encode("utf-8"))
+    _write_bytes(path, page.encode("utf-8"))
 
 
 def _jsonable(x):
     if isinstance(x, np.ndarray):
         return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
     if isinstance(x, float) and not math.isfinite(x):
         return None
     raise TypeError(f"not JSON serializable: {type(x)}")
@@ -291,18 +391,18 @@ def _jsonable(x):
 
 def process_image(image_path: Path, get_faces: Callable[[Path], list[dict]],
                   mm_per_pixel: float | None, thresholds: M.Thresholds) -> tuple[np.ndarray, list]:
-    """Read the image, get faces, measure each; raises ItemError on bad input."""
-    try:  # EXIF orientation, truncation checks and colour modes as in training
-        image = cv2.cvtColor(load_image(image_path), cv2.COLOR_RGB2BGR)
-    except ValueError as e:
-        raise ItemError(str(e)) from None
+    """Read the image, get faces, measure each; raises DataError (naming the file) on bad input."""
+    # EXIF orientation, truncation checks and colour modes as in training
+    image = cv2.cvtColor(load_image(image_path), cv2.COLOR_RGB2BGR)
     faces = get_faces(image_path)
+    if not faces:
+        raise DataError(f"{image_path}: no face found")
     out = []
     for face in faces:
         try:
             res = M.measure(face["landmarks"], face.get("confidence"), mm_per_pixel, thresholds)
         except (ValueError, KeyError, TypeError) as e:
-            raise ItemError(f"bad landmarks: {e}") from None
+            raise DataError(f"{image_path}: bad landmarks: {e}") from None
         out.append({**face, "result": res})
     return image, out
 
@@ -310,30 +410,34 @@ def process_image(image_path: Path, get_faces: Callable[[Path], list[dict]],
 def run(inputs: Sequence[str], output: str | os.PathLike, model: str | None = None,
         use_landmarks: bool = False, mm_per_pixel: float | None = None,
         thresholds: M.Thresholds | None = None, log=sys.stderr) -> int:
-    """Process all inputs; returns the number of failed items (each reported in one line)."""
+    """Process all inputs; returns the number of failed items (each reported in one line).
+
+    Raises UsageError (before writing anything) for bad usage: both or neither of
+    ``model``/``use_landmarks``, a bad scale, a missing model, or an output folder that holds
+    input images.
+    """
     if bool(model) == bool(use_landmarks):
-        raise FatalError("give exactly one of --model=PATH or --landmarks")
+        raise UsageError("give exactly one of --model=PATH or --landmarks")
     if mm_per_pixel is not None and not (mm_per_pixel > 0 and math.isfinite(mm_per_pixel)):
-        raise FatalError(f"--mm_per_pixel must be a positive number, got {mm_per_pixel}")
+        raise UsageError(f"--mm_per_pixel must be a positive number, got {mm_per_pixel}")
     thresholds = thresholds or M.Thresholds()
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+    images, problems = collect_images(inputs)
+    if not images and not problems:
+        raise UsageError("give at least one IMAGE_OR_FOLDER")
+    out = check_output(output, images)
     get_faces = load_predictor(model) if model else faces_from_pts
-    images, problems, _ = list_images(inputs)
-    for item, problem in problems:
-        print(f"{item}: {problem}", file=log)
-    if not images and problems:
-        return len(problems)
+    for problem in problems:
+        print(problem, file=log)
     failures = len(problems)
     items, rows, used = [], [], set()
-    for image_path in images:
-        stem, n = image_path.stem, 2
+    for image_path, name in images:
+        stem = Path(name).with_suffix("").as_posix().replace("/", "__")
+        base, n = stem, 2
         while stem in used:
-            stem, n = f"{image_path.stem}_{n}", n + 1
+            stem, n = f"{base}_{n}", n + 1
+        used.add(stem)
         try:
             image, faces = process_image(image_path, get_faces, mm_per_pixel, thresholds)
-            if not faces:
-                raise ItemError("no face found")
             record = {"image": str(image_path), "disclaimer": M.DISCLAIMER,
                       "faces": [{"box": f.get("box"), "landmarks": f["landmarks"],
                                  "confidence": f.get("confidence"), **f["result"]}
@@ -341,55 +445,58 @@ def run(inputs: Sequence[str], output: str | os.PathLike, model: str | None = No
             data = json.dumps(record, indent=1, default=_jsonable, allow_nan=False).encode("utf-8")
             ok, png = cv2.imencode(".png", draw_report(image, faces))
             if not ok:
-                raise ItemError("cannot encode the PNG picture")
-            used.add(stem)
-            atomic_write(out / f"{stem}.json", data)
-            atomic_write(out / f"{stem}.png", png.tobytes())
+                raise DataError(f"{image_path}: cannot encode the PNG picture")
+            _write_bytes(out / f"{stem}{OUTPUT_SUFFIX}.json", data)
+            _write_bytes(out / f"{stem}{OUTPUT_SUFFIX}.png", png.tobytes())
         except Exception as e:  # one bad item must not stop the run
             failures += 1
-            if not isinstance(e, ItemError):
-                e = ItemError(f"{type(e).__name__}: {e}")
-            print(f"{image_path}: {e}", file=log)
-            items.append({"image": str(image_path), "error": str(e)})
-            rows.append({"image": str(image_path), "face": "", "face_verdict": "error",
-                         "face_reasons": str(e)})  # fmt: skip
+            msg = str(e) if isinstance(e, DataError) else f"{type(e).__name__}: {e}"
+            if not msg.startswith(str(image_path)):
+                msg = f"{image_path}: {msg}"
+            print(msg, file=log)
+            problem = msg[len(str(image_path)) + 2:]
+            items.append({"image": str(image_path), "name": name, "error": problem})
+            rows.append({"image": name, "face": "", "face_verdict": "error",
+                         "face_reasons": problem})  # fmt: skip
             continue
-        items.append({"image": str(image_path), "png": f"{stem}.png",
+        items.append({"image": str(image_path), "name": name,
+                      "png": f"{stem}{OUTPUT_SUFFIX}.png",
                       "results": [f["result"] for f in faces]})  # fmt: skip
         for k, f in enumerate(faces, 1):
-            rows.append(_csv_row(str(image_path), k, f["result"]))
+            rows.append(_csv_row(name, k, f["result"]))
     write_csv(out / "measurements.csv", rows, mm_per_pixel is not None)
     write_html(out / "report.html", items)
     return failures
 
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Trained landmark model (uses fas_tf.predict).")
-flags.DEFINE_bool("landmarks", False, "Read STEM.pts next to each image instead of a model.")
-flags.DEFINE_string("output", None, "Output folder (created if missing).")
-flags.DEFINE_float("mm_per_pixel", None, "Physical scale at the face; adds millimetre values.")
-_DEFAULTS = M.Thresholds()
-for _f in fields(M.Thresholds):
-    flags.DEFINE_float(_f.name, getattr(_DEFAULTS, _f.name),
-                       "Threshold/uncertainty parameter (see fas_tf.measurements).")  # fmt: skip
+def define_flags() -> None:
+    """The command-line flags (only when run as a program)."""
+    from absl import flags
+
+    flags.DEFINE_string("model", None, "Trained landmark model (uses fas_tf.predict).")
+    flags.DEFINE_bool("landmarks", False, "Read STEM.pts next to each image instead of a model.")
+    flags.DEFINE_string("output", None, "Output folder (created if missing; not an input folder).")
+    flags.DEFINE_float("mm_per_pixel", None, "Physical scale at the face; adds millimetre values.")
+    defaults = M.Thresholds()
+    for f in fields(M.Thresholds):
+        flags.DEFINE_float(f.name, getattr(defaults, f.name),
+                           "Gate/uncertainty parameter (see fas_tf.measurements and "
+                           "docs/measure_calibration.md).")  # fmt: skip
 
 
-def main(argv: list[str]) -> int:
-    inputs = argv[1:]
-    try:
-        if not inputs:
-            raise FatalError("give at least one IMAGE_OR_FOLDER")
-        if not FLAGS.output:
-            raise FatalError("--output=DIR is required")
-        th = M.Thresholds(**{f.name: getattr(FLAGS, f.name) for f in fields(M.Thresholds)})
-        failures = run(inputs, FLAGS.output, FLAGS.model, FLAGS.landmarks, FLAGS.mm_per_pixel,
-                       th)  # fmt: skip
-    except FatalError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote results to {FLAGS.output} ({failures} failed item(s)). {M.DISCLAIMER}")
-    return 1 if failures else 0
+def main(argv: list[str]) -> None:
+    from absl import flags
+
+    f = flags.FLAGS
+    if not f.output:
+        raise UsageError("--output=DIR is required")
+    th = M.Thresholds(**{x.name: getattr(f, x.name) for x in fields(M.Thresholds)})
+    failures = run(argv[1:], f.output, f.model, f.landmarks, f.mm_per_pixel, th)
+    print(f"wrote results to {f.output} ({failures} failed item(s)). {M.DISCLAIMER}")
+    if failures:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    cli.run(main)

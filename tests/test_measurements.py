@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import shutil
@@ -15,6 +16,7 @@ import pytest
 
 from fas_tf import measure as cli
 from fas_tf import measurements as M
+from fas_tf.errors import UsageError
 from fas_tf.landmarks import layout_for
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "infanface-train"
@@ -304,7 +306,7 @@ def test_bad_input_raises():
 
 
 def test_model_mode_missing_model_fails_clearly(tmp_path):
-    with pytest.raises(cli.FatalError, match="m.keras: model not found"):
+    with pytest.raises(UsageError, match="m.keras: model not found"):
         cli.run([str(tmp_path)], tmp_path / "out", model=str(tmp_path / "m.keras"))
 
 
@@ -333,35 +335,75 @@ def test_folder_report_on_real_faces(real_faces, tmp_path):
     failures = cli.run([str(real_faces)], out, use_landmarks=True, mm_per_pixel=0.25, log=Log())
     assert failures == 2
     msgs = "".join(lines).strip().splitlines()
-    assert len(msgs) == 2 and any("broken.jpg" in m for m in msgs)
+    assert len(msgs) == 2
+    broken = [m for m in msgs if "broken.jpg" in m]
+    assert len(broken) == 1 and broken[0].count("broken.jpg") == 1  # the path once (issue 14/10)
     for s in REAL_STEMS:
-        assert (out / f"{s}.png").stat().st_size > 1000
-        rec = json.loads((out / f"{s}.json").read_text())
+        assert (out / f"{s}.measure.png").stat().st_size > 1000
+        rec = json.loads((out / f"{s}.measure.json").read_text())
         assert "not a diagnosis" in rec["disclaimer"]
         assert rec["faces"][0]["face"]["verdict"] in ("ok", "not measurable")
     with open(out / "measurements.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 5 and sum(r["face_verdict"] == "error" for r in rows) == 2
     assert "pfl_mean_to_icd" in rows[0] and "pfl_mean_mm" in rows[0]
+    assert {r["image"] for r in rows} == {f"{s}.jpg" for s in REAL_STEMS} | {
+        "broken.jpg", "no_landmarks.jpg"}  # names relative to the input folder
     page = (out / "report.html").read_text()
-    assert "not a diagnosis" in page and f"src='{REAL_STEMS[0]}.png'" in page
+    assert "not a diagnosis" in page and f"href='{REAL_STEMS[0]}.measure.png'" in page
+    assert str(real_faces) not in page  # no absolute paths
+    assert "5 image(s), 3 face(s), 2 error(s)" in page
+    assert "<script>" in page and "http" not in page  # inline, no external resources
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
-    # the frontal one is measurable, the strongly turned one is not
-    ok = json.loads((out / f"{REAL_STEMS[0]}.json").read_text())["faces"][0]
+    # the frontal one is measurable, the strongly turned one is not, for a pose reason
+    ok = json.loads((out / f"{REAL_STEMS[0]}.measure.json").read_text())["faces"][0]
     assert ok["face"]["verdict"] == "ok"
-    turned = json.loads((out / f"{REAL_STEMS[1]}.json").read_text())["faces"][0]
-    assert any("head turned" in r for r in turned["face"]["reasons"])
+    assert ok["ratios"]["pfl_mean_to_icd"]["verdict"] == "ok"
+    turned = json.loads((out / f"{REAL_STEMS[1]}.measure.json").read_text())["faces"][0]
+    assert "head_turned" in turned["face"]["reason_codes"]
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_cli_never_writes_into_the_input_folder(real_faces, tmp_path):
+    """Issue 14 row 1: --output = the input folder is refused, one line, exit 2, inputs intact."""
+    before = _hashes(real_faces)
+    cmd = [sys.executable, "-m", "fas_tf.measure", "--landmarks", str(real_faces)]
+    for out in (real_faces, real_faces / "." ):
+        res = subprocess.run(cmd + [f"--output={out}"], capture_output=True, text=True,
+                             timeout=120)  # fmt: skip
+        assert res.returncode == 2, res.stderr
+        err = res.stderr.strip().splitlines()
+        assert len(err) == 1 and "Traceback" not in res.stderr
+        assert err[0].startswith("error: ") and "holds input images" in err[0]
+    assert _hashes(real_faces) == before
+    # a single image of the folder, output = that folder: refused too
+    one = str(real_faces / f"{REAL_STEMS[0]}.jpg")
+    res = subprocess.run([sys.executable, "-m", "fas_tf.measure", "--landmarks", one,
+                          f"--output={real_faces}"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and _hashes(real_faces) == before
 
 
 def test_cli_exit_codes(real_faces, tmp_path):
     cmd = [sys.executable, "-m", "fas_tf.measure", "--landmarks", f"--output={tmp_path / 'o'}"]
-    ok = subprocess.run(cmd + [str(real_faces)], capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(cmd + [str(real_faces)], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
-    bad = subprocess.run(cmd + [str(real_faces), str(tmp_path / "missing.jpg")],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert bad.returncode == 1
-    assert "missing.jpg: no such file or folder" in bad.stderr
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG garbage")
+    bad = subprocess.run(cmd + [str(real_faces), str(tmp_path / "missing.jpg"),
+                                str(tmp_path / "corrupt.png")],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    err = bad.stderr.strip().splitlines()
+    assert f"{tmp_path / 'missing.jpg'}: no such file or folder" in err
+    corrupt = [e for e in err if "corrupt.png" in e]
+    assert corrupt == [f"{tmp_path / 'corrupt.png'}: cannot decode image (unreadable or corrupt)"]
     assert (tmp_path / "o" / "report.html").is_file()
+    usage = subprocess.run(cmd + ["--model=x.keras", str(real_faces)], capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    assert usage.returncode == 2 and usage.stderr.strip().splitlines() == [
+        "error: give exactly one of --model=PATH or --landmarks"]
 
 
 def test_model_mode_measures_detected_faces(real_faces, tmp_path):
@@ -372,7 +414,7 @@ def test_model_mode_measures_detected_faces(real_faces, tmp_path):
     build_student(68, 64, alpha=0.35, head_channels=16).save(model)
     out = tmp_path / "out"
     assert cli.run([str(real_faces / f"{REAL_STEMS[0]}.jpg")], out, model=str(model)) == 0
-    rec = json.loads((out / f"{REAL_STEMS[0]}.json").read_text())
+    rec = json.loads((out / f"{REAL_STEMS[0]}.measure.json").read_text())
     assert len(rec["faces"]) == 1
     face = rec["faces"][0]
     assert len(face["landmarks"]) == 68 and len(face["box"]) == 4
