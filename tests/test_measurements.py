@@ -305,6 +305,12 @@ def test_bad_input_raises():
         M.measure(frontal(), np.ones(3))
 
 
+def test_importing_the_cli_defines_no_flags():
+    from absl import flags
+
+    assert "landmarks" not in flags.FLAGS and "mm_per_pixel" not in flags.FLAGS
+
+
 def test_model_mode_missing_model_fails_clearly(tmp_path):
     with pytest.raises(UsageError, match="m.keras: model not found"):
         cli.run([str(tmp_path)], tmp_path / "out", model=str(tmp_path / "m.keras"))
