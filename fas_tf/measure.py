@@ -76,7 +76,7 @@ def collect_images(inputs: Sequence[str]) -> tuple[list[tuple[Path, str]], list[
 
 
 def check_output(output: str | os.PathLike, images: list[tuple[Path, str]]) -> Path:
-    """The output folder, refused (UsageError) when it holds an input image."""
+    """The output folder, refused (UsageError) when it holds an input image (nothing created)."""
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: output path exists and is not a directory")
@@ -84,7 +84,6 @@ def check_output(output: str | os.PathLike, images: list[tuple[Path, str]]) -> P
     if any(p.resolve().parent == target for p, _ in images):
         raise UsageError(f"{out}: the output folder holds input images; choose another --output "
                          "so that no user file can be replaced")  # fmt: skip
-    cli.check_writable_dir(out)
     return out
 
 
@@ -426,6 +425,7 @@ def run(inputs: Sequence[str], output: str | os.PathLike, model: str | None = No
         raise UsageError("give at least one IMAGE_OR_FOLDER")
     out = check_output(output, images)
     get_faces = load_predictor(model) if model else faces_from_pts
+    cli.check_writable_dir(out)
     for problem in problems:
         print(problem, file=log)
     failures = len(problems)
