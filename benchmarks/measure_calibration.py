@@ -17,7 +17,11 @@ this script
   refused, with their reasons, OUTSIDE the repository (the photos are licensed; never commit it).
 
     python benchmarks/measure_calibration.py --data=../shared/data/infanface-train \
-        --out_png=docs/measure_calibration.png --out_md=docs/measure_calibration.md
+        --out_png=docs/measure_calibration.png --out_md=docs/measure_calibration.md \
+        [--model=student.keras] [--contact_sheet=/outside/the/repo]
+
+With ``--model``, the held-out faces are also measured with that model's predicted landmarks
+(through ``fas_tf.predict``, as benchmarks/measurement_error.py does).
 """
 
 from __future__ import annotations
@@ -183,9 +187,19 @@ def model_yaw_limit(ratio: str, max_error: float = 0.05) -> float:
     return 45.0
 
 
-def outcome(faces: list[Face], th: M.Thresholds) -> dict:
-    """Verdicts at the operating point: shares among all-false and flagged faces, reasons."""
-    res = {f.stem: M.measure(f.pts, thresholds=th) for f in faces}
+def outcome(faces: list[Face], th: M.Thresholds, preds: dict | None = None) -> dict:
+    """Verdicts at the operating point: shares among all-false and flagged faces, reasons.
+
+    ``preds`` (stem -> (landmarks, confidence)) replaces the ground truth; a face without a
+    prediction (no face detected) counts as refused with the code ``no_face``.
+    """
+    if preds is None:
+        res = {f.stem: M.measure(f.pts, thresholds=th) for f in faces}
+    else:
+        missing = M.measure(np.zeros((68, 2)))  # every value refused (degenerate)
+        missing["face"]["reason_codes"] = ["no_face"]
+        res = {f.stem: M.measure(*preds[f.stem], thresholds=th) if f.stem in preds else missing
+               for f in faces}  # fmt: skip
     af = [f for f in faces if f.all_false]
     out: dict = {"faces": len(faces), "all_false": len(af)}
     for name in ("pfl_mean_to_icd", "pfl_mean_to_ocd", "icd_to_ocd", "philtrum_to_face_height",
@@ -248,7 +262,9 @@ def markdown(faces, tables, outcomes, th, cam_auc) -> str:
         "",
         "Regenerate: `python benchmarks/measure_calibration.py "
         "--data=../shared/data/infanface-train --out_png=docs/measure_calibration.png "
-        "--out_md=docs/measure_calibration.md`. **A measurement aid, not a diagnosis.**",
+        "--out_md=docs/measure_calibration.md [--model=student.keras]` (the last section "
+        "needs a model; see docs/measure.md for the one used). "
+        "**A measurement aid, not a diagnosis.**",
         "",
         "Data: InfAnFace-train, ground-truth 68-point landmarks and the annotators' flags "
         "(`turned`, `tilted`, `occluded`, `expressive`). *All-false* = none of the four flags. "
@@ -316,6 +332,22 @@ def markdown(faces, tables, outcomes, th, cam_auc) -> str:
     return "\n".join(lines)
 
 
+def predicted_markdown(p: dict) -> str:
+    """The held-out verdicts with predicted landmarks, as a markdown section."""
+    mae = p["mae_pfl_mean_to_icd"]
+    return "\n".join([
+        f"## Verdicts with predicted landmarks (held-out {', '.join(HELD_OUT_SETS)})", "",
+        f"Model `{p['model']}` through `fas_tf.predict` (MTCNN + landmarks, the face nearest to "
+        f"the ground truth); a matching face was found in {p['detected'][0]} of "
+        f"{p['detected'][1]} images (the others count as refused).", "",
+        "| | predicted landmarks |", "|---|---|",
+        f"| all-false faces with `ok` pfl_mean_to_icd | {pct(p['ok_pfl_mean_to_icd'])} |",
+        f"| all-false faces with `ok` icd_to_ocd | {pct(p['ok_icd_to_ocd'])} |",
+        f"| turned faces refused with a pose reason | {pct(p['turned_pose_refused'])} |",
+        f"| MAE of the `ok` pfl_mean_to_icd vs ground truth (all held-out faces) | "
+        f"{'-' if mae is None else f'{mae:.3f}'} |", ""])  # fmt: skip
+
+
 def contact_sheet(data: Path, entries: list[tuple[str, list[str]]], path: Path) -> None:
     """Faces with their reasons, one tile each (licensed photos: write OUTSIDE the repository)."""
     import cv2
@@ -359,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out_md", help="markdown table (e.g. docs/measure_calibration.md)")
     ap.add_argument("--fit_head", action="store_true",
                     help="print HEAD_MODEL fitted on the calibration faces and exit")
+    ap.add_argument("--model", help="also report verdicts with this model's predicted "
+                    "landmarks (fas_tf.predict) on the held-out faces")
     ap.add_argument("--contact_sheet", help="folder OUTSIDE the repository for contact sheets "
                     "of refused all-false faces and of the faces with the least open eyes")
     args = ap.parse_args(argv)
@@ -386,10 +420,30 @@ def main(argv: list[str] | None = None) -> int:
         print(k, {key: v for key, v in o.items() if key not in ("results", "refused_all_false")})
     for stem, reasons in outcomes["all"]["refused_all_false"]:
         print("refused all-false:", stem, "|", "; ".join(reasons))
+    predicted = None
+    if args.model:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from measurement_error import load_predictions
+
+        held = {f.stem: f.pts for f in faces["held-out"]}
+        ns = argparse.Namespace(pred=None, model=args.model, data=str(data))
+        preds = load_predictions(ns, held, np.random.default_rng(0))
+        predicted = outcome(faces["held-out"], th, preds)
+        errors = [abs(predicted["results"][s]["ratios"]["pfl_mean_to_icd"]["value"]
+                      - M.raw_measurements(held[s])["pfl_mean_to_icd"])
+                  for s in preds
+                  if predicted["results"][s]["ratios"]["pfl_mean_to_icd"]["verdict"] == "ok"]
+        predicted["model"] = args.model
+        predicted["detected"] = (len(preds), len(held))
+        predicted["mae_pfl_mean_to_icd"] = float(np.mean(errors)) if errors else None
+        print("predicted (held-out)", {k: v for k, v in predicted.items()
+                                       if k not in ("results", "refused_all_false")})  # fmt: skip
     if args.out_png:
         plot(faces, tables, th, Path(args.out_png))
     if args.out_md:
         md = markdown(faces, tables, outcomes, th, camera_distance_auc(faces_all, th))
+        if predicted:
+            md += predicted_markdown(predicted)
         Path(args.out_md).write_text(md)
     if args.contact_sheet:
         out = Path(args.contact_sheet)
