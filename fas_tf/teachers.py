@@ -454,12 +454,7 @@ def build_facenet(
     gives random weights of ``model_name``'s shape, for tests only. See
     :func:`resolve_facenet_weights` for where the weights are looked for.
     """
-    try:
-        from keras_facenet.inception_resnet_v1 import InceptionResNetV1
-    except ImportError as err:
-        raise TeacherUnavailableError(
-            f"FaceNet teacher needs the keras-facenet package ({err})"
-        ) from err
+    from keras_facenet.inception_resnet_v1 import InceptionResNetV1
 
     path = resolve_facenet_weights(weights, model_name, url, sha256, allow_download)
     if path == "random":
@@ -553,8 +548,14 @@ def build_auto_teacher(allow_download: bool = True) -> tuple[Teacher | None, lis
         try:
             teacher = build_teacher(candidate, None, allow_download)
         except Exception as err:  # noqa: BLE001 - auto must fall back on anything
-            reason = str(err) if isinstance(err, TeacherUnavailableError) else (
-                f"{type(err).__name__}: {err}")
+            if isinstance(err, TeacherUnavailableError):
+                reason = str(err)
+            elif isinstance(err, ModuleNotFoundError):
+                from fas_tf.cli import missing_package_message
+
+                reason = missing_package_message(err)
+            else:
+                reason = f"{type(err).__name__}: {err}"
             skipped.append(f"{candidate}: {reason}")
             continue
         if teacher.pretrained:
