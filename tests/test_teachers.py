@@ -307,7 +307,7 @@ def test_fetch_cli_offline_index_one_line(tmp_path):
 
     def fetch(*args):
         return subprocess.run([sys.executable, "-m", "fas_tf.teachers", "fetch", *args],
-                              capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
+                              capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
 
     result = fetch("facenet")
     assert result.returncode == 2
