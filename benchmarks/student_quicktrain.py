@@ -46,7 +46,7 @@ def main() -> None:
 
     from fas_tf.augment import AugmentConfig
     from fas_tf.data import load_faces, make_dataset, read_attributes
-    from fas_tf.evaluate import framed_crops
+    from fas_tf.framing import framed_crops
     from fas_tf.landmarks import layout_for
     from fas_tf.metrics import per_sample_nme
     from fas_tf.student import build_student, inference_model

@@ -166,32 +166,6 @@ def _stems(data: Path, attributes: str | None, sets: str | None) -> set[str] | N
     return stems
 
 
-def labelled_crops(
-    path: str | os.PathLike,
-    input_size: int,
-    sets: str | None = None,
-    attributes: str | None = None,
-    limit: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Framing-rule crops (float32 [0, 255]), landmarks in crop pixels and image paths.
-
-    The crops are exactly the training pipeline's unjittered ones
-    (``fas_tf.data.make_dataset(training=False)``).
-    """
-    from fas_tf.data import load_faces, make_dataset
-    from fas_tf.landmarks import layout_for
-
-    data = Path(path)
-    faces = load_faces(data, input_size, stems=_stems(data, attributes, sets), limit=limit)
-    ds = make_dataset(faces, layout_for(faces.num_landmarks), input_size,
-                      batch_size=64, training=False)
-    images, points = [], []
-    for x, y in ds:
-        images.append(x.numpy())
-        points.append(y["landmarks"].numpy())
-    return np.concatenate(images), np.concatenate(points), faces.paths
-
-
 def calibration_crops(
     path: str | os.PathLike,
     input_size: int,
@@ -202,19 +176,18 @@ def calibration_crops(
 ) -> np.ndarray:
     """``count`` calibration crops: every framing-rule crop, topped up with augmented ones.
 
-    Both kinds come from :func:`fas_tf.data.make_dataset` (the training preprocessing), so int8
-    ranges also cover the rotations and lighting seen in training.
+    The plain ones are :func:`fas_tf.framing.framed_crops`, the others the training
+    augmentation of :func:`fas_tf.data.make_dataset`, so int8 ranges also cover the rotations
+    and lighting seen in training.
     """
     from fas_tf.data import load_faces, make_dataset
+    from fas_tf.framing import framed_crops
     from fas_tf.landmarks import layout_for
 
     data = Path(path)
     faces = load_faces(data, input_size, stems=_stems(data, attributes, sets))
     layout = layout_for(faces.num_landmarks)
-    plain = np.concatenate([
-        x.numpy() for x, _ in make_dataset(faces, layout, input_size, batch_size=64,
-                                           training=False)
-    ])
+    plain, _ = framed_crops(faces, input_size)
     rng = np.random.default_rng(seed)
     if count <= len(plain):
         return plain[np.sort(rng.choice(len(plain), count, replace=False))]
@@ -282,9 +255,8 @@ def build_metadata(
     """The ``model.json`` an app developer needs (see ``export/MOBILE.md``)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from fas_tf.data import FRAMING_SCALE
+    from fas_tf.framing import DETECTOR_MAPPING, FRAMING_SCALE
     from fas_tf.landmarks import layout_for
-    from fas_tf.predict import DETECTOR_MAPPING
     from fas_tf.student import student_geometry
 
     size, stride, n = student_geometry(student)
@@ -441,7 +413,12 @@ def export_model(
         notes.update(calibration_data=str(representative_data),
                      calibration_sets=representative_sets, num_calibration=len(calibration))
         log(f"calibrating on {len(calibration)} crops from {representative_data}")
-    crops, gt, _ = labelled_crops(val_data, size, val_sets, attributes)
+    from fas_tf.data import load_faces
+    from fas_tf.framing import framed_crops
+
+    val_path = Path(val_data)
+    val_faces = load_faces(val_path, size, stems=_stems(val_path, attributes, val_sets))
+    crops, gt = framed_crops(val_faces, size)
     tflite_bytes = convert(student, quantize, calibration)
 
     json_path = output.with_suffix(".json")

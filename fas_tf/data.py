@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
 from fas_tf.errors import DataError
+from fas_tf.framing import crop_box, cut_square
 from fas_tf.landmarks import Layout
 
 if TYPE_CHECKING:  # TensorFlow is imported lazily so that bad input fails fast
@@ -36,9 +36,7 @@ if TYPE_CHECKING:  # TensorFlow is imported lazily so that bad input fails fast
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
-# Framing rule: the crop is the square of side FRAMING_SCALE * max(box width, box height) centred
-# on the landmark bounding box. The canvas kept in memory is CANVAS_FACTOR times that square.
-FRAMING_SCALE = 1.4
+# The canvas kept in memory is CANVAS_FACTOR times the framing-rule square (fas_tf.framing).
 CANVAS_FACTOR = 2.0
 # Points further than this fraction of the image size outside the image are rejected.
 OUTSIDE_TOLERANCE = 0.25
@@ -177,41 +175,6 @@ def read_csv_labels(path: str | os.PathLike) -> list[tuple[str, np.ndarray | Dat
                 continue
             rows.append((image, coords.reshape(-1, 2).astype(np.float32)))
     return rows
-
-
-# --------------------------------------------------------------------------- framing
-
-
-def crop_box(landmarks: np.ndarray, scale: float = FRAMING_SCALE) -> tuple[float, float, float]:
-    """The framing rule: (centre x, centre y, side) of the square crop around a face.
-
-    The square is centred on the landmarks' bounding box and its side is ``scale`` times the
-    box's larger side.
-    """
-    lo = landmarks.min(axis=0)
-    hi = landmarks.max(axis=0)
-    cx, cy = (lo + hi) / 2.0
-    side = float(max(hi - lo)) * scale
-    return float(cx), float(cy), max(side, 1.0)
-
-
-def cut_square(
-    image: np.ndarray, cx: float, cy: float, side: float, out_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cut the square (centre, side) from ``image`` resized to ``out_size`` (black outside).
-
-    Returns the patch and the 2x3 affine matrix mapping image pixels to patch pixels.
-    """
-    s = out_size / side
-    # patch = s * (image - (c - side/2)) with pixel centres at integers
-    tx = (out_size - 1) / 2.0 - s * cx
-    ty = (out_size - 1) / 2.0 - s * cy
-    matrix = np.array([[s, 0.0, tx], [0.0, s, ty]], dtype=np.float64)
-    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-    patch = cv2.warpAffine(
-        image, matrix, (out_size, out_size), flags=interp, borderMode=cv2.BORDER_CONSTANT
-    )
-    return patch, matrix
 
 
 def _check_points(path: str, points: np.ndarray, shape: tuple[int, ...], n: int | None) -> None:

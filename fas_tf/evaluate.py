@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from fas_tf import cli
-from fas_tf.data import LabelledFaces, load_faces, read_attributes
+from fas_tf.data import load_faces, read_attributes
+from fas_tf.framing import framed_crops
 from fas_tf.metrics import NORMALIZATIONS, auc, ced_curve, failure_rate, point_errors
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -64,18 +65,6 @@ class _TFLiteAdapter:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self.runner.predict(images)[0])
-
-
-def framed_crops(faces: LabelledFaces, input_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Framing-rule crops (float32 [0, 255]) and landmarks in crop pixels, no jitter."""
-    from fas_tf.augment import center_crop_sample
-
-    crops, points = [], []
-    for canvas, pts in zip(faces.canvases, faces.landmarks):
-        image, p = center_crop_sample(canvas, pts, input_size)
-        crops.append(np.asarray(image))
-        points.append(np.asarray(p))
-    return np.stack(crops).astype(np.float32), np.stack(points).astype(np.float32)
 
 
 def evaluate_predictions(

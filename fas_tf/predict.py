@@ -4,7 +4,7 @@
 [--output=DIR] [--min_face_score=0.7] [--refine=1]``
 
 Per image: EXIF orientation applied, every face found by MTCNN is cut by the training framing
-rule (see :data:`DETECTOR_MAPPING`), landmarks are mapped back to the (upright) image, and
+rule (see :mod:`fas_tf.framing`), landmarks are mapped back to the (upright) image, and
 ``DIR/<stem>.json`` (faces, boxes, landmarks, confidences) plus an annotated ``DIR/<stem>.png``
 are written. An unreadable image or an image without a face prints one line and the run goes
 on; exit status 0 = every image had a face, 1 = some image failed, 2 = bad usage / model.
@@ -23,23 +23,9 @@ from typing import Any
 import numpy as np
 
 from fas_tf import cli
-from fas_tf.data import (
-    FRAMING_SCALE,
-    IMAGE_EXTENSIONS,
-    DataError,
-    crop_box,
-    cut_square,
-    load_image,
-)
+from fas_tf.data import IMAGE_EXTENSIONS, DataError, load_image
+from fas_tf.framing import crop_box, cut_square, detector_square
 
-# MTCNN box (bx, by, bw, bh) -> landmark bounding box, calibrated on the 210 InfAnFace training
-# images (benchmarks/export_mtcnn_calibration.py: 185 matched detections, medians; residual
-# centre error 6% of the landmark-box side, side ratio p10-p90 0.86-1.16, hence the default
-# re-crop pass around the predicted landmarks, which restores the exact training framing):
-#   landmark-box centre = (bx + bw * (0.5 + dx), by + bh * (0.5 + dy))
-#   landmark-box larger side = scale * max(bw, bh)
-# and the crop is then the framing rule: side FRAMING_SCALE * that, centred on that centre.
-DETECTOR_MAPPING: dict[str, float] = {"dx": 0.023, "dy": 0.1062, "scale": 0.8649}
 # MTCNN stage thresholds: lower than the package defaults (0.6 / 0.7 / 0.8), which miss many
 # infant faces; faces are then kept by their ONet score (--min_face_score). On the training
 # images, a matching face is found in 85% of them at score >= 0.7 (88% at 0.5, 75% at 0.9).
@@ -104,15 +90,6 @@ def detect_faces(image: np.ndarray, min_score: float = MIN_FACE_SCORE) -> list[d
         if float(f["confidence"]) >= min_score and f["box"][2] > 1 and f["box"][3] > 1
     ]
     return sorted(faces, key=lambda f: -f["score"])
-
-
-def detector_square(box: tuple[float, float, float, float]) -> tuple[float, float, float]:
-    """(cx, cy, side) of the framing-rule crop for an MTCNN box, via :data:`DETECTOR_MAPPING`."""
-    bx, by, bw, bh = box
-    m = DETECTOR_MAPPING
-    cx = bx + bw * (0.5 + m["dx"])
-    cy = by + bh * (0.5 + m["dy"])
-    return cx, cy, FRAMING_SCALE * m["scale"] * max(bw, bh)
 
 
 def _landmarks_in_square(

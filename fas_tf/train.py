@@ -261,7 +261,8 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
 
     from fas_tf.augment import AugmentConfig
     from fas_tf.data import make_dataset, steps_per_epoch
-    from fas_tf.evaluate import evaluate_predictions, framed_crops
+    from fas_tf.evaluate import evaluate_predictions
+    from fas_tf.framing import framed_crops
     from fas_tf.landmarks import layout_for
     from fas_tf.model import RegularizedLandmarkModel
     from fas_tf.student import build_student, inference_model

@@ -8,7 +8,6 @@ from PIL import Image
 from fas_tf.augment import AugmentConfig, augment_sample, center_crop_sample
 from fas_tf.data import (
     DataError,
-    crop_box,
     load_faces,
     load_image,
     make_dataset,
@@ -16,6 +15,7 @@ from fas_tf.data import (
     read_pts,
     write_pts,
 )
+from fas_tf.framing import crop_box
 from fas_tf.heatmaps import decode_heatmaps, render_heatmaps
 from fas_tf.landmarks import layout_for
 

@@ -132,10 +132,11 @@ def test_int8_is_integer_only(exported):
 
 
 def test_runner_accepts_float_crops_and_matches_keras(exported, tiny_run, demo_faces):
-    from export.convert import labelled_crops
+    from fas_tf.data import load_faces
+    from fas_tf.framing import framed_crops
     from fas_tf.student import inference_model
 
-    crops, _, _ = labelled_crops(demo_faces, SIZE)
+    crops, _ = framed_crops(load_faces(demo_faces, SIZE), SIZE)
     keras_pts = np.asarray(inference_model(load_student(tiny_run / "student.keras"))(crops)[
         "landmarks"])
     lite = TFLiteLandmarker(exported["float32"].tflite_path)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fas_tf.data import FRAMING_SCALE, crop_box, load_image, read_pts
-from fas_tf.predict import Landmarker, detector_square, predict
+from fas_tf.data import load_image, read_pts
+from fas_tf.framing import DETECTOR_MAPPING, FRAMING_SCALE, crop_box, detector_square
+from fas_tf.predict import Landmarker, predict
 
 from .conftest import INFANFACE, REPO, needs_infanface
 
@@ -40,8 +41,7 @@ class _Exact:
 
 def test_detector_square_follows_the_mapping():
     cx, cy, side = detector_square((100.0, 50.0, 80.0, 100.0))
-    from fas_tf.predict import DETECTOR_MAPPING as m
-
+    m = DETECTOR_MAPPING
     assert cx == pytest.approx(100 + 80 * (0.5 + m["dx"]))
     assert cy == pytest.approx(50 + 100 * (0.5 + m["dy"]))
     assert side == pytest.approx(FRAMING_SCALE * m["scale"] * 100)
