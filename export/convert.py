@@ -23,6 +23,7 @@ import numpy as np
 
 from fas_tf import __version__
 from fas_tf.cli import UsageError, atomic_path, write_json
+from fas_tf.inference import load_student
 
 MODES = ("float32", "float16", "dynamic", "int8")
 METADATA_VERSION = 1
@@ -42,30 +43,6 @@ class ExportResult:
     parity: dict
     written: bool = True
     notes: list[str] = field(default_factory=list)
-
-
-def load_student(path: str | os.PathLike):
-    """Load a saved ``student.keras``; UsageError (one line naming the file) when unusable."""
-    path = str(path)
-    if not os.path.isfile(path):
-        raise UsageError(f"{path}: no such model file")
-    if not path.endswith(".keras"):
-        raise UsageError(f"{path}: expected a Keras student saved as .keras")
-    import keras  # after the cheap checks: a wrong path fails without loading TensorFlow
-
-    import fas_tf.heatmaps  # noqa: F401  (registers HeatmapDecoder for deserialization)
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as err:  # Keras raises many types for a corrupt archive
-        text = str(err).strip()
-        detail = f": {text.splitlines()[0][:160]}" if text else ""
-        raise UsageError(
-            f"{path}: cannot load Keras model ({err.__class__.__name__}{detail})"
-        ) from err
-    out = model.output
-    if not (isinstance(out, dict) and "heatmaps" in out) or len(model.inputs) != 1:
-        raise UsageError(f"{path}: not a fas_tf student (needs one image input, 'heatmaps' output)")
-    return model
 
 
 def export_graph(student, method: str = "int8"):
@@ -215,13 +192,11 @@ def nme_percent(pred: np.ndarray, gt: np.ndarray) -> float:
 
 def parity(student, tflite_path: str | os.PathLike, crops: np.ndarray, gt: np.ndarray) -> dict:
     """NME (percent) of the Keras student and the TFLite model on the same crops."""
-    from export.tflite_runner import TFLiteLandmarker
+    from fas_tf.inference import KerasLandmarker, LiteRTLandmarker
     from fas_tf.metrics import default_normalization
-    from fas_tf.student import inference_model
 
-    keras_pred = inference_model(student).predict(crops, verbose=0, batch_size=32)["landmarks"]
-    keras_pred = np.asarray(keras_pred)
-    lite_pred, _ = TFLiteLandmarker(tflite_path).predict(crops)
+    keras_pred, _ = KerasLandmarker(student).predict(crops)
+    lite_pred, _ = LiteRTLandmarker(tflite_path).predict(crops)
     keras_nme = nme_percent(keras_pred, gt)
     lite_nme = nme_percent(lite_pred, gt)
     shift = np.linalg.norm(lite_pred - keras_pred, axis=-1)

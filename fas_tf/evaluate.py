@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,51 +19,8 @@ import numpy as np
 from fas_tf import cli
 from fas_tf.data import load_faces, read_attributes
 from fas_tf.framing import framed_crops
+from fas_tf.inference import load_landmarker
 from fas_tf.metrics import NORMALIZATIONS, auc, ced_curve, failure_rate, point_errors
-
-Predictor = Callable[[np.ndarray], np.ndarray]
-
-
-class KerasPredictor:
-    """Crops (B, S, S, 3) in [0, 255] -> landmarks (B, N, 2) with a Keras student."""
-
-    def __init__(self, path: str | os.PathLike):
-        import keras
-
-        from fas_tf.student import inference_model, student_geometry
-
-        self.student = keras.models.load_model(path, compile=False)
-        self.input_size, self.stride, self.num_landmarks = student_geometry(self.student)
-        self.model = inference_model(self.student)
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict(images, verbose=0, batch_size=32)["landmarks"])
-
-
-def load_predictor(path: str | os.PathLike) -> KerasPredictor:
-    """A predictor for a ``.keras`` student or a ``.tflite`` export (needs the export package)."""
-    path = str(path)
-    if not os.path.isfile(path):
-        raise cli.UsageError(f"{path}: no such model file")
-    try:
-        if path.endswith(".tflite"):
-            from export.tflite_runner import TFLiteLandmarker
-
-            runner = TFLiteLandmarker(path)
-            return _TFLiteAdapter(runner)
-        return KerasPredictor(path)
-    except (ValueError, OSError) as err:
-        reason = f"{err.__class__.__name__}: {err}"
-        raise cli.UsageError(f"{path}: cannot load model ({reason})") from err
-
-
-class _TFLiteAdapter:
-    def __init__(self, runner):
-        self.runner = runner
-        self.input_size = runner.input_size
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self.runner.predict(images)[0])
 
 
 def evaluate_predictions(
@@ -154,16 +110,16 @@ def evaluate_model(
     strict: bool = False,
 ) -> tuple[dict, list[str]]:
     """Evaluate a model file on a dataset; returns (metrics, skipped-sample lines)."""
-    predictor = load_predictor(model_path)
+    landmarker = load_landmarker(model_path)
     attrs = read_attributes(attributes) if attributes else {}
     stems = None
     if sets:
         if not attrs:
             raise cli.UsageError("--sets needs --attributes with an image_set column")
         stems = {s for s, r in attrs.items() if r.get("image_set") in set(sets)}
-    faces = load_faces(data, input_size=predictor.input_size, strict=strict, stems=stems)
-    crops, gt = framed_crops(faces, predictor.input_size)
-    pred = predictor(crops)
+    faces = load_faces(data, input_size=landmarker.input_size, strict=strict, stems=stems)
+    crops, gt = framed_crops(faces, landmarker.input_size)
+    pred, _ = landmarker.predict(crops)
     norm = normalization or ("interocular" if gt.shape[1] == 68 else "diagonal")
     groups = subset_groups(faces.paths, attrs) if attrs else {}
     metrics = evaluate_predictions(pred, gt, norm, groups)

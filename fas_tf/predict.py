@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from fas_tf import cli
+from fas_tf import cli, inference
 from fas_tf.data import IMAGE_EXTENSIONS, DataError, load_image
 from fas_tf.framing import crop_box, cut_square, detector_square
+from fas_tf.inference import load_landmarker
 
 # MTCNN stage thresholds: lower than the package defaults (0.6 / 0.7 / 0.8), which miss many
 # infant faces; faces are then kept by their ONet score (--min_face_score). On the training
@@ -33,44 +34,9 @@ DETECTOR_THRESHOLDS: dict[str, float] = {
     "threshold_pnet": 0.5, "threshold_rnet": 0.5, "threshold_onet": 0.5,
 }
 MIN_FACE_SCORE = 0.7
-
-
-class Landmarker:
-    """A landmark model on crops: ``.input_size`` and ``.predict(crops) -> (landmarks, conf)``.
-
-    Wraps a Keras ``student.keras`` (decoded with :func:`fas_tf.student.inference_model`) or an
-    exported ``.tflite`` (:class:`export.tflite_runner.TFLiteLandmarker`).
-    """
-
-    def __init__(self, path: str | os.PathLike, num_threads: int = 1):
-        self.path = str(path)
-        if not os.path.isfile(self.path):
-            raise cli.UsageError(f"{self.path}: no such model file")
-        if self.path.endswith(".tflite"):
-            from export.tflite_runner import TFLiteLandmarker
-
-            try:
-                self._lite = TFLiteLandmarker(self.path, num_threads=num_threads)
-            except ValueError as err:
-                raise cli.UsageError(str(err)) from err
-            self.input_size = self._lite.input_size
-            self._keras = None
-        else:
-            from export.convert import load_student
-            from fas_tf.student import inference_model, student_geometry
-
-            student = load_student(self.path)
-            self.input_size = student_geometry(student)[0]
-            self._keras = inference_model(student)
-            self._lite = None
-
-    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Landmarks (B, N, 2) in crop pixels and confidences (B, N) for (B, S, S, 3) crops."""
-        crops = np.asarray(crops, np.float32)
-        if self._lite is not None:
-            return self._lite.predict(crops)
-        out = self._keras(crops, training=False)
-        return np.asarray(out["landmarks"]), np.asarray(out["confidence"])
+# Transitional alias for fas_tf.measure, which still calls ``predict.Landmarker(path)``; remove it
+# once that module uses fas_tf.inference.load_landmarker.
+Landmarker = load_landmarker
 
 
 @functools.lru_cache(maxsize=1)
@@ -93,7 +59,7 @@ def detect_faces(image: np.ndarray, min_score: float = MIN_FACE_SCORE) -> list[d
 
 
 def _landmarks_in_square(
-    image: np.ndarray, model: Landmarker, square: tuple[float, float, float]
+    image: np.ndarray, model: inference.Landmarker, square: tuple[float, float, float]
 ) -> tuple[np.ndarray, np.ndarray]:
     crop, matrix = cut_square(image, *square, model.input_size)
     pts, conf = model.predict(crop[None].astype(np.float32))
@@ -103,7 +69,7 @@ def _landmarks_in_square(
 
 def predict(
     image: np.ndarray | str | os.PathLike,
-    model: Landmarker | str | os.PathLike,
+    model: inference.Landmarker | str | os.PathLike,
     min_score: float = MIN_FACE_SCORE,
     refine: int = 1,
 ) -> list[dict[str, Any]]:
@@ -111,8 +77,8 @@ def predict(
 
     Args:
         image: (H, W, 3) uint8 RGB (already upright) or an image path (EXIF honoured).
-        model: a ``.keras`` / ``.tflite`` path, a :class:`Landmarker`, or any object with
-            ``input_size`` and ``predict(crops) -> (landmarks, confidence)``.
+        model: a ``.keras`` / ``.tflite`` path, a :class:`fas_tf.inference.Landmarker`, or any
+            object with ``input_size`` and ``predict(crops) -> (landmarks, confidence)``.
         min_score: minimum MTCNN score of a face.
         refine: extra passes re-cropping with the framing rule around the predicted landmarks
             (the exact training framing; 0 = detector crop only).
@@ -124,7 +90,7 @@ def predict(
     if not isinstance(image, np.ndarray):
         image = load_image(image)
     if isinstance(model, (str, os.PathLike)):
-        model = Landmarker(model)
+        model = load_landmarker(model)
     faces = []
     for face in detect_faces(image, min_score):
         pts, conf = _landmarks_in_square(image, model, detector_square(face["box"]))
@@ -182,7 +148,7 @@ def run(
     paths = list_images(inputs)
     if not paths:
         raise cli.UsageError("no images given (arguments: image files or folders)")
-    landmarker = Landmarker(model)
+    landmarker = load_landmarker(model)
     out = Path(output)
     cli.check_writable_dir(out)
     failed = 0

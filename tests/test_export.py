@@ -14,12 +14,11 @@ from export.convert import (
     ParityError,
     export_model,
     float_compute_ops,
-    load_student,
     op_types,
 )
-from export.tflite_runner import TFLiteLandmarker
 from fas_tf.cli import UsageError
 from fas_tf.heatmaps import decode_heatmaps, decode_heatmaps_int8, render_heatmaps
+from fas_tf.inference import LiteRTLandmarker, load_student
 
 from .conftest import REPO
 
@@ -91,7 +90,7 @@ def test_each_mode_exports_with_contract(exported, tiny_run, mode):
     assert meta["model_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert not list(path.parent.glob(".*.tmp"))  # nothing half-written left behind
 
-    runner = TFLiteLandmarker(path)
+    runner = LiteRTLandmarker(path)
     inp = runner.runner.get_input_details()["image"]
     outs = runner.runner.get_output_details()
     assert meta["input"]["shape"] == list(inp["shape"]) == [1, SIZE, SIZE, 3]
@@ -139,12 +138,12 @@ def test_runner_accepts_float_crops_and_matches_keras(exported, tiny_run, demo_f
     crops, _ = framed_crops(load_faces(demo_faces, SIZE), SIZE)
     keras_pts = np.asarray(inference_model(load_student(tiny_run / "student.keras"))(crops)[
         "landmarks"])
-    lite = TFLiteLandmarker(exported["float32"].tflite_path)
+    lite = LiteRTLandmarker(exported["float32"].tflite_path)
     pts, conf = lite.predict(crops)
     assert pts.shape == (len(crops), 68, 2) and conf.shape == (len(crops), 68)
     assert np.all((conf >= 0) & (conf <= 1))
     assert np.median(np.abs(pts - keras_pts)) < 0.05
-    q_pts, _ = TFLiteLandmarker(exported["int8"].tflite_path).predict(crops[:2])
+    q_pts, _ = LiteRTLandmarker(exported["int8"].tflite_path).predict(crops[:2])
     assert q_pts.shape == (2, 68, 2) and np.all(np.isfinite(q_pts))
 
 
@@ -193,7 +192,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, demo_faces):
     with pytest.raises(UsageError, match="corrupt.keras: cannot load Keras model"):
         load_student(corrupt)
     with pytest.raises(ValueError, match="not a usable TFLite"):
-        TFLiteLandmarker(corrupt)
+        LiteRTLandmarker(corrupt)
     with pytest.raises(UsageError, match="needs --representative_data"):
         export_model(corrupt, tmp_path / "m.tflite", "int8", val_data=str(demo_faces))
 
