@@ -182,23 +182,15 @@ def calibration_crops(
 # --------------------------------------------------------------------------- parity
 
 
-def nme_percent(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Mean NME in percent (interocular for 68 points, else box diagonal)."""
-    from fas_tf.metrics import default_normalization, per_sample_nme
-
-    mode = default_normalization(gt.shape[1])
-    return float(np.mean(per_sample_nme(pred, gt, mode))) * 100.0
-
-
 def parity(student, tflite_path: str | os.PathLike, crops: np.ndarray, gt: np.ndarray) -> dict:
     """NME (percent) of the Keras student and the TFLite model on the same crops."""
     from fas_tf.inference import KerasLandmarker, LiteRTLandmarker
-    from fas_tf.metrics import default_normalization
+    from fas_tf.metrics import default_normalization, mean_nme
 
     keras_pred, _ = KerasLandmarker(student).predict(crops)
     lite_pred, _ = LiteRTLandmarker(tflite_path).predict(crops)
-    keras_nme = nme_percent(keras_pred, gt)
-    lite_nme = nme_percent(lite_pred, gt)
+    keras_nme = float(mean_nme(keras_pred, gt)) * 100.0
+    lite_nme = float(mean_nme(lite_pred, gt)) * 100.0
     shift = np.linalg.norm(lite_pred - keras_pred, axis=-1)
     return {
         "n": int(len(crops)),

@@ -20,16 +20,27 @@ from fas_tf import cli
 from fas_tf.data import load_faces, read_attributes
 from fas_tf.framing import framed_crops
 from fas_tf.inference import load_landmarker
-from fas_tf.metrics import NORMALIZATIONS, auc, ced_curve, failure_rate, point_errors
+from fas_tf.metrics import (
+    NORMALIZATIONS,
+    auc,
+    ced_curve,
+    default_normalization,
+    failure_rate,
+    point_errors,
+)
 
 
 def evaluate_predictions(
     pred: np.ndarray,
     gt: np.ndarray,
-    normalization: str = "interocular",
+    normalization: str | None = None,
     groups: dict[str, list[int]] | None = None,
 ) -> dict:
-    """Metrics dict for predicted vs ground-truth landmarks (same coordinates)."""
+    """Metrics dict for predicted vs ground-truth landmarks (same coordinates).
+
+    ``normalization`` None: :func:`fas_tf.metrics.default_normalization` of the layout.
+    """
+    normalization = normalization or default_normalization(gt.shape[1])
     errors = np.asarray(point_errors(pred, gt, normalization))  # (M, N)
     nmes = errors.mean(axis=1)
 
@@ -120,9 +131,8 @@ def evaluate_model(
     faces = load_faces(data, input_size=landmarker.input_size, strict=strict, stems=stems)
     crops, gt = framed_crops(faces, landmarker.input_size)
     pred, _ = landmarker.predict(crops)
-    norm = normalization or ("interocular" if gt.shape[1] == 68 else "diagonal")
     groups = subset_groups(faces.paths, attrs) if attrs else {}
-    metrics = evaluate_predictions(pred, gt, norm, groups)
+    metrics = evaluate_predictions(pred, gt, normalization, groups)
     metrics["model"] = str(model_path)
     metrics["data"] = str(data)
     metrics["images"] = [Path(p).stem for p in faces.paths]

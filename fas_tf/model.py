@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from fas_tf import regularizers as R
 from fas_tf.heatmaps import decode_heatmaps
-from fas_tf.metrics import default_normalization, per_sample_nme
+from fas_tf.metrics import default_normalization, mean_nme
 from fas_tf.student import FEATURE_STRIDES, student_geometry
 from fas_tf.teachers import Teacher
 
@@ -163,7 +163,7 @@ class RegularizedLandmarkModel(keras.Model):
 
     def _nme(self, heatmaps, landmarks) -> tf.Tensor:
         pred, _ = decode_heatmaps(heatmaps, self.stride)
-        return tf.reduce_mean(per_sample_nme(pred, landmarks, self.normalization))
+        return mean_nme(pred, landmarks, self.normalization)
 
     # ------------------------------------------------------------------ steps
     def train_step(self, data):

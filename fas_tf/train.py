@@ -351,8 +351,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
     if val_faces is not None:
         crops, gt = framed_crops(val_faces, config.input_size)
         pred = inference_model(student).predict(crops, verbose=0, batch_size=32)["landmarks"]
-        norm = "interocular" if layout.num_landmarks == 68 else "diagonal"
-        val_metrics = evaluate_predictions(np.asarray(pred), gt, norm)
+        val_metrics = evaluate_predictions(np.asarray(pred), gt)
         metrics["val"] = {k: v for k, v in val_metrics.items() if k not in ("per_face",)}
         log(
             f"validation: NME {val_metrics['nme'] * 100:.2f}% "
