@@ -128,18 +128,16 @@ def float_compute_ops(model: bytes | str | os.PathLike) -> list[str]:
 def _stems(data: Path, attributes: str | None, sets: str | None) -> set[str] | None:
     if not sets:
         return None
-    from fas_tf.data import read_attributes
+    from fas_tf.data import parse_sets, read_attributes, stems_in_sets
 
     csv_path = Path(attributes) if attributes else (data if data.is_dir() else data.parent) / (
         "attributes.csv"
     )
     if not csv_path.is_file():
         raise UsageError(f"{csv_path}: no attributes CSV to select image sets {sets!r}")
-    wanted = {s.strip() for s in sets.split(",") if s.strip()}
-    rows = read_attributes(csv_path)
-    stems = {stem for stem, row in rows.items() if row.get("image_set") in wanted}
+    stems = stems_in_sets(read_attributes(csv_path), sets)
     if not stems:
-        raise UsageError(f"{csv_path}: no image has image_set in {sorted(wanted)}")
+        raise UsageError(f"{csv_path}: no image has image_set in {sorted(parse_sets(sets))}")
     return stems
 
 

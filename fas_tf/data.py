@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,6 +307,25 @@ def read_attributes(path: str | os.PathLike) -> dict[str, dict[str, str]]:
     """``attributes.csv`` rows keyed by stem."""
     with open(path, newline="", encoding="utf-8") as f:
         return {row["stem"]: row for row in csv.DictReader(f)}
+
+
+# --------------------------------------------------------------------------- dataset protocol
+
+
+def parse_sets(value: str | Iterable[str] | None) -> list[str]:
+    """Image-set names of a ``--sets``-style flag (``"ads,youtube2"``) or a list, in order."""
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    return [s.strip() for s in items if s.strip()]
+
+
+def stems_in_sets(attributes: Mapping[str, Mapping[str, str]], sets: Iterable[str]) -> set[str]:
+    """The InfAnFace protocol: stems whose ``image_set`` column (attributes.csv) is in ``sets``.
+
+    Training (``--train_sets``/``--val_sets``), evaluation and export (``--*sets``) and every
+    benchmark select their faces with this.
+    """
+    wanted = set(parse_sets(sets))
+    return {stem for stem, row in attributes.items() if row.get("image_set") in wanted}
 
 
 # --------------------------------------------------------------------------- tf.data

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fas_tf import cli
-from fas_tf.data import load_faces, read_attributes
+from fas_tf.data import load_faces, parse_sets, read_attributes, stems_in_sets
 from fas_tf.framing import framed_crops
 from fas_tf.inference import load_landmarker
 from fas_tf.metrics import (
@@ -127,7 +127,7 @@ def evaluate_model(
     if sets:
         if not attrs:
             raise cli.UsageError("--sets needs --attributes with an image_set column")
-        stems = {s for s, r in attrs.items() if r.get("image_set") in set(sets)}
+        stems = stems_in_sets(attrs, sets)
     faces = load_faces(data, input_size=landmarker.input_size, strict=strict, stems=stems)
     crops, gt = framed_crops(faces, landmarker.input_size)
     pred, _ = landmarker.predict(crops)
@@ -147,7 +147,7 @@ def main(argv: list[str]) -> None:
         raise cli.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not f.model or not f.data:
         raise cli.UsageError("--model and --data are required")
-    sets = [s for s in (f.sets or "").split(",") if s]
+    sets = parse_sets(f.sets)
     metrics, skipped = evaluate_model(
         f.model, f.data, f.attributes, sets, f.normalization, f.strict
     )

@@ -153,7 +153,7 @@ def _teacher_line(teacher) -> str:
 
 
 def _load_sets(config: TrainConfig, log=print):
-    from fas_tf.data import load_faces, read_attributes, skipped_summary
+    from fas_tf.data import load_faces, read_attributes, skipped_summary, stems_in_sets
     from fas_tf.demo import demo_dirs
 
     train_path, val_path = config.data, config.val_data
@@ -166,7 +166,7 @@ def _load_sets(config: TrainConfig, log=print):
         raise cli.UsageError("--train_sets/--val_sets need --attributes with an image_set column")
 
     def stems(sets):
-        return {s for s, r in attrs.items() if r.get("image_set") in set(sets)} if sets else None
+        return stems_in_sets(attrs, sets) if sets else None
 
     train = load_faces(
         train_path, config.input_size, config.strict, config.train_limit, config.seed,
@@ -367,11 +367,12 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
 def config_from_flags() -> TrainConfig:
     from absl import flags
 
+    from fas_tf.data import parse_sets
+
     f = flags.FLAGS
-    split = lambda s: [x for x in (s or "").split(",") if x]  # noqa: E731
     return TrainConfig(
         output_dir=f.output_dir, data=f.data, val_data=f.val_data, attributes=f.attributes,
-        train_sets=split(f.train_sets), val_sets=split(f.val_sets), teacher=f.teacher,
+        train_sets=parse_sets(f.train_sets), val_sets=parse_sets(f.val_sets), teacher=f.teacher,
         teacher_weights=f.teacher_weights, regularizers=f.regularizers,
         lambda_cls=f.lambda_cls, lambda_feat=f.lambda_feat, lambda_sa=f.lambda_sa,
         lambda_ca=f.lambda_ca, epochs=f.epochs, batch_size=f.batch_size,
