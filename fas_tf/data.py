@@ -151,6 +151,19 @@ def list_folder(folder: str | os.PathLike) -> list[tuple[str, str]]:
     return pairs
 
 
+def list_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Image files of command-line arguments: folders are listed (sorted, non-images ignored);
+    files named directly are kept even when missing or not images (reported per image)."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths += [q for q in sorted(p.iterdir()) if q.suffix.lower() in IMAGE_EXTENSIONS]
+        else:
+            paths.append(p)  # a missing or bad file is reported per image
+    return paths
+
+
 def read_csv_labels(path: str | os.PathLike) -> list[tuple[str, np.ndarray | DataError]]:
     """Rows of a landmark CSV as (image path, (N, 2) points or the DataError of that row)."""
     path = Path(path)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from fas_tf import cli, inference
-from fas_tf.data import IMAGE_EXTENSIONS, DataError, load_image
+from fas_tf.data import DataError, list_images, load_image
 from fas_tf.framing import crop_box, cut_square, detector_square
 from fas_tf.inference import load_landmarker
 
@@ -120,18 +120,6 @@ def annotate(image: np.ndarray, faces: list[dict[str, Any]]) -> np.ndarray:
             colour = (int(255 * (1 - c)), int(255 * c), 0)
             cv2.circle(out, (round(x), round(y)), radius, colour, -1, cv2.LINE_AA)
     return out
-
-
-def list_images(inputs: list[str]) -> list[Path]:
-    """Image files of the arguments (folders are listed, non-images in them ignored)."""
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            paths += [q for q in sorted(p.iterdir()) if q.suffix.lower() in IMAGE_EXTENSIONS]
-        else:
-            paths.append(p)  # a missing or bad file is reported per image
-    return paths
 
 
 def run(
