@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fas_tf import __version__
-from fas_tf.cli import UsageError, atomic_path, write_json
+from fas_tf.cli import UsageError, atomic_path, sha256_of, write_json
 from fas_tf.inference import load_student
 
 MODES = ("float32", "float16", "dynamic", "int8")
@@ -204,10 +204,6 @@ def parity(student, tflite_path: str | os.PathLike, crops: np.ndarray, gt: np.nd
 # --------------------------------------------------------------------------- metadata
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def build_metadata(
     student,
     mode: str,
@@ -316,7 +312,7 @@ def build_metadata(
         },
         "training": {
             "student_file": model_path.name,
-            "config_sha256": file_sha256(config) if config.is_file() else None,
+            "config_sha256": sha256_of(config) if config.is_file() else None,
             "config_file": "config.json" if config.is_file() else None,
         },
         "package": {"name": "fas_tf", "version": __version__},

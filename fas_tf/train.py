@@ -217,10 +217,8 @@ def student_checkpoint(student, path: Path):
 
 
 def _save_student(student, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    student.save(tmp)
-    os.replace(tmp, path)
+    with cli.atomic_path(path, suffix=".keras") as tmp:
+        student.save(tmp)
 
 
 def train(config: TrainConfig, log=print) -> dict:
