@@ -130,6 +130,30 @@ def build_student(
     return model
 
 
+# Student architectures a training run can choose (``TrainConfig.student``).
+ARCHITECTURES = ("mobilenetv2", "dlib_transfer")
+
+
+def build_architecture(
+    architecture: str,
+    num_landmarks: int = 68,
+    input_size: int = 128,
+    alpha: float = 0.5,
+    head_channels: int = 64,
+) -> keras.Model:
+    """The student of a training run: ``"mobilenetv2"`` (:func:`build_student`, the default) or
+    ``"dlib_transfer"`` (:func:`fas_tf.transfer.build_transfer_model`, dlib's pretrained trunk
+    fine-tuned with the same head; the transfer-learning baseline).
+    """
+    if architecture == "mobilenetv2":
+        return build_student(num_landmarks, input_size, alpha, head_channels)
+    if architecture == "dlib_transfer":
+        from fas_tf.transfer import build_transfer_model  # imports this module
+
+        return build_transfer_model(num_landmarks, input_size, alpha, head_channels)
+    raise ValueError(f"unknown student {architecture!r}; choose from {', '.join(ARCHITECTURES)}")
+
+
 def parse_student_spec(spec: str) -> dict[str, float | int]:
     """``"ALPHA:INPUT:HEAD"`` (e.g. ``"0.5:96:64"``) -> :func:`build_student` keyword arguments.
 

@@ -55,6 +55,7 @@ class TrainConfig:
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     sigma: float = 1.5
+    student: str = "mobilenetv2"  # fas_tf.student.ARCHITECTURES
     alpha: float = 0.5
     head_channels: int = 64
     rotation: float = 45.0
@@ -241,11 +242,16 @@ def train(config: TrainConfig, log=print) -> dict:
             check_weights_file(config.teacher, config.teacher_weights)
         train_faces, val_faces = _load_sets(config, log)  # no TensorFlow needed up to here
         from fas_tf.model import parse_regularizers
+        from fas_tf.student import ARCHITECTURES
 
         try:
             parse_regularizers(config.regularizers)
         except ValueError as err:
             raise cli.UsageError(f"--regularizers: {err}") from err
+        if config.student not in ARCHITECTURES:
+            raise cli.UsageError(
+                f"student {config.student!r}: choose from {', '.join(ARCHITECTURES)}"
+            )
     except BaseException:
         if created and not any(out.iterdir()):
             out.rmdir()
@@ -263,7 +269,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
     from fas_tf.framing import framed_crops
     from fas_tf.landmarks import layout_for
     from fas_tf.model import RegularizedLandmarkModel
-    from fas_tf.student import build_student, inference_model
+    from fas_tf.student import build_architecture, inference_model
 
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
@@ -284,8 +290,9 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
         )
     steps = steps_per_epoch(len(train_faces), global_batch)
     with strategy.scope():
-        student = build_student(
-            layout.num_landmarks, config.input_size, config.alpha, config.head_channels
+        student = build_architecture(
+            config.student, layout.num_landmarks, config.input_size, config.alpha,
+            config.head_channels,
         )
         teacher = select_teacher(config, log)
         model = RegularizedLandmarkModel(student, teacher)

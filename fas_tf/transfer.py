@@ -1,7 +1,7 @@
 """Transfer-learning baseline: dlib's face-recognition trunk fine-tuned with a heatmap head.
 
 The "adjusting the pre-trained weights" baseline of the limited-data ablation
-(``benchmarks/ablation.py``): instead of regularizing a separate student with a frozen teacher,
+(``benchmarks/ablation``): instead of regularizing a separate student with a frozen teacher,
 the teacher's own trunk (pretrained, *trainable*) gets a small upsampling head and is trained on
 the heatmap loss alone.
 
@@ -10,6 +10,7 @@ the heatmap loss alone.
 (B, S/4, S/4, N) and ``feat_8/16/32`` (the trunk taps), so :func:`fas_tf.student.student_geometry`,
 :func:`fas_tf.student.inference_model` and :class:`fas_tf.model.RegularizedLandmarkModel` (with
 no teacher) work on it unchanged. The crop is resized to dlib's 150x150 inside the model.
+Training selects it with ``TrainConfig(student="dlib_transfer")``.
 """
 
 from __future__ import annotations
