@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -91,22 +92,38 @@ def summary_line(metrics: dict) -> str:
     )
 
 
-def plot_ced(nmes: list[float], path: str | os.PathLike, label: str = "model") -> None:
-    """Cumulative error distribution up to NME 0.10, written atomically as PNG."""
+def plot_ced(
+    curves: Mapping[str, Sequence[float]],
+    path: str | os.PathLike,
+    title: str | None = None,
+    dashed: Collection[str] = (),
+) -> None:
+    """Cumulative error distribution up to NME 0.10, one curve per label, written atomically.
+
+    Args:
+        curves: label -> per-face NMEs (fractions).
+        path: the PNG to write.
+        title: plot title (None: none).
+        dashed: labels drawn dashed (e.g. control configurations).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    levels, frac = ced_curve(np.asarray(nmes), 0.10)
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(levels * 100, frac * 100, label=label)
+    for label, nmes in curves.items():
+        levels, frac = ced_curve(np.asarray(nmes), 0.10)
+        ax.plot(levels * 100, frac * 100, "--" if label in dashed else "-", label=label)
     ax.set_xlabel("NME (%)")
     ax.set_ylabel("faces (%)")
     ax.set_xlim(0, 10)
     ax.set_ylim(0, 100)
+    if title:
+        ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7 if len(curves) > 1 else None)
+    fig.tight_layout()
     with cli.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
@@ -157,7 +174,7 @@ def main(argv: list[str]) -> None:
     if f.output:
         cli.write_json(f.output, metrics)
     if f.plot:
-        plot_ced(metrics["per_face"], f.plot, label=Path(f.model).name)
+        plot_ced({Path(f.model).name: metrics["per_face"]}, f.plot)
 
 
 def define_flags() -> None:
