@@ -283,7 +283,9 @@ def load_faces(
     skipped = [str(r) for r in results if isinstance(r, DataError)]
     if strict and skipped:
         raise DataError(skipped[0])
-    good = [(r, it[0]) for r, it in zip(results, items) if not isinstance(r, DataError)]
+    good = [
+        (r, it[0]) for r, it in zip(results, items, strict=True) if not isinstance(r, DataError)
+    ]
     if not good:
         first = f" (e.g. {skipped[0]})" if skipped else ""
         raise DataError(f"{path}: no usable samples{first}")

@@ -138,7 +138,7 @@ class RegularizedLandmarkModel(keras.Model):
         adapted = None
         if {"feat", "ca"} & set(self.regularizers):
             adapted = []
-            for s, feat, tf_ in zip(FEATURE_STRIDES, student_feats, teacher_feats):
+            for s, feat, tf_ in zip(FEATURE_STRIDES, student_feats, teacher_feats, strict=True):
                 a = self.adapters[str(s)](feat)
                 size = tuple(int(d) for d in tf_.shape[1:3])
                 if tuple(a.shape[1:3]) != size:
@@ -180,7 +180,7 @@ class RegularizedLandmarkModel(keras.Model):
             replicas = tf.distribute.get_replica_context().num_replicas_in_sync
             scaled = self.optimizer.scale_loss(total / tf.cast(replicas, tf.float32))
         grads = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
         values = {"loss": total, "heatmap_loss": hm_loss}
         values.update({f"{k}_loss": v for k, v in reg.items()})
         values["nme"] = self._nme(outputs["heatmaps"], targets["landmarks"])

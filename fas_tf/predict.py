@@ -116,7 +116,7 @@ def annotate(image: np.ndarray, faces: list[dict[str, Any]]) -> np.ndarray:
         x0, y0, x1, y1 = (round(v) for v in face["box"])
         cv2.rectangle(out, (x0, y0), (x1, y1), (255, 200, 0), thick)
         radius = max(1, round(max(x1 - x0, y1 - y0) / 80))
-        for (x, y), c in zip(face["landmarks"], face["confidence"]):
+        for (x, y), c in zip(face["landmarks"], face["confidence"], strict=True):
             colour = (int(255 * (1 - c)), int(255 * c), 0)
             cv2.circle(out, (round(x), round(y)), radius, colour, -1, cv2.LINE_AA)
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import statistics
 import time
@@ -30,7 +31,7 @@ def epoch_times(log_dir: Path) -> list[float]:
         except Exception:  # a truncated event file after a kill
             continue
     steps = sorted(ends)
-    return [ends[b] - ends[a] for a, b in zip(steps, steps[1:]) if b == a + 1]
+    return [ends[b] - ends[a] for a, b in itertools.pairwise(steps) if b == a + 1]
 
 
 def evaluate_run(run_dir: Path, key: RunKey, data: Path, attributes: Path) -> dict:
