@@ -23,13 +23,14 @@ import numpy as np
 
 from fas_tf import __version__
 from fas_tf.cli import UsageError, atomic_path, sha256_of, write_json
+from fas_tf.errors import CheckFailedError
 from fas_tf.inference import load_student
 
 MODES = ("float32", "float16", "dynamic", "int8")
 METADATA_VERSION = 1
 
 
-class ParityError(UsageError):
+class ParityError(CheckFailedError):
     """The TFLite model is less accurate than the Keras model by more than allowed."""
 
 

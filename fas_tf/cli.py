@@ -15,9 +15,9 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from fas_tf.errors import DataError, TeacherUnavailableError, UsageError
+from fas_tf.errors import CheckFailedError, DataError, TeacherUnavailableError, UsageError
 
-EXPECTED_ERRORS = (UsageError, DataError, TeacherUnavailableError)
+EXPECTED_ERRORS = (UsageError, DataError, TeacherUnavailableError, CheckFailedError)
 
 # Import name -> the PyPI package that provides it, for "missing package" messages.
 PIP_NAMES = {

@@ -82,7 +82,7 @@ class RegularizedLandmarkModel(keras.Model):
             )
             self.embedding_head.build((None, int(deepest.shape[-1])))
         self.regularizers: tuple[str, ...] = ()
-        self.loss_weights_: dict[str, float] = {}
+        self.regularizer_weights: dict[str, float] = {}
         self._trackers: dict[str, keras.metrics.Mean] = {}
         self.built = True  # every sub-layer is built above
 
@@ -115,7 +115,7 @@ class RegularizedLandmarkModel(keras.Model):
         if self.embedding_head is not None:
             self.embedding_head.trainable = "cls" in active
         merged = {**DEFAULT_WEIGHTS, **(weights or {})}
-        self.loss_weights_ = {k: float(merged[k]) for k in active}
+        self.regularizer_weights = {k: float(merged[k]) for k in active}
         names = ["loss", "heatmap_loss", *(f"{k}_loss" for k in active), "nme"]
         self._trackers = {k: keras.metrics.Mean(name=k) for k in names}
 
@@ -138,9 +138,10 @@ class RegularizedLandmarkModel(keras.Model):
         adapted = None
         if {"feat", "ca"} & set(self.regularizers):
             adapted = []
-            for s, feat, tf_ in zip(FEATURE_STRIDES, student_feats, teacher_feats, strict=True):
+            pairs = zip(FEATURE_STRIDES, student_feats, teacher_feats, strict=True)
+            for s, feat, teacher_feat in pairs:
                 a = self.adapters[str(s)](feat)
-                size = tuple(int(d) for d in tf_.shape[1:3])
+                size = tuple(int(d) for d in teacher_feat.shape[1:3])
                 if tuple(a.shape[1:3]) != size:
                     a = tf.image.resize(a, size, method="bilinear")
                 adapted.append(a)
@@ -176,7 +177,7 @@ class RegularizedLandmarkModel(keras.Model):
             reg = self._regularizer_losses(images, outputs)
             total = hm_loss
             for name, value in reg.items():
-                total = total + self.loss_weights_[name] * value
+                total = total + self.regularizer_weights[name] * value
             replicas = tf.distribute.get_replica_context().num_replicas_in_sync
             scaled = self.optimizer.scale_loss(total / tf.cast(replicas, tf.float32))
         grads = tape.gradient(scaled, variables)
