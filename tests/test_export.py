@@ -130,15 +130,18 @@ def test_int8_is_integer_only(exported):
     assert float_compute_ops(exported["float32"].tflite_path)
 
 
-def test_runner_accepts_float_crops_and_matches_keras(exported, tiny_run, demo_faces):
+def test_landmarkers_by_suffix_agree_on_crops(exported, tiny_run, demo_faces):
     from fas_tf.data import load_faces
     from fas_tf.framing import framed_crops
-    from fas_tf.student import inference_model
+    from fas_tf.inference import KerasLandmarker, load_landmarker
 
     crops, _ = framed_crops(load_faces(demo_faces, SIZE), SIZE)
-    keras_pts = np.asarray(inference_model(load_student(tiny_run / "student.keras"))(crops)[
-        "landmarks"])
-    lite = LiteRTLandmarker(exported["float32"].tflite_path)
+    keras = load_landmarker(tiny_run / "student.keras")
+    assert isinstance(keras, KerasLandmarker) and keras.input_size == SIZE
+    keras_pts, keras_conf = keras.predict(crops)
+    assert keras_conf.shape == (len(crops), 68)
+    lite = load_landmarker(exported["float32"].tflite_path)
+    assert isinstance(lite, LiteRTLandmarker) and lite.input_size == SIZE
     pts, conf = lite.predict(crops)
     assert pts.shape == (len(crops), 68, 2) and conf.shape == (len(crops), 68)
     assert np.all((conf >= 0) & (conf <= 1))

@@ -10,7 +10,8 @@ from PIL import Image
 
 from fas_tf.data import load_image, read_pts
 from fas_tf.framing import DETECTOR_MAPPING, FRAMING_SCALE, crop_box, detector_square
-from fas_tf.predict import Landmarker, predict
+from fas_tf.inference import load_landmarker
+from fas_tf.predict import predict
 
 from .conftest import INFANFACE, REPO, needs_infanface
 
@@ -69,7 +70,7 @@ def test_face_landmarks_map_back_to_image(monkeypatch):
 @needs_infanface
 def test_real_face_with_keras_model_and_rotated_exif(model_paths, tmp_path):
     keras_path, _ = model_paths
-    model = Landmarker(keras_path)
+    model = load_landmarker(keras_path)
     upright = predict(FACE, model)
     assert len(upright) == 1
     face = upright[0]
@@ -93,7 +94,7 @@ def test_real_face_with_keras_model_and_rotated_exif(model_paths, tmp_path):
 
 def test_no_face_returns_empty_list(model_paths):
     gray = np.full((160, 200, 3), 128, np.uint8)
-    assert predict(gray, Landmarker(model_paths[0])) == []
+    assert predict(gray, load_landmarker(model_paths[0])) == []
 
 
 def test_cli_goes_on_after_failures_and_reports_them(model_paths, tmp_path):
