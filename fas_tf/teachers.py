@@ -13,6 +13,7 @@ returns a :class:`Teacher`; see :func:`build_facenet` and :func:`build_teacher`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
