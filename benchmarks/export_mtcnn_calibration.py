@@ -9,7 +9,7 @@ With detector box (bx, by, bw, bh) and landmark box centre (cx, cy), larger side
 
     dx = (cx - bx - bw / 2) / bw,  dy = (cy - by - bh / 2) / bh,  scale = L / max(bw, bh)
 
-The medians are ``fas_tf.predict.DETECTOR_MAPPING``. Also reports the detection rate per ONet
+The medians are ``fas_tf.framing.DETECTOR_MAPPING``. Also reports the detection rate per ONet
 score threshold and the residual framing error (centre offset and side ratio vs the true crop).
 """
 

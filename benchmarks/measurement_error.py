@@ -24,7 +24,6 @@ share called not measurable, and (with ``attributes.csv``) split by the InfAnFac
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from fas_tf import measurements as M
-from fas_tf.data import read_pts
+from fas_tf.data import read_attributes, read_pts, stems_in_sets
 
 
 def load_predictions(args, gts: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
@@ -148,14 +147,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     attributes = None
     if (data / "attributes.csv").is_file():
-        with open(data / "attributes.csv", newline="") as f:
-            attributes = {r["stem"]: r for r in csv.DictReader(f)}
+        attributes = read_attributes(data / "attributes.csv")
     if args.sets:
-        keep = set(args.sets.split(","))
         if attributes is None:
             print(f"{data}: --sets needs attributes.csv with an image_set column", file=sys.stderr)
             return 1
-        gts = {s: g for s, g in gts.items() if attributes.get(s, {}).get("image_set") in keep}
+        keep = stems_in_sets(attributes, args.sets)
+        gts = {s: g for s, g in gts.items() if s in keep}
         if not gts:
             print(f"{data}: no faces in sets {args.sets}", file=sys.stderr)
             return 1

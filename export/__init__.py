@@ -5,7 +5,8 @@
   ``model.json`` (:mod:`export.convert`);
 - ``python -m export.benchmark model.tflite``: speed and size against MediaPipe's face landmark
   model (:mod:`export.benchmark`);
-- :class:`export.tflite_runner.TFLiteLandmarker`: run an exported model on crops.
+- :func:`fas_tf.inference.load_landmarker`: run an exported model on crops (the library's
+  LiteRT landmarker; ``export`` imports only ``fas_tf``).
 
 The app-side contract is in ``export/MOBILE.md``.
 """

@@ -72,7 +72,7 @@ def benchmark(
             t.run(per_round)
     ref_ms = float(np.median(timed[-1].times)) if reference else None
     rows = []
-    for i, (t, p) in enumerate(zip(timed, paths)):
+    for i, (t, p) in enumerate(zip(timed, paths, strict=True)):
         ms = float(np.median(t.times))
         rows.append({
             "model": p, "bytes": t.size, "runs": len(t.times), "median_ms": ms,

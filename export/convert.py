@@ -22,13 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from fas_tf import __version__
-from fas_tf.cli import UsageError, atomic_path, write_json
+from fas_tf.cli import UsageError, atomic_path, sha256_of, write_json
+from fas_tf.errors import CheckFailedError
+from fas_tf.inference import load_student
 
 MODES = ("float32", "float16", "dynamic", "int8")
 METADATA_VERSION = 1
 
 
-class ParityError(UsageError):
+class ParityError(CheckFailedError):
     """The TFLite model is less accurate than the Keras model by more than allowed."""
 
 
@@ -42,30 +44,6 @@ class ExportResult:
     parity: dict
     written: bool = True
     notes: list[str] = field(default_factory=list)
-
-
-def load_student(path: str | os.PathLike):
-    """Load a saved ``student.keras``; UsageError (one line naming the file) when unusable."""
-    path = str(path)
-    if not os.path.isfile(path):
-        raise UsageError(f"{path}: no such model file")
-    if not path.endswith(".keras"):
-        raise UsageError(f"{path}: expected a Keras student saved as .keras")
-    import keras  # after the cheap checks: a wrong path fails without loading TensorFlow
-
-    import fas_tf.heatmaps  # noqa: F401  (registers HeatmapDecoder for deserialization)
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as err:  # Keras raises many types for a corrupt archive
-        text = str(err).strip()
-        detail = f": {text.splitlines()[0][:160]}" if text else ""
-        raise UsageError(
-            f"{path}: cannot load Keras model ({err.__class__.__name__}{detail})"
-        ) from err
-    out = model.output
-    if not (isinstance(out, dict) and "heatmaps" in out) or len(model.inputs) != 1:
-        raise UsageError(f"{path}: not a fas_tf student (needs one image input, 'heatmaps' output)")
-    return model
 
 
 def export_graph(student, method: str = "int8"):
@@ -151,45 +129,17 @@ def float_compute_ops(model: bytes | str | os.PathLike) -> list[str]:
 def _stems(data: Path, attributes: str | None, sets: str | None) -> set[str] | None:
     if not sets:
         return None
-    from fas_tf.data import read_attributes
+    from fas_tf.data import parse_sets, read_attributes, stems_in_sets
 
     csv_path = Path(attributes) if attributes else (data if data.is_dir() else data.parent) / (
         "attributes.csv"
     )
     if not csv_path.is_file():
         raise UsageError(f"{csv_path}: no attributes CSV to select image sets {sets!r}")
-    wanted = {s.strip() for s in sets.split(",") if s.strip()}
-    rows = read_attributes(csv_path)
-    stems = {stem for stem, row in rows.items() if row.get("image_set") in wanted}
+    stems = stems_in_sets(read_attributes(csv_path), sets)
     if not stems:
-        raise UsageError(f"{csv_path}: no image has image_set in {sorted(wanted)}")
+        raise UsageError(f"{csv_path}: no image has image_set in {sorted(parse_sets(sets))}")
     return stems
-
-
-def labelled_crops(
-    path: str | os.PathLike,
-    input_size: int,
-    sets: str | None = None,
-    attributes: str | None = None,
-    limit: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Framing-rule crops (float32 [0, 255]), landmarks in crop pixels and image paths.
-
-    The crops are exactly the training pipeline's unjittered ones
-    (``fas_tf.data.make_dataset(training=False)``).
-    """
-    from fas_tf.data import load_faces, make_dataset
-    from fas_tf.landmarks import layout_for
-
-    data = Path(path)
-    faces = load_faces(data, input_size, stems=_stems(data, attributes, sets), limit=limit)
-    ds = make_dataset(faces, layout_for(faces.num_landmarks), input_size,
-                      batch_size=64, training=False)
-    images, points = [], []
-    for x, y in ds:
-        images.append(x.numpy())
-        points.append(y["landmarks"].numpy())
-    return np.concatenate(images), np.concatenate(points), faces.paths
 
 
 def calibration_crops(
@@ -202,19 +152,18 @@ def calibration_crops(
 ) -> np.ndarray:
     """``count`` calibration crops: every framing-rule crop, topped up with augmented ones.
 
-    Both kinds come from :func:`fas_tf.data.make_dataset` (the training preprocessing), so int8
-    ranges also cover the rotations and lighting seen in training.
+    The plain ones are :func:`fas_tf.framing.framed_crops`, the others the training
+    augmentation of :func:`fas_tf.data.make_dataset`, so int8 ranges also cover the rotations
+    and lighting seen in training.
     """
     from fas_tf.data import load_faces, make_dataset
+    from fas_tf.framing import framed_crops
     from fas_tf.landmarks import layout_for
 
     data = Path(path)
     faces = load_faces(data, input_size, stems=_stems(data, attributes, sets))
     layout = layout_for(faces.num_landmarks)
-    plain = np.concatenate([
-        x.numpy() for x, _ in make_dataset(faces, layout, input_size, batch_size=64,
-                                           training=False)
-    ])
+    plain, _ = framed_crops(faces, input_size)
     rng = np.random.default_rng(seed)
     if count <= len(plain):
         return plain[np.sort(rng.choice(len(plain), count, replace=False))]
@@ -232,25 +181,15 @@ def calibration_crops(
 # --------------------------------------------------------------------------- parity
 
 
-def nme_percent(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Mean NME in percent (interocular for 68 points, else box diagonal)."""
-    from fas_tf.metrics import default_normalization, per_sample_nme
-
-    mode = default_normalization(gt.shape[1])
-    return float(np.mean(per_sample_nme(pred, gt, mode))) * 100.0
-
-
 def parity(student, tflite_path: str | os.PathLike, crops: np.ndarray, gt: np.ndarray) -> dict:
     """NME (percent) of the Keras student and the TFLite model on the same crops."""
-    from export.tflite_runner import TFLiteLandmarker
-    from fas_tf.metrics import default_normalization
-    from fas_tf.student import inference_model
+    from fas_tf.inference import KerasLandmarker, LiteRTLandmarker
+    from fas_tf.metrics import default_normalization, mean_nme
 
-    keras_pred = inference_model(student).predict(crops, verbose=0, batch_size=32)["landmarks"]
-    keras_pred = np.asarray(keras_pred)
-    lite_pred, _ = TFLiteLandmarker(tflite_path).predict(crops)
-    keras_nme = nme_percent(keras_pred, gt)
-    lite_nme = nme_percent(lite_pred, gt)
+    keras_pred, _ = KerasLandmarker(student).predict(crops)
+    lite_pred, _ = LiteRTLandmarker(tflite_path).predict(crops)
+    keras_nme = float(mean_nme(keras_pred, gt)) * 100.0
+    lite_nme = float(mean_nme(lite_pred, gt)) * 100.0
     shift = np.linalg.norm(lite_pred - keras_pred, axis=-1)
     return {
         "n": int(len(crops)),
@@ -266,10 +205,6 @@ def parity(student, tflite_path: str | os.PathLike, crops: np.ndarray, gt: np.nd
 # --------------------------------------------------------------------------- metadata
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def build_metadata(
     student,
     mode: str,
@@ -282,9 +217,8 @@ def build_metadata(
     """The ``model.json`` an app developer needs (see ``export/MOBILE.md``)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from fas_tf.data import FRAMING_SCALE
+    from fas_tf.framing import DETECTOR_MAPPING, FRAMING_SCALE
     from fas_tf.landmarks import layout_for
-    from fas_tf.predict import DETECTOR_MAPPING
     from fas_tf.student import student_geometry
 
     size, stride, n = student_geometry(student)
@@ -379,7 +313,7 @@ def build_metadata(
         },
         "training": {
             "student_file": model_path.name,
-            "config_sha256": file_sha256(config) if config.is_file() else None,
+            "config_sha256": sha256_of(config) if config.is_file() else None,
             "config_file": "config.json" if config.is_file() else None,
         },
         "package": {"name": "fas_tf", "version": __version__},
@@ -441,7 +375,12 @@ def export_model(
         notes.update(calibration_data=str(representative_data),
                      calibration_sets=representative_sets, num_calibration=len(calibration))
         log(f"calibrating on {len(calibration)} crops from {representative_data}")
-    crops, gt, _ = labelled_crops(val_data, size, val_sets, attributes)
+    from fas_tf.data import load_faces
+    from fas_tf.framing import framed_crops
+
+    val_path = Path(val_data)
+    val_faces = load_faces(val_path, size, stems=_stems(val_path, attributes, val_sets))
+    crops, gt = framed_crops(val_faces, size)
     tflite_bytes = convert(student, quantize, calibration)
 
     json_path = output.with_suffix(".json")

@@ -7,6 +7,7 @@ A CLI's ``main`` raises one of :mod:`fas_tf.errors` for bad input; :func:`run` t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -14,9 +15,9 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from fas_tf.errors import DataError, TeacherUnavailableError, UsageError
+from fas_tf.errors import CheckFailedError, DataError, TeacherUnavailableError, UsageError
 
-EXPECTED_ERRORS = (UsageError, DataError, TeacherUnavailableError)
+EXPECTED_ERRORS = (UsageError, DataError, TeacherUnavailableError, CheckFailedError)
 
 # Import name -> the PyPI package that provides it, for "missing package" messages.
 PIP_NAMES = {
@@ -68,11 +69,15 @@ def run(main: Callable[[list[str]], None]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temp path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
+    """Yield a temp path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The one way this package writes an output file. ``suffix`` ends the temp name (e.g.
+    ``".keras"`` for ``keras.Model.save``, which checks the extension).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     try:
         yield tmp
@@ -87,6 +92,15 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def check_writable_dir(path: str | os.PathLike) -> bool:

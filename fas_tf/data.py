@@ -17,16 +17,17 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
 from fas_tf.errors import DataError
+from fas_tf.framing import crop_box, cut_square
 from fas_tf.landmarks import Layout
 
 if TYPE_CHECKING:  # TensorFlow is imported lazily so that bad input fails fast
@@ -36,9 +37,7 @@ if TYPE_CHECKING:  # TensorFlow is imported lazily so that bad input fails fast
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
-# Framing rule: the crop is the square of side FRAMING_SCALE * max(box width, box height) centred
-# on the landmark bounding box. The canvas kept in memory is CANVAS_FACTOR times that square.
-FRAMING_SCALE = 1.4
+# The canvas kept in memory is CANVAS_FACTOR times the framing-rule square (fas_tf.framing).
 CANVAS_FACTOR = 2.0
 # Points further than this fraction of the image size outside the image are rejected.
 OUTSIDE_TOLERANCE = 0.25
@@ -152,6 +151,19 @@ def list_folder(folder: str | os.PathLike) -> list[tuple[str, str]]:
     return pairs
 
 
+def list_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Image files of command-line arguments: folders are listed (sorted, non-images ignored);
+    files named directly are kept even when missing or not images (reported per image)."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths += [q for q in sorted(p.iterdir()) if q.suffix.lower() in IMAGE_EXTENSIONS]
+        else:
+            paths.append(p)  # a missing or bad file is reported per image
+    return paths
+
+
 def read_csv_labels(path: str | os.PathLike) -> list[tuple[str, np.ndarray | DataError]]:
     """Rows of a landmark CSV as (image path, (N, 2) points or the DataError of that row)."""
     path = Path(path)
@@ -177,41 +189,6 @@ def read_csv_labels(path: str | os.PathLike) -> list[tuple[str, np.ndarray | Dat
                 continue
             rows.append((image, coords.reshape(-1, 2).astype(np.float32)))
     return rows
-
-
-# --------------------------------------------------------------------------- framing
-
-
-def crop_box(landmarks: np.ndarray, scale: float = FRAMING_SCALE) -> tuple[float, float, float]:
-    """The framing rule: (centre x, centre y, side) of the square crop around a face.
-
-    The square is centred on the landmarks' bounding box and its side is ``scale`` times the
-    box's larger side.
-    """
-    lo = landmarks.min(axis=0)
-    hi = landmarks.max(axis=0)
-    cx, cy = (lo + hi) / 2.0
-    side = float(max(hi - lo)) * scale
-    return float(cx), float(cy), max(side, 1.0)
-
-
-def cut_square(
-    image: np.ndarray, cx: float, cy: float, side: float, out_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cut the square (centre, side) from ``image`` resized to ``out_size`` (black outside).
-
-    Returns the patch and the 2x3 affine matrix mapping image pixels to patch pixels.
-    """
-    s = out_size / side
-    # patch = s * (image - (c - side/2)) with pixel centres at integers
-    tx = (out_size - 1) / 2.0 - s * cx
-    ty = (out_size - 1) / 2.0 - s * cy
-    matrix = np.array([[s, 0.0, tx], [0.0, s, ty]], dtype=np.float64)
-    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-    patch = cv2.warpAffine(
-        image, matrix, (out_size, out_size), flags=interp, borderMode=cv2.BORDER_CONSTANT
-    )
-    return patch, matrix
 
 
 def _check_points(path: str, points: np.ndarray, shape: tuple[int, ...], n: int | None) -> None:
@@ -306,7 +283,9 @@ def load_faces(
     skipped = [str(r) for r in results if isinstance(r, DataError)]
     if strict and skipped:
         raise DataError(skipped[0])
-    good = [(r, it[0]) for r, it in zip(results, items) if not isinstance(r, DataError)]
+    good = [
+        (r, it[0]) for r, it in zip(results, items, strict=True) if not isinstance(r, DataError)
+    ]
     if not good:
         first = f" (e.g. {skipped[0]})" if skipped else ""
         raise DataError(f"{path}: no usable samples{first}")
@@ -343,6 +322,25 @@ def read_attributes(path: str | os.PathLike) -> dict[str, dict[str, str]]:
     """``attributes.csv`` rows keyed by stem."""
     with open(path, newline="", encoding="utf-8") as f:
         return {row["stem"]: row for row in csv.DictReader(f)}
+
+
+# --------------------------------------------------------------------------- dataset protocol
+
+
+def parse_sets(value: str | Iterable[str] | None) -> list[str]:
+    """Image-set names of a ``--sets``-style flag (``"ads,youtube2"``) or a list, in order."""
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    return [s.strip() for s in items if s.strip()]
+
+
+def stems_in_sets(attributes: Mapping[str, Mapping[str, str]], sets: Iterable[str]) -> set[str]:
+    """The InfAnFace protocol: stems whose ``image_set`` column (attributes.csv) is in ``sets``.
+
+    Training (``--train_sets``/``--val_sets``), evaluation and export (``--*sets``) and every
+    benchmark select their faces with this.
+    """
+    wanted = set(parse_sets(sets))
+    return {stem for stem, row in attributes.items() if row.get("image_set") in wanted}
 
 
 # --------------------------------------------------------------------------- tf.data

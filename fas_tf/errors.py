@@ -11,3 +11,7 @@ class DataError(ValueError):
 
 class TeacherUnavailableError(RuntimeError):
     """Raised when a pretrained teacher's weights cannot be found or fetched."""
+
+
+class CheckFailedError(RuntimeError):
+    """An output failed its acceptance check (e.g. export parity), so it was not written."""

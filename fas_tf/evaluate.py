@@ -12,79 +12,36 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from fas_tf import cli
-from fas_tf.data import LabelledFaces, load_faces, read_attributes
-from fas_tf.metrics import NORMALIZATIONS, auc, ced_curve, failure_rate, point_errors
-
-Predictor = Callable[[np.ndarray], np.ndarray]
-
-
-class KerasPredictor:
-    """Crops (B, S, S, 3) in [0, 255] -> landmarks (B, N, 2) with a Keras student."""
-
-    def __init__(self, path: str | os.PathLike):
-        import keras
-
-        from fas_tf.student import inference_model, student_geometry
-
-        self.student = keras.models.load_model(path, compile=False)
-        self.input_size, self.stride, self.num_landmarks = student_geometry(self.student)
-        self.model = inference_model(self.student)
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict(images, verbose=0, batch_size=32)["landmarks"])
-
-
-def load_predictor(path: str | os.PathLike) -> KerasPredictor:
-    """A predictor for a ``.keras`` student or a ``.tflite`` export (needs the export package)."""
-    path = str(path)
-    if not os.path.isfile(path):
-        raise cli.UsageError(f"{path}: no such model file")
-    try:
-        if path.endswith(".tflite"):
-            from export.tflite_runner import TFLiteLandmarker
-
-            runner = TFLiteLandmarker(path)
-            return _TFLiteAdapter(runner)
-        return KerasPredictor(path)
-    except (ValueError, OSError) as err:
-        reason = f"{err.__class__.__name__}: {err}"
-        raise cli.UsageError(f"{path}: cannot load model ({reason})") from err
-
-
-class _TFLiteAdapter:
-    def __init__(self, runner):
-        self.runner = runner
-        self.input_size = runner.input_size
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self.runner.predict(images)[0])
-
-
-def framed_crops(faces: LabelledFaces, input_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Framing-rule crops (float32 [0, 255]) and landmarks in crop pixels, no jitter."""
-    from fas_tf.augment import center_crop_sample
-
-    crops, points = [], []
-    for canvas, pts in zip(faces.canvases, faces.landmarks):
-        image, p = center_crop_sample(canvas, pts, input_size)
-        crops.append(np.asarray(image))
-        points.append(np.asarray(p))
-    return np.stack(crops).astype(np.float32), np.stack(points).astype(np.float32)
+from fas_tf.data import load_faces, parse_sets, read_attributes, stems_in_sets
+from fas_tf.framing import framed_crops
+from fas_tf.inference import load_landmarker
+from fas_tf.metrics import (
+    NORMALIZATIONS,
+    auc,
+    ced_curve,
+    default_normalization,
+    failure_rate,
+    point_errors,
+)
 
 
 def evaluate_predictions(
     pred: np.ndarray,
     gt: np.ndarray,
-    normalization: str = "interocular",
+    normalization: str | None = None,
     groups: dict[str, list[int]] | None = None,
 ) -> dict:
-    """Metrics dict for predicted vs ground-truth landmarks (same coordinates)."""
+    """Metrics dict for predicted vs ground-truth landmarks (same coordinates).
+
+    ``normalization`` None: :func:`fas_tf.metrics.default_normalization` of the layout.
+    """
+    normalization = normalization or default_normalization(gt.shape[1])
     errors = np.asarray(point_errors(pred, gt, normalization))  # (M, N)
     nmes = errors.mean(axis=1)
 
@@ -135,22 +92,38 @@ def summary_line(metrics: dict) -> str:
     )
 
 
-def plot_ced(nmes: list[float], path: str | os.PathLike, label: str = "model") -> None:
-    """Cumulative error distribution up to NME 0.10, written atomically as PNG."""
+def plot_ced(
+    curves: Mapping[str, Sequence[float]],
+    path: str | os.PathLike,
+    title: str | None = None,
+    dashed: Collection[str] = (),
+) -> None:
+    """Cumulative error distribution up to NME 0.10, one curve per label, written atomically.
+
+    Args:
+        curves: label -> per-face NMEs (fractions).
+        path: the PNG to write.
+        title: plot title (None: none).
+        dashed: labels drawn dashed (e.g. control configurations).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    levels, frac = ced_curve(np.asarray(nmes), 0.10)
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(levels * 100, frac * 100, label=label)
+    for label, nmes in curves.items():
+        levels, frac = ced_curve(np.asarray(nmes), 0.10)
+        ax.plot(levels * 100, frac * 100, "--" if label in dashed else "-", label=label)
     ax.set_xlabel("NME (%)")
     ax.set_ylabel("faces (%)")
     ax.set_xlim(0, 10)
     ax.set_ylim(0, 100)
+    if title:
+        ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7 if len(curves) > 1 else None)
+    fig.tight_layout()
     with cli.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
@@ -165,19 +138,18 @@ def evaluate_model(
     strict: bool = False,
 ) -> tuple[dict, list[str]]:
     """Evaluate a model file on a dataset; returns (metrics, skipped-sample lines)."""
-    predictor = load_predictor(model_path)
+    landmarker = load_landmarker(model_path)
     attrs = read_attributes(attributes) if attributes else {}
     stems = None
     if sets:
         if not attrs:
             raise cli.UsageError("--sets needs --attributes with an image_set column")
-        stems = {s for s, r in attrs.items() if r.get("image_set") in set(sets)}
-    faces = load_faces(data, input_size=predictor.input_size, strict=strict, stems=stems)
-    crops, gt = framed_crops(faces, predictor.input_size)
-    pred = predictor(crops)
-    norm = normalization or ("interocular" if gt.shape[1] == 68 else "diagonal")
+        stems = stems_in_sets(attrs, sets)
+    faces = load_faces(data, input_size=landmarker.input_size, strict=strict, stems=stems)
+    crops, gt = framed_crops(faces, landmarker.input_size)
+    pred, _ = landmarker.predict(crops)
     groups = subset_groups(faces.paths, attrs) if attrs else {}
-    metrics = evaluate_predictions(pred, gt, norm, groups)
+    metrics = evaluate_predictions(pred, gt, normalization, groups)
     metrics["model"] = str(model_path)
     metrics["data"] = str(data)
     metrics["images"] = [Path(p).stem for p in faces.paths]
@@ -192,7 +164,7 @@ def main(argv: list[str]) -> None:
         raise cli.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not f.model or not f.data:
         raise cli.UsageError("--model and --data are required")
-    sets = [s for s in (f.sets or "").split(",") if s]
+    sets = parse_sets(f.sets)
     metrics, skipped = evaluate_model(
         f.model, f.data, f.attributes, sets, f.normalization, f.strict
     )
@@ -202,7 +174,7 @@ def main(argv: list[str]) -> None:
     if f.output:
         cli.write_json(f.output, metrics)
     if f.plot:
-        plot_ced(metrics["per_face"], f.plot, label=Path(f.model).name)
+        plot_ced({Path(f.model).name: metrics["per_face"]}, f.plot)
 
 
 def define_flags() -> None:

@@ -5,6 +5,10 @@ NME of one face = mean_k ||p_k - g_k||_2 / d, with d one of
 - ``interocular``: ||g_36 - g_45|| (outer eye corners, the 68-point default);
 - ``interpupil``: distance of the eye centres (means of points 36-41 and 42-47);
 - ``diagonal``: the diagonal of the ground-truth landmark box (any layout).
+
+The default (``mode=None`` everywhere) is :func:`default_normalization`: interocular for 68
+points, diagonal otherwise. Training metrics, evaluation and the export parity check all use
+these functions.
 """
 
 from __future__ import annotations
@@ -15,10 +19,16 @@ import tensorflow as tf
 NORMALIZATIONS = ("interocular", "interpupil", "diagonal")
 
 
-def normalizer(gt: tf.Tensor, mode: str = "interocular") -> tf.Tensor:
+def default_normalization(num_landmarks: int) -> str:
+    """The normalization used when none is asked for: interocular for 68 points, else diagonal."""
+    return "interocular" if num_landmarks == 68 else "diagonal"
+
+
+def normalizer(gt: tf.Tensor, mode: str | None = None) -> tf.Tensor:
     """Per-face normalizing distance d, shape (B,). Non-68 layouts support ``diagonal`` only."""
     gt = tf.cast(gt, tf.float32)
     n = gt.shape[-2]
+    mode = mode or default_normalization(n)
     if mode == "diagonal" or n != 68:
         if mode != "diagonal":
             raise ValueError(f"{mode} normalization needs the 68-point layout, got {n} points")
@@ -33,11 +43,7 @@ def normalizer(gt: tf.Tensor, mode: str = "interocular") -> tf.Tensor:
     raise ValueError(f"unknown normalization {mode!r}; choose from {NORMALIZATIONS}")
 
 
-def default_normalization(num_landmarks: int) -> str:
-    return "interocular" if num_landmarks == 68 else "diagonal"
-
-
-def point_errors(pred: tf.Tensor, gt: tf.Tensor, mode: str = "interocular") -> tf.Tensor:
+def point_errors(pred: tf.Tensor, gt: tf.Tensor, mode: str | None = None) -> tf.Tensor:
     """Normalized error of each landmark, shape (B, N)."""
     pred = tf.cast(pred, tf.float32)
     gt = tf.cast(gt, tf.float32)
@@ -45,9 +51,14 @@ def point_errors(pred: tf.Tensor, gt: tf.Tensor, mode: str = "interocular") -> t
     return tf.norm(pred - gt, axis=-1) / d[..., None]
 
 
-def per_sample_nme(pred: tf.Tensor, gt: tf.Tensor, mode: str = "interocular") -> tf.Tensor:
+def per_sample_nme(pred: tf.Tensor, gt: tf.Tensor, mode: str | None = None) -> tf.Tensor:
     """NME of each face, shape (B,)."""
     return tf.reduce_mean(point_errors(pred, gt, mode), axis=-1)
+
+
+def mean_nme(pred: tf.Tensor, gt: tf.Tensor, mode: str | None = None) -> tf.Tensor:
+    """NME averaged over the faces (a scalar tensor; ``float()`` it outside a graph)."""
+    return tf.reduce_mean(per_sample_nme(pred, gt, mode))
 
 
 def failure_rate(nmes: np.ndarray, threshold: float) -> float:

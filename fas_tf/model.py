@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from fas_tf import regularizers as R
 from fas_tf.heatmaps import decode_heatmaps
-from fas_tf.metrics import default_normalization, per_sample_nme
+from fas_tf.metrics import default_normalization, mean_nme
 from fas_tf.student import FEATURE_STRIDES, student_geometry
 from fas_tf.teachers import Teacher
 
@@ -82,7 +82,7 @@ class RegularizedLandmarkModel(keras.Model):
             )
             self.embedding_head.build((None, int(deepest.shape[-1])))
         self.regularizers: tuple[str, ...] = ()
-        self.loss_weights_: dict[str, float] = {}
+        self.regularizer_weights: dict[str, float] = {}
         self._trackers: dict[str, keras.metrics.Mean] = {}
         self.built = True  # every sub-layer is built above
 
@@ -115,7 +115,7 @@ class RegularizedLandmarkModel(keras.Model):
         if self.embedding_head is not None:
             self.embedding_head.trainable = "cls" in active
         merged = {**DEFAULT_WEIGHTS, **(weights or {})}
-        self.loss_weights_ = {k: float(merged[k]) for k in active}
+        self.regularizer_weights = {k: float(merged[k]) for k in active}
         names = ["loss", "heatmap_loss", *(f"{k}_loss" for k in active), "nme"]
         self._trackers = {k: keras.metrics.Mean(name=k) for k in names}
 
@@ -138,9 +138,10 @@ class RegularizedLandmarkModel(keras.Model):
         adapted = None
         if {"feat", "ca"} & set(self.regularizers):
             adapted = []
-            for s, feat, tf_ in zip(FEATURE_STRIDES, student_feats, teacher_feats):
+            pairs = zip(FEATURE_STRIDES, student_feats, teacher_feats, strict=True)
+            for s, feat, teacher_feat in pairs:
                 a = self.adapters[str(s)](feat)
-                size = tuple(int(d) for d in tf_.shape[1:3])
+                size = tuple(int(d) for d in teacher_feat.shape[1:3])
                 if tuple(a.shape[1:3]) != size:
                     a = tf.image.resize(a, size, method="bilinear")
                 adapted.append(a)
@@ -163,7 +164,7 @@ class RegularizedLandmarkModel(keras.Model):
 
     def _nme(self, heatmaps, landmarks) -> tf.Tensor:
         pred, _ = decode_heatmaps(heatmaps, self.stride)
-        return tf.reduce_mean(per_sample_nme(pred, landmarks, self.normalization))
+        return mean_nme(pred, landmarks, self.normalization)
 
     # ------------------------------------------------------------------ steps
     def train_step(self, data):
@@ -176,11 +177,11 @@ class RegularizedLandmarkModel(keras.Model):
             reg = self._regularizer_losses(images, outputs)
             total = hm_loss
             for name, value in reg.items():
-                total = total + self.loss_weights_[name] * value
+                total = total + self.regularizer_weights[name] * value
             replicas = tf.distribute.get_replica_context().num_replicas_in_sync
             scaled = self.optimizer.scale_loss(total / tf.cast(replicas, tf.float32))
         grads = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
         values = {"loss": total, "heatmap_loss": hm_loss}
         values.update({f"{k}_loss": v for k, v in reg.items()})
         values["nme"] = self._nme(outputs["heatmaps"], targets["landmarks"])

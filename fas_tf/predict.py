@@ -4,7 +4,7 @@
 [--output=DIR] [--min_face_score=0.7] [--refine=1]``
 
 Per image: EXIF orientation applied, every face found by MTCNN is cut by the training framing
-rule (see :data:`DETECTOR_MAPPING`), landmarks are mapped back to the (upright) image, and
+rule (see :mod:`fas_tf.framing`), landmarks are mapped back to the (upright) image, and
 ``DIR/<stem>.json`` (faces, boxes, landmarks, confidences) plus an annotated ``DIR/<stem>.png``
 are written. An unreadable image or an image without a face prints one line and the run goes
 on; exit status 0 = every image had a face, 1 = some image failed, 2 = bad usage / model.
@@ -22,24 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from fas_tf import cli
-from fas_tf.data import (
-    FRAMING_SCALE,
-    IMAGE_EXTENSIONS,
-    DataError,
-    crop_box,
-    cut_square,
-    load_image,
-)
+from fas_tf import cli, inference
+from fas_tf.data import DataError, list_images, load_image
+from fas_tf.framing import crop_box, cut_square, detector_square
+from fas_tf.inference import load_landmarker
 
-# MTCNN box (bx, by, bw, bh) -> landmark bounding box, calibrated on the 210 InfAnFace training
-# images (benchmarks/export_mtcnn_calibration.py: 185 matched detections, medians; residual
-# centre error 6% of the landmark-box side, side ratio p10-p90 0.86-1.16, hence the default
-# re-crop pass around the predicted landmarks, which restores the exact training framing):
-#   landmark-box centre = (bx + bw * (0.5 + dx), by + bh * (0.5 + dy))
-#   landmark-box larger side = scale * max(bw, bh)
-# and the crop is then the framing rule: side FRAMING_SCALE * that, centred on that centre.
-DETECTOR_MAPPING: dict[str, float] = {"dx": 0.023, "dy": 0.1062, "scale": 0.8649}
 # MTCNN stage thresholds: lower than the package defaults (0.6 / 0.7 / 0.8), which miss many
 # infant faces; faces are then kept by their ONet score (--min_face_score). On the training
 # images, a matching face is found in 85% of them at score >= 0.7 (88% at 0.5, 75% at 0.9).
@@ -47,44 +34,9 @@ DETECTOR_THRESHOLDS: dict[str, float] = {
     "threshold_pnet": 0.5, "threshold_rnet": 0.5, "threshold_onet": 0.5,
 }
 MIN_FACE_SCORE = 0.7
-
-
-class Landmarker:
-    """A landmark model on crops: ``.input_size`` and ``.predict(crops) -> (landmarks, conf)``.
-
-    Wraps a Keras ``student.keras`` (decoded with :func:`fas_tf.student.inference_model`) or an
-    exported ``.tflite`` (:class:`export.tflite_runner.TFLiteLandmarker`).
-    """
-
-    def __init__(self, path: str | os.PathLike, num_threads: int = 1):
-        self.path = str(path)
-        if not os.path.isfile(self.path):
-            raise cli.UsageError(f"{self.path}: no such model file")
-        if self.path.endswith(".tflite"):
-            from export.tflite_runner import TFLiteLandmarker
-
-            try:
-                self._lite = TFLiteLandmarker(self.path, num_threads=num_threads)
-            except ValueError as err:
-                raise cli.UsageError(str(err)) from err
-            self.input_size = self._lite.input_size
-            self._keras = None
-        else:
-            from export.convert import load_student
-            from fas_tf.student import inference_model, student_geometry
-
-            student = load_student(self.path)
-            self.input_size = student_geometry(student)[0]
-            self._keras = inference_model(student)
-            self._lite = None
-
-    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Landmarks (B, N, 2) in crop pixels and confidences (B, N) for (B, S, S, 3) crops."""
-        crops = np.asarray(crops, np.float32)
-        if self._lite is not None:
-            return self._lite.predict(crops)
-        out = self._keras(crops, training=False)
-        return np.asarray(out["landmarks"]), np.asarray(out["confidence"])
+# Transitional alias for fas_tf.measure, which still calls ``predict.Landmarker(path)``; remove it
+# once that module uses fas_tf.inference.load_landmarker.
+Landmarker = load_landmarker
 
 
 @functools.lru_cache(maxsize=1)
@@ -106,17 +58,8 @@ def detect_faces(image: np.ndarray, min_score: float = MIN_FACE_SCORE) -> list[d
     return sorted(faces, key=lambda f: -f["score"])
 
 
-def detector_square(box: tuple[float, float, float, float]) -> tuple[float, float, float]:
-    """(cx, cy, side) of the framing-rule crop for an MTCNN box, via :data:`DETECTOR_MAPPING`."""
-    bx, by, bw, bh = box
-    m = DETECTOR_MAPPING
-    cx = bx + bw * (0.5 + m["dx"])
-    cy = by + bh * (0.5 + m["dy"])
-    return cx, cy, FRAMING_SCALE * m["scale"] * max(bw, bh)
-
-
 def _landmarks_in_square(
-    image: np.ndarray, model: Landmarker, square: tuple[float, float, float]
+    image: np.ndarray, model: inference.Landmarker, square: tuple[float, float, float]
 ) -> tuple[np.ndarray, np.ndarray]:
     crop, matrix = cut_square(image, *square, model.input_size)
     pts, conf = model.predict(crop[None].astype(np.float32))
@@ -126,7 +69,7 @@ def _landmarks_in_square(
 
 def predict(
     image: np.ndarray | str | os.PathLike,
-    model: Landmarker | str | os.PathLike,
+    model: inference.Landmarker | str | os.PathLike,
     min_score: float = MIN_FACE_SCORE,
     refine: int = 1,
 ) -> list[dict[str, Any]]:
@@ -134,8 +77,8 @@ def predict(
 
     Args:
         image: (H, W, 3) uint8 RGB (already upright) or an image path (EXIF honoured).
-        model: a ``.keras`` / ``.tflite`` path, a :class:`Landmarker`, or any object with
-            ``input_size`` and ``predict(crops) -> (landmarks, confidence)``.
+        model: a ``.keras`` / ``.tflite`` path, a :class:`fas_tf.inference.Landmarker`, or any
+            object with ``input_size`` and ``predict(crops) -> (landmarks, confidence)``.
         min_score: minimum MTCNN score of a face.
         refine: extra passes re-cropping with the framing rule around the predicted landmarks
             (the exact training framing; 0 = detector crop only).
@@ -147,7 +90,7 @@ def predict(
     if not isinstance(image, np.ndarray):
         image = load_image(image)
     if isinstance(model, (str, os.PathLike)):
-        model = Landmarker(model)
+        model = load_landmarker(model)
     faces = []
     for face in detect_faces(image, min_score):
         pts, conf = _landmarks_in_square(image, model, detector_square(face["box"]))
@@ -173,22 +116,10 @@ def annotate(image: np.ndarray, faces: list[dict[str, Any]]) -> np.ndarray:
         x0, y0, x1, y1 = (round(v) for v in face["box"])
         cv2.rectangle(out, (x0, y0), (x1, y1), (255, 200, 0), thick)
         radius = max(1, round(max(x1 - x0, y1 - y0) / 80))
-        for (x, y), c in zip(face["landmarks"], face["confidence"]):
+        for (x, y), c in zip(face["landmarks"], face["confidence"], strict=True):
             colour = (int(255 * (1 - c)), int(255 * c), 0)
             cv2.circle(out, (round(x), round(y)), radius, colour, -1, cv2.LINE_AA)
     return out
-
-
-def list_images(inputs: list[str]) -> list[Path]:
-    """Image files of the arguments (folders are listed, non-images in them ignored)."""
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            paths += [q for q in sorted(p.iterdir()) if q.suffix.lower() in IMAGE_EXTENSIONS]
-        else:
-            paths.append(p)  # a missing or bad file is reported per image
-    return paths
 
 
 def run(
@@ -205,7 +136,7 @@ def run(
     paths = list_images(inputs)
     if not paths:
         raise cli.UsageError("no images given (arguments: image files or folders)")
-    landmarker = Landmarker(model)
+    landmarker = load_landmarker(model)
     out = Path(output)
     cli.check_writable_dir(out)
     failed = 0

@@ -41,7 +41,7 @@ def feat_loss(adapted: list[tf.Tensor], teacher: list[tf.Tensor]) -> tf.Tensor:
     teacher's activation scale.
     """
     terms = []
-    for a, t in zip(adapted, teacher):
+    for a, t in zip(adapted, teacher, strict=True):
         t = tf.stop_gradient(_f32(t))
         rms = tf.sqrt(tf.reduce_mean(tf.square(t)) + _EPS)
         terms.append(tf.reduce_mean(tf.square(_f32(a) - t / rms)))
@@ -72,7 +72,7 @@ def sa_loss(student: list[tf.Tensor], teacher: list[tf.Tensor]) -> tf.Tensor:
     Both maps are resized to the teacher's spatial size. Range [0, 2].
     """
     terms = []
-    for s, t in zip(student, teacher):
+    for s, t in zip(student, teacher, strict=True):
         size = tuple(int(d) for d in t.shape[1:3])
         diff = spatial_attention(s, size) - tf.stop_gradient(spatial_attention(t, size))
         terms.append(tf.reduce_mean(_norm(diff)))
@@ -82,7 +82,7 @@ def sa_loss(student: list[tf.Tensor], teacher: list[tf.Tensor]) -> tf.Tensor:
 def ca_loss(adapted: list[tf.Tensor], teacher: list[tf.Tensor]) -> tf.Tensor:
     """Channel attention: ``L_ca = mean_i mean_b ||C(a_i(s_i)) - C(t_i)||_2``. Range [0, 2]."""
     terms = []
-    for a, t in zip(adapted, teacher):
+    for a, t in zip(adapted, teacher, strict=True):
         diff = channel_attention(a) - tf.stop_gradient(channel_attention(t))
         terms.append(tf.reduce_mean(_norm(diff)))
     return tf.add_n(terms) / float(len(terms))

@@ -27,13 +27,57 @@ BACKBONE_TAPS = {
 FEATURE_STRIDES = (8, 16, 32)
 
 
-def _separable(x, channels: int, name: str):
+def _separable(x, channels: int, name: str, momentum: float):
     x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{name}_dw")(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=momentum, name=f"{name}_dw_bn")(x)
     x = keras.layers.ReLU(6.0, name=f"{name}_dw_relu")(x)
     x = keras.layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_pw")(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_pw_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=momentum, name=f"{name}_pw_bn")(x)
     return keras.layers.ReLU(6.0, name=f"{name}_pw_relu")(x)
+
+
+def heatmap_head(
+    c4,
+    c8,
+    c16,
+    c32,
+    num_landmarks: int,
+    head_channels: int,
+    bn_momentum: float,
+    upsample: str = "nearest",
+    out_size: int | None = None,
+):
+    """The light FPN head: features at strides 4/8/16/32 -> (B, H, W, N) float32 heatmaps.
+
+    Top-down: 1x1 laterals, upsample and add, a separable conv per level, one more separable
+    conv, a 1x1 conv to the heatmaps. ``upsample``: ``"nearest"`` (x2, exact strides, the
+    student) or ``"bilinear"`` (resize to each feature's size, for trunks whose sizes do not
+    halve exactly); ``out_size``: resize to this side before the last conv (None: stride 4).
+    """
+
+    def lateral(feature, stride):
+        y = keras.layers.Conv2D(head_channels, 1, use_bias=False, name=f"lateral_{stride}")(feature)
+        return keras.layers.BatchNormalization(momentum=bn_momentum, name=f"lateral_{stride}_bn")(y)
+
+    p = lateral(c32, 32)
+    for stride, feature in ((16, c16), (8, c8), (4, c4)):
+        if upsample == "nearest":
+            p = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up_{stride}")(p)
+        else:
+            h, w = int(feature.shape[1]), int(feature.shape[2])
+            p = keras.layers.Resizing(h, w, upsample, name=f"up_{stride}")(p)
+        p = keras.layers.Add(name=f"merge_{stride}")([p, lateral(feature, stride)])
+        p = _separable(p, head_channels, f"smooth_{stride}", bn_momentum)
+    if out_size is not None:
+        p = keras.layers.Resizing(out_size, out_size, "bilinear", name="to_output_size")(p)
+    p = _separable(p, head_channels, "head", bn_momentum)
+    return keras.layers.Conv2D(
+        num_landmarks,
+        1,
+        dtype="float32",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
+        name="heatmaps",
+    )(p)
 
 
 def build_student(
@@ -75,23 +119,7 @@ def build_student(
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(image)
     c4, c8, c16, c32 = taps(x)
 
-    def lateral(feature, stride):
-        y = keras.layers.Conv2D(head_channels, 1, use_bias=False, name=f"lateral_{stride}")(feature)
-        return keras.layers.BatchNormalization(name=f"lateral_{stride}_bn")(y)
-
-    p = lateral(c32, 32)
-    for stride, feature in ((16, c16), (8, c8), (4, c4)):
-        p = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up_{stride}")(p)
-        p = keras.layers.Add(name=f"merge_{stride}")([p, lateral(feature, stride)])
-        p = _separable(p, head_channels, name=f"smooth_{stride}")
-    p = _separable(p, head_channels, name="head")
-    heatmaps = keras.layers.Conv2D(
-        num_landmarks,
-        1,
-        dtype="float32",
-        kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
-        name="heatmaps",
-    )(p)
+    heatmaps = heatmap_head(c4, c8, c16, c32, num_landmarks, head_channels, bn_momentum)
     outputs = {"heatmaps": heatmaps, "feat_8": c8, "feat_16": c16, "feat_32": c32}
     model = keras.Model(image, outputs, name=name)
     # keras.applications uses BN momentum 0.999: with a few hundred faces (a few hundred steps)
@@ -100,6 +128,30 @@ def build_student(
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = bn_momentum
     return model
+
+
+# Student architectures a training run can choose (``TrainConfig.student``).
+ARCHITECTURES = ("mobilenetv2", "dlib_transfer")
+
+
+def build_architecture(
+    architecture: str,
+    num_landmarks: int = 68,
+    input_size: int = 128,
+    alpha: float = 0.5,
+    head_channels: int = 64,
+) -> keras.Model:
+    """The student of a training run: ``"mobilenetv2"`` (:func:`build_student`, the default) or
+    ``"dlib_transfer"`` (:func:`fas_tf.transfer.build_transfer_model`, dlib's pretrained trunk
+    fine-tuned with the same head; the transfer-learning baseline).
+    """
+    if architecture == "mobilenetv2":
+        return build_student(num_landmarks, input_size, alpha, head_channels)
+    if architecture == "dlib_transfer":
+        from fas_tf.transfer import build_transfer_model  # imports this module
+
+        return build_transfer_model(num_landmarks, input_size, alpha, head_channels)
+    raise ValueError(f"unknown student {architecture!r}; choose from {', '.join(ARCHITECTURES)}")
 
 
 def parse_student_spec(spec: str) -> dict[str, float | int]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from fas_tf.cli import sha256_of
 from fas_tf.errors import TeacherUnavailableError
 
 TAP_STRIDES: tuple[int, ...] = (8, 16, 32)
@@ -109,15 +110,6 @@ class Teacher:
             "sha256": self.sha256,
             "origin": self.origin,
         }
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download_verified(

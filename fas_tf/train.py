@@ -55,6 +55,7 @@ class TrainConfig:
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     sigma: float = 1.5
+    student: str = "mobilenetv2"  # fas_tf.student.ARCHITECTURES
     alpha: float = 0.5
     head_channels: int = 64
     rotation: float = 45.0
@@ -153,7 +154,7 @@ def _teacher_line(teacher) -> str:
 
 
 def _load_sets(config: TrainConfig, log=print):
-    from fas_tf.data import load_faces, read_attributes, skipped_summary
+    from fas_tf.data import load_faces, read_attributes, skipped_summary, stems_in_sets
     from fas_tf.demo import demo_dirs
 
     train_path, val_path = config.data, config.val_data
@@ -166,7 +167,7 @@ def _load_sets(config: TrainConfig, log=print):
         raise cli.UsageError("--train_sets/--val_sets need --attributes with an image_set column")
 
     def stems(sets):
-        return {s for s, r in attrs.items() if r.get("image_set") in set(sets)} if sets else None
+        return stems_in_sets(attrs, sets) if sets else None
 
     train = load_faces(
         train_path, config.input_size, config.strict, config.train_limit, config.seed,
@@ -217,10 +218,8 @@ def student_checkpoint(student, path: Path):
 
 
 def _save_student(student, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    student.save(tmp)
-    os.replace(tmp, path)
+    with cli.atomic_path(path, suffix=".keras") as tmp:
+        student.save(tmp)
 
 
 def train(config: TrainConfig, log=print) -> dict:
@@ -243,11 +242,16 @@ def train(config: TrainConfig, log=print) -> dict:
             check_weights_file(config.teacher, config.teacher_weights)
         train_faces, val_faces = _load_sets(config, log)  # no TensorFlow needed up to here
         from fas_tf.model import parse_regularizers
+        from fas_tf.student import ARCHITECTURES
 
         try:
             parse_regularizers(config.regularizers)
         except ValueError as err:
             raise cli.UsageError(f"--regularizers: {err}") from err
+        if config.student not in ARCHITECTURES:
+            raise cli.UsageError(
+                f"student {config.student!r}: choose from {', '.join(ARCHITECTURES)}"
+            )
     except BaseException:
         if created and not any(out.iterdir()):
             out.rmdir()
@@ -261,10 +265,11 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
 
     from fas_tf.augment import AugmentConfig
     from fas_tf.data import make_dataset, steps_per_epoch
-    from fas_tf.evaluate import evaluate_predictions, framed_crops
+    from fas_tf.evaluate import evaluate_predictions
+    from fas_tf.framing import framed_crops
     from fas_tf.landmarks import layout_for
     from fas_tf.model import RegularizedLandmarkModel
-    from fas_tf.student import build_student, inference_model
+    from fas_tf.student import build_architecture, inference_model
 
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
@@ -285,8 +290,9 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
         )
     steps = steps_per_epoch(len(train_faces), global_batch)
     with strategy.scope():
-        student = build_student(
-            layout.num_landmarks, config.input_size, config.alpha, config.head_channels
+        student = build_architecture(
+            config.student, layout.num_landmarks, config.input_size, config.alpha,
+            config.head_channels,
         )
         teacher = select_teacher(config, log)
         model = RegularizedLandmarkModel(student, teacher)
@@ -350,8 +356,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
     if val_faces is not None:
         crops, gt = framed_crops(val_faces, config.input_size)
         pred = inference_model(student).predict(crops, verbose=0, batch_size=32)["landmarks"]
-        norm = "interocular" if layout.num_landmarks == 68 else "diagonal"
-        val_metrics = evaluate_predictions(np.asarray(pred), gt, norm)
+        val_metrics = evaluate_predictions(np.asarray(pred), gt)
         metrics["val"] = {k: v for k, v in val_metrics.items() if k not in ("per_face",)}
         log(
             f"validation: NME {val_metrics['nme'] * 100:.2f}% "
@@ -367,11 +372,12 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
 def config_from_flags() -> TrainConfig:
     from absl import flags
 
+    from fas_tf.data import parse_sets
+
     f = flags.FLAGS
-    split = lambda s: [x for x in (s or "").split(",") if x]  # noqa: E731
     return TrainConfig(
         output_dir=f.output_dir, data=f.data, val_data=f.val_data, attributes=f.attributes,
-        train_sets=split(f.train_sets), val_sets=split(f.val_sets), teacher=f.teacher,
+        train_sets=parse_sets(f.train_sets), val_sets=parse_sets(f.val_sets), teacher=f.teacher,
         teacher_weights=f.teacher_weights, regularizers=f.regularizers,
         lambda_cls=f.lambda_cls, lambda_feat=f.lambda_feat, lambda_sa=f.lambda_sa,
         lambda_ca=f.lambda_ca, epochs=f.epochs, batch_size=f.batch_size,

@@ -1,7 +1,7 @@
 """Transfer-learning baseline: dlib's face-recognition trunk fine-tuned with a heatmap head.
 
 The "adjusting the pre-trained weights" baseline of the limited-data ablation
-(``benchmarks/ablation.py``): instead of regularizing a separate student with a frozen teacher,
+(``benchmarks/ablation``): instead of regularizing a separate student with a frozen teacher,
 the teacher's own trunk (pretrained, *trainable*) gets a small upsampling head and is trained on
 the heatmap loss alone.
 
@@ -10,6 +10,7 @@ the heatmap loss alone.
 (B, S/4, S/4, N) and ``feat_8/16/32`` (the trunk taps), so :func:`fas_tf.student.student_geometry`,
 :func:`fas_tf.student.inference_model` and :class:`fas_tf.model.RegularizedLandmarkModel` (with
 no teacher) work on it unchanged. The crop is resized to dlib's 150x150 inside the model.
+Training selects it with ``TrainConfig(student="dlib_transfer")``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import keras
 
 from fas_tf import dlib_resnet as dr
+from fas_tf.student import heatmap_head
 
 # Trunk layers used by the head, by (approximate) stride at 150x150: 35x35, 17x17, 8x8, 4x4.
 TRUNK_TAPS = {
@@ -54,15 +56,6 @@ def dlib_trunk(weights: str | os.PathLike | None = None) -> keras.Model:
     return trunk
 
 
-def _separable(x, channels: int, name: str, momentum: float):
-    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{name}_dw")(x)
-    x = keras.layers.BatchNormalization(momentum=momentum, name=f"{name}_dw_bn")(x)
-    x = keras.layers.ReLU(6.0, name=f"{name}_dw_relu")(x)
-    x = keras.layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_pw")(x)
-    x = keras.layers.BatchNormalization(momentum=momentum, name=f"{name}_pw_bn")(x)
-    return keras.layers.ReLU(6.0, name=f"{name}_pw_relu")(x)
-
-
 def build_transfer_model(
     num_landmarks: int = 68,
     input_size: int = 128,
@@ -72,7 +65,7 @@ def build_transfer_model(
     bn_momentum: float = 0.9,
     name: str = "transfer",
 ) -> keras.Model:
-    """dlib trunk (fine-tuned) + FPN-style upsampling head to stride-4 heatmaps.
+    """dlib trunk (fine-tuned) + the student's FPN head (:func:`fas_tf.student.heatmap_head`).
 
     Same call signature as :func:`fas_tf.student.build_student` for its first four arguments
     (``alpha`` is accepted and ignored), so it can stand in for the student in training.
@@ -95,21 +88,7 @@ def build_transfer_model(
                               name="to_dlib_size")(image)
     c4, c8, c16, c32 = dlib_trunk(weights)(x)
 
-    def lateral(feature, stride):
-        y = keras.layers.Conv2D(head_channels, 1, use_bias=False, name=f"lateral_{stride}")(feature)
-        return keras.layers.BatchNormalization(momentum=bn_momentum, name=f"lateral_{stride}_bn")(y)
-
-    p = lateral(c32, 32)
-    for stride, feature in ((16, c16), (8, c8), (4, c4)):
-        h, w = int(feature.shape[1]), int(feature.shape[2])
-        p = keras.layers.Resizing(h, w, "bilinear", name=f"up_{stride}")(p)
-        p = keras.layers.Add(name=f"merge_{stride}")([p, lateral(feature, stride)])
-        p = _separable(p, head_channels, f"smooth_{stride}", bn_momentum)
-    p = keras.layers.Resizing(out_size, out_size, "bilinear", name="to_output_size")(p)
-    p = _separable(p, head_channels, "head", bn_momentum)
-    heatmaps = keras.layers.Conv2D(
-        num_landmarks, 1, dtype="float32",
-        kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3), name="heatmaps",
-    )(p)
+    heatmaps = heatmap_head(c4, c8, c16, c32, num_landmarks, head_channels, bn_momentum,
+                            upsample="bilinear", out_size=out_size)
     outputs = {"heatmaps": heatmaps, "feat_8": c8, "feat_16": c16, "feat_32": c32}
     return keras.Model(image, outputs, name=name)

@@ -1,22 +1,12 @@
-"""benchmarks/ablation.py: report generation from fake finished runs (no training)."""
+"""benchmarks/ablation: report generation from fake finished runs (no training)."""
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_ablation():
-    spec = importlib.util.spec_from_file_location("ablation", REPO / "benchmarks" / "ablation.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ablation"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+from benchmarks.ablation import arms, cli
 
 
 def _fake_run(run_dir: Path, n: int, nme: float, teacher: dict | None) -> None:
@@ -33,25 +23,24 @@ def _fake_run(run_dir: Path, n: int, nme: float, teacher: dict | None) -> None:
 
 
 def test_report_from_fake_runs(tmp_path):
-    ab = _load_ablation()
     out, docs = tmp_path / "out", tmp_path / "docs"
     dlib = {"name": "dlib", "pretrained": True}
     for arm, teacher, base in (("none", None, 0.12), ("dlib_all", dlib, 0.10)):
         for n in (20, 159):
             for seed in (0, 1):
-                key = ab.RunKey(arm, n, seed)
+                key = arms.RunKey(arm, n, seed)
                 _fake_run(out / "e3" / key.rel_dir(), n, base * (20 / n) ** 0.1 + 0.01 * seed,
                           teacher)
-    cv_key = ab.RunKey("none", None, 0, "ads")
+    cv_key = arms.RunKey("none", None, 0, "ads")
     _fake_run(out / "e3" / cv_key.rel_dir(), 106, 0.09, None)
 
-    code = ab.main(["--report_only", f"--out={out}", f"--docs={docs}", "--epochs=3",
+    code = cli.main(["--report_only", f"--out={out}", f"--docs={docs}", "--epochs=3",
                     "--configs=none,dlib_all,transfer", "--sizes=20,159", "--seeds=0,1"])
     assert code == 0
     md = (docs / "results.md").read_text()
     assert "8 of the 12 runs of the requested grid are finished" in md
     assert "| `none` |" in md and "±" in md and "test batch" in md
-    assert f"Estimated full grid, schedule e{ab.EPOCHS}" in md
+    assert f"Estimated full grid, schedule e{arms.EPOCHS}" in md
     assert "Estimated full grid, schedule e3" in md
     with open(docs / "ablation_summary.csv", newline="") as f:
         summary = list(csv.DictReader(f))
@@ -66,12 +55,11 @@ def test_report_from_fake_runs(tmp_path):
 
 
 def test_schedule_helpers():
-    ab = _load_ablation()
-    assert ab.epochs_for(20, 60, 0) == 60
-    assert ab.epochs_for(20, 60, 600) == 300  # 2 steps per epoch
-    assert ab.epochs_for(159, 60, 600) == 60
-    assert ab.RunKey("cls", 40, 2).rel_dir() == Path("grid/cls/n40/seed2")
-    fold = ab.RunKey("none", None, 0, "google2")
+    assert arms.epochs_for(20, 60, 0) == 60
+    assert arms.epochs_for(20, 60, 600) == 300  # 2 steps per epoch
+    assert arms.epochs_for(159, 60, 600) == 60
+    assert arms.RunKey("cls", 40, 2).rel_dir() == Path("grid/cls/n40/seed2")
+    fold = arms.RunKey("none", None, 0, "google2")
     assert fold.train_sets == ("ads", "youtube2") and fold.val_sets == ("google2",)
 
 
@@ -79,8 +67,15 @@ def test_student_spec_is_parsed_or_refused():
     from fas_tf.student import parse_student_spec
 
     assert parse_student_spec("0.5:96:64") == {"alpha": 0.5, "input_size": 96, "head_channels": 64}
-    ab = _load_ablation()
-    assert ab.parse_args(["--student=0.35:128:32"]).student["head_channels"] == 32
+    assert cli.parse_args(["--student=0.35:128:32"]).student["head_channels"] == 32
     for bad in ("0.5:96", "a:96:64"):
         with pytest.raises(SystemExit):
-            ab.parse_args([f"--student={bad}"])
+            cli.parse_args([f"--student={bad}"])
+
+
+def test_arms_follow_the_training_defaults_and_choose_the_student_by_config():
+    from fas_tf.train import DEFAULT_EPOCHS, TrainConfig
+
+    assert arms.EPOCHS == DEFAULT_EPOCHS and arms.BATCH_SIZE == TrainConfig().batch_size
+    assert arms.ARMS["transfer"].student == "dlib_transfer" and arms.ARMS["transfer"].transfer
+    assert {a.student for n, a in arms.ARMS.items() if n != "transfer"} == {"mobilenetv2"}

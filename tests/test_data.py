@@ -8,7 +8,6 @@ from PIL import Image
 from fas_tf.augment import AugmentConfig, augment_sample, center_crop_sample
 from fas_tf.data import (
     DataError,
-    crop_box,
     load_faces,
     load_image,
     make_dataset,
@@ -16,6 +15,7 @@ from fas_tf.data import (
     read_pts,
     write_pts,
 )
+from fas_tf.framing import crop_box
 from fas_tf.heatmaps import decode_heatmaps, render_heatmaps
 from fas_tf.landmarks import layout_for
 
@@ -184,3 +184,13 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # rotate 90 degrees
     img.save(tmp_path / "r.jpg", exif=exif)
     assert load_image(tmp_path / "r.jpg").shape == (20, 10, 3)
+
+
+def test_image_set_selection_is_one_protocol():
+    from fas_tf.data import parse_sets, stems_in_sets
+
+    assert parse_sets("ads, youtube2,,") == ["ads", "youtube2"]
+    assert parse_sets(None) == [] and parse_sets(["google2"]) == ["google2"]
+    rows = {"a": {"image_set": "ads"}, "b": {"image_set": "google2"}, "c": {}}
+    assert stems_in_sets(rows, "ads,google2") == {"a", "b"}
+    assert stems_in_sets(rows, ["youtube2"]) == set()

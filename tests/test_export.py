@@ -14,12 +14,11 @@ from export.convert import (
     ParityError,
     export_model,
     float_compute_ops,
-    load_student,
     op_types,
 )
-from export.tflite_runner import TFLiteLandmarker
 from fas_tf.cli import UsageError
 from fas_tf.heatmaps import decode_heatmaps, decode_heatmaps_int8, render_heatmaps
+from fas_tf.inference import LiteRTLandmarker, load_student
 
 from .conftest import REPO
 
@@ -91,7 +90,7 @@ def test_each_mode_exports_with_contract(exported, tiny_run, mode):
     assert meta["model_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert not list(path.parent.glob(".*.tmp"))  # nothing half-written left behind
 
-    runner = TFLiteLandmarker(path)
+    runner = LiteRTLandmarker(path)
     inp = runner.runner.get_input_details()["image"]
     outs = runner.runner.get_output_details()
     assert meta["input"]["shape"] == list(inp["shape"]) == [1, SIZE, SIZE, 3]
@@ -131,19 +130,23 @@ def test_int8_is_integer_only(exported):
     assert float_compute_ops(exported["float32"].tflite_path)
 
 
-def test_runner_accepts_float_crops_and_matches_keras(exported, tiny_run, demo_faces):
-    from export.convert import labelled_crops
-    from fas_tf.student import inference_model
+def test_landmarkers_by_suffix_agree_on_crops(exported, tiny_run, demo_faces):
+    from fas_tf.data import load_faces
+    from fas_tf.framing import framed_crops
+    from fas_tf.inference import KerasLandmarker, load_landmarker
 
-    crops, _, _ = labelled_crops(demo_faces, SIZE)
-    keras_pts = np.asarray(inference_model(load_student(tiny_run / "student.keras"))(crops)[
-        "landmarks"])
-    lite = TFLiteLandmarker(exported["float32"].tflite_path)
+    crops, _ = framed_crops(load_faces(demo_faces, SIZE), SIZE)
+    keras = load_landmarker(tiny_run / "student.keras")
+    assert isinstance(keras, KerasLandmarker) and keras.input_size == SIZE
+    keras_pts, keras_conf = keras.predict(crops)
+    assert keras_conf.shape == (len(crops), 68)
+    lite = load_landmarker(exported["float32"].tflite_path)
+    assert isinstance(lite, LiteRTLandmarker) and lite.input_size == SIZE
     pts, conf = lite.predict(crops)
     assert pts.shape == (len(crops), 68, 2) and conf.shape == (len(crops), 68)
     assert np.all((conf >= 0) & (conf <= 1))
     assert np.median(np.abs(pts - keras_pts)) < 0.05
-    q_pts, _ = TFLiteLandmarker(exported["int8"].tflite_path).predict(crops[:2])
+    q_pts, _ = LiteRTLandmarker(exported["int8"].tflite_path).predict(crops[:2])
     assert q_pts.shape == (2, 68, 2) and np.all(np.isfinite(q_pts))
 
 
@@ -192,7 +195,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, demo_faces):
     with pytest.raises(UsageError, match="corrupt.keras: cannot load Keras model"):
         load_student(corrupt)
     with pytest.raises(ValueError, match="not a usable TFLite"):
-        TFLiteLandmarker(corrupt)
+        LiteRTLandmarker(corrupt)
     with pytest.raises(UsageError, match="needs --representative_data"):
         export_model(corrupt, tmp_path / "m.tflite", "int8", val_data=str(demo_faces))
 

@@ -32,7 +32,7 @@ def snapshot(variables):
 
 
 def changed(before, variables):
-    return [not np.array_equal(b, v.numpy()) for b, v in zip(before, variables)]
+    return [not np.array_equal(b, v.numpy()) for b, v in zip(before, variables, strict=True)]
 
 
 def test_fit_updates_student_adapters_head_and_never_the_teacher(teacher, dataset):

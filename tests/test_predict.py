@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fas_tf.data import FRAMING_SCALE, crop_box, load_image, read_pts
-from fas_tf.predict import Landmarker, detector_square, predict
+from fas_tf.data import load_image, read_pts
+from fas_tf.framing import DETECTOR_MAPPING, FRAMING_SCALE, crop_box, detector_square
+from fas_tf.inference import load_landmarker
+from fas_tf.predict import predict
 
 from .conftest import INFANFACE, REPO, needs_infanface
 
@@ -40,8 +42,7 @@ class _Exact:
 
 def test_detector_square_follows_the_mapping():
     cx, cy, side = detector_square((100.0, 50.0, 80.0, 100.0))
-    from fas_tf.predict import DETECTOR_MAPPING as m
-
+    m = DETECTOR_MAPPING
     assert cx == pytest.approx(100 + 80 * (0.5 + m["dx"]))
     assert cy == pytest.approx(50 + 100 * (0.5 + m["dy"]))
     assert side == pytest.approx(FRAMING_SCALE * m["scale"] * 100)
@@ -69,7 +70,7 @@ def test_face_landmarks_map_back_to_image(monkeypatch):
 @needs_infanface
 def test_real_face_with_keras_model_and_rotated_exif(model_paths, tmp_path):
     keras_path, _ = model_paths
-    model = Landmarker(keras_path)
+    model = load_landmarker(keras_path)
     upright = predict(FACE, model)
     assert len(upright) == 1
     face = upright[0]
@@ -93,7 +94,7 @@ def test_real_face_with_keras_model_and_rotated_exif(model_paths, tmp_path):
 
 def test_no_face_returns_empty_list(model_paths):
     gray = np.full((160, 200, 3), 128, np.uint8)
-    assert predict(gray, Landmarker(model_paths[0])) == []
+    assert predict(gray, load_landmarker(model_paths[0])) == []
 
 
 def test_cli_goes_on_after_failures_and_reports_them(model_paths, tmp_path):

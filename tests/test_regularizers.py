@@ -27,7 +27,7 @@ def test_cls_zero_when_equal_and_known_value():
 def test_feat_zero_when_adapted_equals_normalized_teacher_and_known_value():
     t = feats(0, SHAPES)
     rms = [tf.sqrt(tf.reduce_mean(tf.square(x))) for x in t]
-    adapted = [x / r for x, r in zip(t, rms)]
+    adapted = [x / r for x, r in zip(t, rms, strict=True)]
     assert float(R.feat_loss(adapted, t)) == pytest.approx(0.0, abs=1e-6)
     # teacher of constant 2 -> normalized 1; student 0 -> squared error 1 everywhere
     t2 = [tf.fill((1, 3, 3, 2), 2.0)]

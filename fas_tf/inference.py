@@ -1,0 +1,179 @@
+"""Running a trained landmark model on face crops: one interface, a Keras and a LiteRT backend.
+
+A :class:`Landmarker` answers one question: *landmarks and confidences for these framing-rule
+crops* (``(B, S, S, 3)`` RGB in [0, 255], see :mod:`fas_tf.framing`) ->
+``(landmarks (B, N, 2) in crop pixels, confidence (B, N))``.
+
+- :class:`KerasLandmarker`: a saved ``student.keras`` (heatmaps decoded with
+  :func:`fas_tf.student.inference_model`);
+- :class:`LiteRTLandmarker`: an exported ``.tflite`` (``python -m export``), run with the LiteRT
+  interpreter; handles uint8 (int8 export), int8 and float32 inputs;
+- :func:`load_landmarker`: pick one by the file suffix.
+
+Evaluation (:mod:`fas_tf.evaluate`), whole-image prediction (:mod:`fas_tf.predict`) and the
+export parity check all go through this module.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+
+import numpy as np
+
+from fas_tf.errors import UsageError
+
+SIGNATURE = "serving_default"  # the signature an exported .tflite is run through
+BATCH_SIZE = 32  # crops per Keras predict batch
+
+
+def load_student(path: str | os.PathLike):
+    """Load a saved ``student.keras``; UsageError (one line naming the file) when unusable."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise UsageError(f"{path}: no such model file")
+    if not path.endswith(".keras"):
+        raise UsageError(f"{path}: expected a Keras student saved as .keras")
+    import keras  # after the cheap checks: a wrong path fails without loading TensorFlow
+
+    import fas_tf.heatmaps  # noqa: F401  (registers HeatmapDecoder for deserialization)
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as err:  # Keras raises many types for a corrupt archive
+        text = str(err).strip()
+        detail = f": {text.splitlines()[0][:160]}" if text else ""
+        raise UsageError(
+            f"{path}: cannot load Keras model ({err.__class__.__name__}{detail})"
+        ) from err
+    out = model.output
+    if not (isinstance(out, dict) and "heatmaps" in out) or len(model.inputs) != 1:
+        raise UsageError(f"{path}: not a fas_tf student (needs one image input, 'heatmaps' output)")
+    return model
+
+
+class Landmarker(abc.ABC):
+    """A landmark model on crops.
+
+    Attributes:
+        path: the model file ("" for an in-memory model).
+        input_size: S, the crop side.
+        num_landmarks: N.
+    """
+
+    path: str
+    input_size: int
+    num_landmarks: int
+
+    @abc.abstractmethod
+    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks (B, N, 2) in crop pixels and confidences (B, N) for (B, S, S, 3) crops."""
+
+
+class KerasLandmarker(Landmarker):
+    """A Keras student (a ``.keras`` path or a built/loaded model)."""
+
+    def __init__(self, student):
+        from fas_tf.student import inference_model, student_geometry
+
+        if isinstance(student, (str, os.PathLike)):
+            self.path = str(student)
+            student = load_student(student)
+        else:
+            self.path = ""
+        self.student = student
+        self.input_size, self.stride, self.num_landmarks = student_geometry(student)
+        self.model = inference_model(student)
+
+    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self.model.predict(np.asarray(crops, np.float32), verbose=0, batch_size=BATCH_SIZE)
+        return np.asarray(out["landmarks"]), np.asarray(out["confidence"])
+
+
+class LiteRTLandmarker(Landmarker):
+    """An exported ``.tflite`` landmark model, run with the LiteRT interpreter.
+
+    Takes the same float crops as the Keras student and handles the model's input type: uint8
+    (int8 export: values are rounded and clipped), int8 (quantized with the tensor's scale and
+    zero point) or float32.
+
+    Attributes:
+        input_dtype: numpy dtype of the model input (uint8 for int8 exports, else float32).
+    """
+
+    def __init__(self, path: str | os.PathLike, num_threads: int = 1):
+        self.path = str(path)
+        if not os.path.isfile(self.path):
+            raise UsageError(f"{self.path}: no such model file")
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
+            signatures = self.interpreter.get_signature_list()
+            if SIGNATURE not in signatures:
+                raise ValueError(f"no {SIGNATURE!r} signature (has {list(signatures)})")
+            self.runner = self.interpreter.get_signature_runner(SIGNATURE)
+        except (ValueError, RuntimeError) as err:
+            raise UsageError(f"{self.path}: not a usable TFLite landmark model ({err})") from err
+        inputs = self.runner.get_input_details()
+        outputs = self.runner.get_output_details()
+        if list(inputs) != ["image"] or not {"landmarks", "confidence"} <= set(outputs):
+            raise UsageError(
+                f"{self.path}: expected input 'image' and outputs 'landmarks', 'confidence'; "
+                f"got {list(inputs)} -> {list(outputs)}"
+            )
+        self._input = inputs["image"]
+        self._outputs = outputs
+        shape = [int(v) for v in self._input["shape"]]
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
+            raise UsageError(f"{self.path}: input shape {shape} is not (1, S, S, 3)")
+        self.input_size = shape[1]
+        self.num_landmarks = int(outputs["landmarks"]["shape"][-2])
+        self.input_dtype = np.dtype(self._input["dtype"])
+
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
+        x = np.asarray(image, dtype=np.float32)[None]
+        if self.input_dtype == np.float32:
+            return x
+        scale, zero = self._input["quantization"]
+        if self.input_dtype == np.uint8 and (scale, zero) in ((0.0, 0), (1.0, 0)):
+            q = x  # raw pixel values (int8 export with uint8 camera input)
+        else:
+            q = x / scale + zero
+        info = np.iinfo(self.input_dtype)
+        return np.clip(np.round(q), info.min, info.max).astype(self.input_dtype)
+
+    def _output(self, name: str, value: np.ndarray) -> np.ndarray:
+        value = np.asarray(value)
+        if value.dtype != np.float32:
+            scale, zero = self._outputs[name]["quantization"]
+            value = (value.astype(np.float32) - zero) * scale
+        return value
+
+    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        images = np.asarray(crops)
+        if images.ndim == 3:
+            images = images[None]
+        expected = (self.input_size, self.input_size, 3)
+        if images.ndim != 4 or images.shape[1:] != expected:
+            raise ValueError(f"expected crops of shape (B, {self.input_size}, "
+                             f"{self.input_size}, 3), got {images.shape}")
+        landmarks = np.zeros((len(images), self.num_landmarks, 2), np.float32)
+        confidence = np.zeros((len(images), self.num_landmarks), np.float32)
+        for i, image in enumerate(images):
+            out = self.runner(image=self._prepare(image))
+            landmarks[i] = self._output("landmarks", out["landmarks"])[0]
+            confidence[i] = self._output("confidence", out["confidence"])[0]
+        return landmarks, confidence
+
+
+def load_landmarker(path: str | os.PathLike, num_threads: int = 1) -> Landmarker:
+    """The landmarker of a model file: ``.tflite`` -> LiteRT, anything else -> Keras student.
+
+    Raises UsageError (one line naming the file) when the file is missing or unusable.
+    """
+    path = str(path)
+    if not os.path.isfile(path):
+        raise UsageError(f"{path}: no such model file")
+    if path.endswith(".tflite"):
+        return LiteRTLandmarker(path, num_threads=num_threads)
+    return KerasLandmarker(path)
