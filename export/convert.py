@@ -57,11 +57,9 @@ def load_student(path: str | os.PathLike):
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as err:  # Keras raises many types for a corrupt archive
-        text = str(err).strip()
-        detail = f": {text.splitlines()[0][:160]}" if text else ""
-        raise UsageError(
-            f"{path}: cannot load Keras model ({err.__class__.__name__}{detail})"
-        ) from err
+        from fas_tf.evaluate import unreadable_keras
+
+        raise UsageError(unreadable_keras(path, err)) from err
     out = model.output
     if not (isinstance(out, dict) and "heatmaps" in out) or len(model.inputs) != 1:
         raise UsageError(f"{path}: not a fas_tf student (needs one image input, 'heatmaps' output)")

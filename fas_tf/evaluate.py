@@ -30,14 +30,30 @@ class KerasPredictor:
     def __init__(self, path: str | os.PathLike):
         import keras
 
+        import fas_tf.heatmaps  # noqa: F401  (registers HeatmapDecoder for deserialization)
         from fas_tf.student import inference_model, student_geometry
 
-        self.student = keras.models.load_model(path, compile=False)
+        try:
+            self.student = keras.models.load_model(path, compile=False)
+        except Exception as err:  # Keras raises many types (ValueError, BadZipFile, ...)
+            raise cli.UsageError(unreadable_keras(path, err)) from err
         self.input_size, self.stride, self.num_landmarks = student_geometry(self.student)
         self.model = inference_model(self.student)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.predict(images, verbose=0, batch_size=32)["landmarks"])
+
+
+def unreadable_keras(path: str | os.PathLike, err: Exception) -> str:
+    """The one-line message for a ``.keras`` file that exists but cannot be loaded."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # Keras then says "File not found", which misleads
+        reason = "not a zip archive"
+    else:
+        text = str(err).strip()
+        reason = err.__class__.__name__ + (f": {text.splitlines()[0][:160]}" if text else "")
+    return f"{path}: not a readable Keras model ({reason})"
 
 
 def load_predictor(path: str | os.PathLike) -> KerasPredictor:
@@ -52,6 +68,8 @@ def load_predictor(path: str | os.PathLike) -> KerasPredictor:
             runner = TFLiteLandmarker(path)
             return _TFLiteAdapter(runner)
         return KerasPredictor(path)
+    except cli.UsageError:
+        raise
     except (ValueError, OSError) as err:
         reason = f"{err.__class__.__name__}: {err}"
         raise cli.UsageError(f"{path}: cannot load model ({reason})") from err
@@ -61,6 +79,7 @@ class _TFLiteAdapter:
     def __init__(self, runner):
         self.runner = runner
         self.input_size = runner.input_size
+        self.num_landmarks = runner.num_landmarks
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self.runner.predict(images)[0])
@@ -173,6 +192,12 @@ def evaluate_model(
             raise cli.UsageError("--sets needs --attributes with an image_set column")
         stems = {s for s, r in attrs.items() if r.get("image_set") in set(sets)}
     faces = load_faces(data, input_size=predictor.input_size, strict=strict, stems=stems)
+    model_points = getattr(predictor, "num_landmarks", None)
+    if model_points is not None and model_points != faces.num_landmarks:
+        raise cli.UsageError(
+            f"{model_path}: the model predicts {model_points} landmarks, the data has "
+            f"{faces.num_landmarks} ({data})"
+        )
     crops, gt = framed_crops(faces, predictor.input_size)
     pred = predictor(crops)
     norm = normalization or ("interocular" if gt.shape[1] == 68 else "diagonal")
@@ -197,7 +222,8 @@ def main(argv: list[str]) -> None:
         f.model, f.data, f.attributes, sets, f.normalization, f.strict
     )
     if skipped:
-        print(f"skipped {len(skipped)} of {len(skipped) + metrics['n']}: {skipped[0]}")
+        print(f"skipped {len(skipped)} of {len(skipped) + metrics['n']}: {skipped[0]}",
+              file=sys.stderr)
     print(summary_line(metrics))
     if f.output:
         cli.write_json(f.output, metrics)

@@ -5,9 +5,10 @@
 
 Per image: EXIF orientation applied, every face found by MTCNN is cut by the training framing
 rule (see :data:`DETECTOR_MAPPING`), landmarks are mapped back to the (upright) image, and
-``DIR/<stem>.json`` (faces, boxes, landmarks, confidences) plus an annotated ``DIR/<stem>.png``
-are written. An unreadable image or an image without a face prints one line and the run goes
-on; exit status 0 = every image had a face, 1 = some image failed, 2 = bad usage / model.
+``DIR/<stem>.landmarks.json`` (faces, boxes, landmarks, confidences) plus an annotated
+``DIR/<stem>.landmarks.png`` are written (never over an input file, even with ``--output`` set
+to the input folder). An unreadable image or an image without a face prints one line and the
+run goes on; exit status 0 = every image had a face, 1 = some image failed, 2 = bad usage / model.
 
 Python API: ``predict(image, model) -> [{"box", "landmarks", "confidence", "detector_score"}]``.
 """
@@ -179,16 +180,46 @@ def annotate(image: np.ndarray, faces: list[dict[str, Any]]) -> np.ndarray:
     return out
 
 
+# Outputs are DIR/<stem>.landmarks.json and DIR/<stem>.landmarks.png: never the name of an input
+# image, even with --output set to the input folder (run() also refuses any collision).
+OUTPUT_SUFFIX = ".landmarks"
+
+
 def list_images(inputs: list[str]) -> list[Path]:
-    """Image files of the arguments (folders are listed, non-images in them ignored)."""
+    """Image files of the arguments (folders are listed, non-images and earlier
+    ``*.landmarks.png`` outputs in them ignored)."""
     paths: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            paths += [q for q in sorted(p.iterdir()) if q.suffix.lower() in IMAGE_EXTENSIONS]
+            paths += [q for q in sorted(p.iterdir()) if q.suffix.lower() in IMAGE_EXTENSIONS
+                      and not q.stem.endswith(OUTPUT_SUFFIX)]
         else:
             paths.append(p)  # a missing or bad file is reported per image
     return paths
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """Unique output stems ``<stem>.landmarks`` (``<stem>_1.landmarks``, ... on repeats)."""
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        stem, k = path.stem, 1
+        while stem in used:
+            stem, k = f"{path.stem}_{k}", k + 1
+        used.add(stem)
+        names.append(stem + OUTPUT_SUFFIX)
+    return names
+
+
+def _refuse_overwriting_inputs(out: Path, names: list[str], protected: list[Path]) -> None:
+    inputs = {os.path.realpath(p) for p in protected if p.exists()}
+    for name in names:
+        for target in (out / f"{name}.json", out / f"{name}.png"):
+            if os.path.realpath(target) in inputs:
+                raise cli.UsageError(
+                    f"{target}: would overwrite an input file; choose another --output"
+                )
 
 
 def run(
@@ -205,17 +236,13 @@ def run(
     paths = list_images(inputs)
     if not paths:
         raise cli.UsageError("no images given (arguments: image files or folders)")
-    landmarker = Landmarker(model)
     out = Path(output)
+    names = output_names(paths)
+    _refuse_overwriting_inputs(out, names, [*paths, Path(model)])
+    landmarker = Landmarker(model)
     cli.check_writable_dir(out)
     failed = 0
-    used: set[str] = set()
-    for path in paths:
-        stem = path.stem
-        k = 1
-        while stem in used:
-            stem, k = f"{path.stem}_{k}", k + 1
-        used.add(stem)
+    for path, stem in zip(paths, names, strict=True):
         try:
             image = load_image(path)
         except DataError as err:
@@ -241,7 +268,9 @@ def _define_flags() -> None:
     from absl import flags
 
     flags.DEFINE_string("model", None, "student.keras or an exported model.tflite")
-    flags.DEFINE_string("output", "predictions", "folder for <stem>.json and <stem>.png")
+    flags.DEFINE_string(
+        "output", "predictions", "folder for <stem>.landmarks.json and <stem>.landmarks.png"
+    )
     flags.DEFINE_float("min_face_score", MIN_FACE_SCORE, "minimum MTCNN face score")
     flags.DEFINE_integer("refine", 1, "re-crop passes around the predicted landmarks")
 
