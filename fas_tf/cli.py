@@ -44,6 +44,7 @@ def missing_package_message(err: ModuleNotFoundError) -> str:
 
 
 def fail(message: str, code: int = 2) -> None:
+    message = " ".join(str(message).split())  # one line, even for multi-line library errors
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
 
