@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -49,11 +50,24 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so ``finally`` blocks (temp-file cleanup) run."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def run(main: Callable[[list[str]], None]) -> None:
-    """``absl.app.run(main)`` with expected errors reported as one line and exit status 2."""
+    """``absl.app.run(main)`` with expected errors reported as one line and exit status 2.
+
+    SIGTERM ends the program like Ctrl-C: cleanup runs (no temp file of
+    :func:`atomic_path` is left), then one line and exit status 143.
+    """
     from absl import app
 
     def guarded(argv: list[str]) -> None:
+        signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             main(argv)
         except EXPECTED_ERRORS as err:
@@ -65,6 +79,8 @@ def run(main: Callable[[list[str]], None]) -> None:
             fail(f"{where}{err.strerror or err}")
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except Terminated:
+            fail("terminated (SIGTERM)", 143)
 
     app.run(guarded)
 

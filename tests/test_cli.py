@@ -336,6 +336,31 @@ def test_written_files_get_the_umask_mode(trained_run, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.bin", "m.json"]
 
 
+SLOW_WRITER = r"""
+import sys, time
+from fas_tf import cli
+def main(argv):
+    with cli.atomic_path(sys.argv[1]) as tmp:
+        open(tmp, "wb").write(b"half")
+        time.sleep(60)
+cli.run(main)
+"""
+
+
+def test_sigterm_leaves_no_temp_file_and_one_line(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(tmp_path / "out.bin")],
+                            stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob(".out.bin.*.tmp")):
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".out.bin.*.tmp")), "the writer never started"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert stderr.strip() == "error: terminated (SIGTERM)"
+    assert list(tmp_path.iterdir()) == []
+
+
 MIRRORED = r"""
 import json, sys
 import tensorflow as tf
