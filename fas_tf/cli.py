@@ -93,19 +93,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = None
+    try:
+        # SIGINT/SIGTERM wait until ``tmp`` is known, so the cleanup below always sees the file.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            tmp = _new_temp_file(path)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _new_temp_file(path: Path) -> str:
     while True:
         tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:  # like mkstemp (O_EXCL: never an existing file), but the kernel applies the umask
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            break
+            return tmp
         except FileExistsError:
             continue
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
