@@ -10,6 +10,8 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -44,15 +46,29 @@ def missing_package_message(err: ModuleNotFoundError) -> str:
 
 
 def fail(message: str, code: int = 2) -> None:
+    message = " ".join(str(message).split())  # one line, even for multi-line library errors
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so ``finally`` blocks (temp-file cleanup) run."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def run(main: Callable[[list[str]], None]) -> None:
-    """``absl.app.run(main)`` with expected errors reported as one line and exit status 2."""
+    """``absl.app.run(main)`` with expected errors reported as one line and exit status 2.
+
+    SIGTERM ends the program like Ctrl-C: cleanup runs (no temp file of
+    :func:`atomic_path` is left), then one line and exit status 143.
+    """
     from absl import app
 
     def guarded(argv: list[str]) -> None:
+        signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             main(argv)
         except EXPECTED_ERRORS as err:
@@ -64,6 +80,8 @@ def run(main: Callable[[list[str]], None]) -> None:
             fail(f"{where}{err.strerror or err}")
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except Terminated:
+            fail("terminated (SIGTERM)", 143)
 
     app.run(guarded)
 
@@ -73,18 +91,34 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     """Yield a temp path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     The one way this package writes an output file. ``suffix`` ends the temp name (e.g.
-    ``".keras"`` for ``keras.Model.save``, which checks the extension).
+    ``".keras"`` for ``keras.Model.save``, which checks the extension). The file gets the mode
+    of any newly created file (0666 minus the umask), not mkstemp's 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
+    tmp = None
     try:
+        # SIGINT/SIGTERM wait until ``tmp`` is known, so the cleanup below always sees the file.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            tmp = _new_temp_file(path, suffix)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         yield tmp
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _new_temp_file(path: Path, suffix: str) -> str:
+    while True:
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}")
+        try:  # like mkstemp (O_EXCL: never an existing file), but the kernel applies the umask
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:

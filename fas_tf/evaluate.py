@@ -146,6 +146,11 @@ def evaluate_model(
             raise cli.UsageError("--sets needs --attributes with an image_set column")
         stems = stems_in_sets(attrs, sets)
     faces = load_faces(data, input_size=landmarker.input_size, strict=strict, stems=stems)
+    if landmarker.num_landmarks != faces.num_landmarks:
+        raise cli.UsageError(
+            f"{model_path}: the model predicts {landmarker.num_landmarks} landmarks, the data has "
+            f"{faces.num_landmarks} ({data})"
+        )
     crops, gt = framed_crops(faces, landmarker.input_size)
     pred, _ = landmarker.predict(crops)
     groups = subset_groups(faces.paths, attrs) if attrs else {}
@@ -169,7 +174,8 @@ def main(argv: list[str]) -> None:
         f.model, f.data, f.attributes, sets, f.normalization, f.strict
     )
     if skipped:
-        print(f"skipped {len(skipped)} of {len(skipped) + metrics['n']}: {skipped[0]}")
+        print(f"skipped {len(skipped)} of {len(skipped) + metrics['n']}: {skipped[0]}",
+              file=sys.stderr)
     print(summary_line(metrics))
     if f.output:
         cli.write_json(f.output, metrics)

@@ -40,15 +40,23 @@ def load_student(path: str | os.PathLike):
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as err:  # Keras raises many types for a corrupt archive
-        text = str(err).strip()
-        detail = f": {text.splitlines()[0][:160]}" if text else ""
-        raise UsageError(
-            f"{path}: cannot load Keras model ({err.__class__.__name__}{detail})"
-        ) from err
+        raise UsageError(unreadable_keras(path, err)) from err
     out = model.output
     if not (isinstance(out, dict) and "heatmaps" in out) or len(model.inputs) != 1:
         raise UsageError(f"{path}: not a fas_tf student (needs one image input, 'heatmaps' output)")
     return model
+
+
+def unreadable_keras(path: str | os.PathLike, err: Exception) -> str:
+    """The one-line message for a ``.keras`` file that exists but cannot be loaded."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # Keras then says "File not found", which misleads
+        reason = "not a zip archive"
+    else:
+        text = str(err).strip()
+        reason = err.__class__.__name__ + (f": {text.splitlines()[0][:160]}" if text else "")
+    return f"{path}: not a readable Keras model ({reason})"
 
 
 class Landmarker(abc.ABC):

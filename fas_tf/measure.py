@@ -54,10 +54,10 @@ OUTPUT_SUFFIX = ".measure"  # STEM.measure.json / .png: never the name of a user
 def collect_images(inputs: Sequence[str]) -> tuple[list[tuple[Path, str]], list[str]]:
     """Image files of the arguments as (path, name relative to its input folder), and problems.
 
-    Folders are listed by :func:`fas_tf.predict.list_images`; a file argument is named by its
+    Folders are listed by :func:`fas_tf.data.list_images`; a file argument is named by its
     file name. Problems are one-line ``ITEM: problem`` messages (missing item, empty folder).
     """
-    from fas_tf.predict import list_images
+    from fas_tf.data import list_images
 
     images: list[tuple[Path, str]] = []
     problems: list[str] = []
@@ -103,10 +103,13 @@ def load_predictor(model_path: str) -> Callable[[Path], list[dict]]:
     """
     if not Path(model_path).is_file():
         raise UsageError(f"{model_path}: model not found")
-    from fas_tf.predict import Landmarker, predict
+    from fas_tf.inference import load_landmarker
+    from fas_tf.predict import predict
 
     try:
-        landmarker = Landmarker(model_path)
+        landmarker = load_landmarker(model_path)
+    except UsageError:
+        raise  # already one line naming the file
     except (OSError, ValueError) as e:
         raise UsageError(f"{model_path}: cannot load model: {e}") from None
 

@@ -5,9 +5,10 @@
 
 Per image: EXIF orientation applied, every face found by MTCNN is cut by the training framing
 rule (see :mod:`fas_tf.framing`), landmarks are mapped back to the (upright) image, and
-``DIR/<stem>.json`` (faces, boxes, landmarks, confidences) plus an annotated ``DIR/<stem>.png``
-are written. An unreadable image or an image without a face prints one line and the run goes
-on; exit status 0 = every image had a face, 1 = some image failed, 2 = bad usage / model.
+``DIR/<stem>.landmarks.json`` (faces, boxes, landmarks, confidences) plus an annotated
+``DIR/<stem>.landmarks.png`` are written (never over an input file, even with ``--output`` set
+to the input folder). An unreadable image or an image without a face prints one line and the
+run goes on; exit status 0 = every image had a face, 1 = some image failed, 2 = bad usage / model.
 
 Python API: ``predict(image, model) -> [{"box", "landmarks", "confidence", "detector_score"}]``.
 """
@@ -34,9 +35,6 @@ DETECTOR_THRESHOLDS: dict[str, float] = {
     "threshold_pnet": 0.5, "threshold_rnet": 0.5, "threshold_onet": 0.5,
 }
 MIN_FACE_SCORE = 0.7
-# Transitional alias for fas_tf.measure, which still calls ``predict.Landmarker(path)``; remove it
-# once that module uses fas_tf.inference.load_landmarker.
-Landmarker = load_landmarker
 
 
 @functools.lru_cache(maxsize=1)
@@ -122,6 +120,39 @@ def annotate(image: np.ndarray, faces: list[dict[str, Any]]) -> np.ndarray:
     return out
 
 
+# Outputs are DIR/<stem>.landmarks.json and DIR/<stem>.landmarks.png: never the name of an input
+# image, even with --output set to the input folder (run() also refuses any collision).
+OUTPUT_SUFFIX = ".landmarks"
+
+
+def input_images(inputs: list[str]) -> list[Path]:
+    """:func:`fas_tf.data.list_images` without earlier ``*.landmarks.png`` outputs."""
+    return [p for p in list_images(inputs) if not p.stem.endswith(OUTPUT_SUFFIX)]
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """Unique output stems ``<stem>.landmarks`` (``<stem>_1.landmarks``, ... on repeats)."""
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        stem, k = path.stem, 1
+        while stem in used:
+            stem, k = f"{path.stem}_{k}", k + 1
+        used.add(stem)
+        names.append(stem + OUTPUT_SUFFIX)
+    return names
+
+
+def _refuse_overwriting_inputs(out: Path, names: list[str], protected: list[Path]) -> None:
+    inputs = {os.path.realpath(p) for p in protected if p.exists()}
+    for name in names:
+        for target in (out / f"{name}.json", out / f"{name}.png"):
+            if os.path.realpath(target) in inputs:
+                raise cli.UsageError(
+                    f"{target}: would overwrite an input file; choose another --output"
+                )
+
+
 def run(
     inputs: list[str],
     model: str | os.PathLike,
@@ -133,20 +164,16 @@ def run(
     """Predict every image, write JSON + PNG per image; returns the number of failed images."""
     import cv2
 
-    paths = list_images(inputs)
+    paths = input_images(inputs)
     if not paths:
         raise cli.UsageError("no images given (arguments: image files or folders)")
-    landmarker = load_landmarker(model)
     out = Path(output)
+    names = output_names(paths)
+    _refuse_overwriting_inputs(out, names, [*paths, Path(model)])
+    landmarker = load_landmarker(model)
     cli.check_writable_dir(out)
     failed = 0
-    used: set[str] = set()
-    for path in paths:
-        stem = path.stem
-        k = 1
-        while stem in used:
-            stem, k = f"{path.stem}_{k}", k + 1
-        used.add(stem)
+    for path, stem in zip(paths, names, strict=True):
         try:
             image = load_image(path)
         except DataError as err:
@@ -172,7 +199,9 @@ def _define_flags() -> None:
     from absl import flags
 
     flags.DEFINE_string("model", None, "student.keras or an exported model.tflite")
-    flags.DEFINE_string("output", "predictions", "folder for <stem>.json and <stem>.png")
+    flags.DEFINE_string(
+        "output", "predictions", "folder for <stem>.landmarks.json and <stem>.landmarks.png"
+    )
     flags.DEFINE_float("min_face_score", MIN_FACE_SCORE, "minimum MTCNN face score")
     flags.DEFINE_integer("refine", 1, "re-crop passes around the predicted landmarks")
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import shutil
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +70,34 @@ class TrainConfig:
     strict: bool = False
     verbose: int = 1
     allow_download: bool = True
+
+    def validate(self) -> None:
+        """Raise UsageError (one line naming the setting) for an out-of-range value.
+
+        The one home of these checks: :func:`train` calls it, so the CLI and the library reject
+        the same values, before TensorFlow is imported. Names are the CLI flags.
+        """
+        checks = [
+            ("batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
+            ("input_size", self.input_size,
+             self.input_size >= 32 and self.input_size % 32 == 0, "a multiple of 32, >= 32"),
+            ("learning_rate", self.learning_rate, self.learning_rate > 0, "> 0"),
+            ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
+            ("sigma", self.sigma, self.sigma > 0, "> 0"),
+            ("alpha", self.alpha, self.alpha > 0, "> 0"),
+            ("head_channels", self.head_channels, self.head_channels >= 1, ">= 1"),
+            ("rotation", self.rotation, 0 <= self.rotation <= 180, "in [0, 180] degrees"),
+            ("seed", self.seed, 0 <= self.seed < 2**32, "in [0, 2**32)"),
+            ("verbose", self.verbose, self.verbose in (0, 1, 2), "0, 1 or 2"),
+            *((f"lambda_{k}", v, v >= 0, ">= 0") for k, v in self.lambdas().items()),
+        ]
+        if self.epochs is not None:
+            checks.append(("epochs", self.epochs, self.epochs >= 1, ">= 1"))
+        if self.train_limit is not None:
+            checks.append(("train_limit", self.train_limit, self.train_limit >= 1, ">= 1"))
+        for name, value, ok, rule in checks:  # NaN fails every comparison
+            if not ok or not math.isfinite(value):
+                raise cli.UsageError(f"--{name} must be {rule}, got {value}")
 
     def lambdas(self) -> dict[str, float]:
         return {
@@ -174,7 +204,7 @@ def _load_sets(config: TrainConfig, log=print):
         stems=stems(config.train_sets),
     )
     if (line := skipped_summary(train)) is not None:
-        log(line)
+        print(line, file=sys.stderr, flush=True)
     val = None
     if val_path is None and config.val_sets:
         val_path = train_path
@@ -184,21 +214,45 @@ def _load_sets(config: TrainConfig, log=print):
             num_landmarks=train.num_landmarks,
         )
         if (line := skipped_summary(val)) is not None:
-            log(line)
+            print(line, file=sys.stderr, flush=True)
     return train, val
 
 
-def _resolve_resume(config: TrainConfig) -> TrainConfig:
+def _resolve_resume(config: TrainConfig, given: set[str] | None) -> TrainConfig:
+    """The saved config of the run in ``output_dir``; a given setting that differs is an error."""
     saved_path = Path(config.output_dir) / "config.json"
     if not saved_path.is_file():
         raise cli.UsageError(f"{saved_path}: --resume needs the config.json of an earlier run")
     try:
         saved = json.loads(saved_path.read_text())["config"]
-    except (ValueError, KeyError) as err:
+    except (ValueError, KeyError, TypeError) as err:
         raise cli.UsageError(f"{saved_path}: not a fas_tf config ({err})") from err
     known = {f.name for f in dataclasses.fields(TrainConfig)}
+    if given is None:  # library callers: every setting that differs from the default
+        default = TrainConfig()
+        given = {k for k in known if getattr(config, k) != getattr(default, k)}
+    for name in sorted((set(given) & known & set(saved)) - _RESUME_FREE):
+        mine, theirs = getattr(config, name), saved[name]
+        if not _same_setting(mine, theirs):
+            hint = " (a run cannot be extended; train into a new --output_dir)" \
+                if name == "epochs" else ""
+            raise cli.UsageError(
+                f"--{name}={_flag_text(mine)} differs from {_flag_text(theirs)} saved in "
+                f"{saved_path}{hint}; --resume keeps the saved settings: drop the flag or use "
+                "another --output_dir"
+            )
     merged = {k: v for k, v in saved.items() if k in known and k not in _RESUME_FREE}
     return dataclasses.replace(config, **merged)
+
+
+def _same_setting(a, b) -> bool:
+    if a == b:
+        return True
+    return isinstance(a, str) and isinstance(b, str) and os.path.realpath(a) == os.path.realpath(b)
+
+
+def _flag_text(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _check_fresh_output(out: Path) -> None:
@@ -222,11 +276,27 @@ def _save_student(student, path: Path) -> None:
         student.save(tmp)
 
 
-def train(config: TrainConfig, log=print) -> dict:
-    """Train as configured; returns the metrics written to ``metrics.json``."""
+def train(config: TrainConfig, log=print, given: Collection[str] | None = None) -> dict:
+    """Train as configured; returns the metrics written to ``metrics.json``.
+
+    With ``config.resume`` the run in ``output_dir`` continues from its last completed epoch
+    with its saved settings. The settings named in ``given`` (the CLI passes the flags set on
+    the command line; None means every field that differs from the ``TrainConfig`` default)
+    must equal the saved ones, else UsageError names the setting and both values; ``verbose``
+    and ``allow_download`` may change. A finished run (``student.keras`` written) is not
+    touched: it logs "already finished (N epochs)" and returns the saved metrics.
+    """
+    config.validate()
     out = Path(config.output_dir)
     if config.resume:
-        config = _resolve_resume(config)
+        config = _resolve_resume(config, set(given) if given is not None else None)
+        config.validate()
+        if (out / "student.keras").is_file():
+            log(f"{out}: already finished ({config.epochs} epochs); nothing to do")
+            try:
+                return json.loads((out / "metrics.json").read_text())
+            except (OSError, ValueError):
+                return {}
         log(f"resume: continuing {out} with its saved config")
     else:
         _check_fresh_output(out)
@@ -429,10 +499,12 @@ def define_flags() -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from absl import flags
+
     config = config_from_flags()
-    if config.input_size % 32:
-        raise cli.UsageError(f"--input_size must be a multiple of 32, got {config.input_size}")
-    train(config)
+    given = {f.name for f in dataclasses.fields(TrainConfig)
+             if f.name in flags.FLAGS and flags.FLAGS[f.name].present}
+    train(config, given=given)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The command lines end to end: bad input, training, evaluation, resume after kill -9."""
 
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -200,6 +201,164 @@ def test_resume_after_kill_continues_from_last_epoch(tmp_path, demo_faces):
     epochs = [int(r["epoch"]) for r in history_rows(out / "history.csv")]
     assert epochs[-1] == 11 and len(set(epochs)) == len(epochs) >= 11
     assert (out / "student.keras").is_file()
+
+
+def run_hashes(folder):
+    """sha256 of every file under ``folder`` (the run is unchanged iff this is equal)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resume_of_a_finished_run_touches_nothing(trained_run, demo_faces):
+    out, _ = trained_run
+    before = run_hashes(out)
+    result = run("fas_tf.train", f"--output_dir={out}", "--resume", f"--data={demo_faces}",
+                 "--learning_rate=3e-3")  # a given flag equal to the saved value is fine
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{out}: already finished (3 epochs); nothing to do" in result.stdout
+    assert "Epoch" not in result.stdout
+    assert run_hashes(out) == before
+
+
+@pytest.mark.parametrize("flag, needles", [
+    ("--learning_rate=0.05", ["--learning_rate=0.05 differs from 0.003 saved in"]),
+    ("--epochs=5", ["--epochs=5 differs from 3 saved in", "cannot be extended"]),
+    ("--teacher=none", ["--teacher=none differs from facenet saved in"]),
+])
+def test_resume_with_a_different_flag_names_it_and_touches_nothing(
+    trained_run, demo_faces, flag, needles
+):
+    out, _ = trained_run
+    before = run_hashes(out)
+    result = run("fas_tf.train", f"--output_dir={out}", "--resume", flag)
+    assert result.returncode == 2
+    assert_one_line_error(result, *needles, str(out / "config.json"))
+    assert run_hashes(out) == before
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--batch_size=0", "--batch_size must be >= 1, got 0"),
+    ("--epochs=0", "--epochs must be >= 1, got 0"),
+    ("--lambda_feat=-5", "--lambda_feat must be >= 0, got -5.0"),
+    ("--learning_rate=0", "--learning_rate must be > 0, got 0.0"),
+    ("--learning_rate=nan", "--learning_rate must be > 0, got nan"),
+    ("--input_size=48", "--input_size must be a multiple of 32, >= 32, got 48"),
+    ("--input_size=0", "--input_size must be a multiple of 32, >= 32, got 0"),
+    ("--train_limit=0", "--train_limit must be >= 1, got 0"),
+    ("--sigma=0", "--sigma must be > 0, got 0.0"),
+    ("--rotation=200", "--rotation must be in [0, 180] degrees, got 200.0"),
+    ("--seed=-1", "--seed must be in [0, 2**32), got -1"),
+])
+def test_out_of_range_flag_is_a_usage_error_before_tensorflow(tmp_path, demo_faces, flag, message):
+    out = tmp_path / "o"
+    result = subprocess.run(  # -X importtime lists every module imported, on stderr
+        [sys.executable, "-X", "importtime", "-m", "fas_tf.train", f"--data={demo_faces}",
+         f"--output_dir={out}", flag],
+        capture_output=True, text=True, env=ENV, cwd=REPO, timeout=120,
+    )
+    assert result.returncode == 2
+    assert_one_line_error(result)
+    assert f"error: {message}" in result.stderr.splitlines()
+    assert "| tensorflow" not in result.stderr
+    assert not out.exists()
+
+
+def test_library_rejects_the_same_values(tmp_path):
+    from fas_tf.errors import UsageError
+    from fas_tf.train import TrainConfig, train
+
+    with pytest.raises(UsageError, match="--batch_size must be >= 1, got 0"):
+        train(TrainConfig(output_dir=str(tmp_path / "o"), batch_size=0))
+    assert not (tmp_path / "o").exists()
+
+
+def five_point_copy(src: Path, dst: Path, count: int) -> Path:
+    """The demo faces with 5 landmarks each (eye corners, nose tip, mouth corners)."""
+    for image in copy_faces(src, dst, count):
+        pts = read_pts(image.with_suffix(".pts"))
+        write_pts(image.with_suffix(".pts"), pts[[36, 45, 30, 48, 54]])
+    return dst
+
+
+def test_evaluate_68_point_model_on_5_point_data(trained_run, demo_faces, tmp_path):
+    out, _ = trained_run
+    data = five_point_copy(demo_faces, tmp_path / "five", 3)
+    result = run("fas_tf.evaluate", f"--model={out / 'student.keras'}", f"--data={data}")
+    assert result.returncode == 2
+    assert_one_line_error(result, "student.keras: the model predicts 68 landmarks, the data has 5")
+
+
+def test_corrupt_keras_file_is_named_by_evaluate_and_export(trained_run, demo_faces, tmp_path):
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"this is not a keras archive")
+    result = run("fas_tf.evaluate", f"--model={garbage}", f"--data={demo_faces}")
+    assert_one_line_error(result, f"{garbage}: not a readable Keras model (not a zip archive)")
+    truncated = tmp_path / "truncated.keras"
+    whole = (trained_run[0] / "student.keras").read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 2])
+    result = run("export", f"--model={truncated}", f"--output={tmp_path / 'm.tflite'}",
+                 "--quantize=float32", f"--val_data={demo_faces}")
+    assert_one_line_error(result, f"{truncated}: not a readable Keras model (")
+    assert result.returncode == 2 and not (tmp_path / "m.tflite").exists()
+
+
+def test_skipped_samples_summary_goes_to_stderr(trained_run, demo_faces, tmp_path):
+    out, _ = trained_run
+    images = copy_faces(demo_faces, tmp_path / "data", 4)
+    break_pts_nan(images[2])
+    result = run("fas_tf.evaluate", f"--model={out / 'student.keras'}",
+                 f"--data={tmp_path / 'data'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().startswith("NME ") and "skipped" not in result.stdout
+    assert f"skipped 1 of 4: {images[2]}" in result.stderr
+    result = run("fas_tf.train", f"--data={tmp_path / 'data'}", f"--output_dir={tmp_path / 'o'}",
+                 "--regularizers=bogus")  # fails after loading the data, before training
+    assert_one_line_error(result, "--regularizers")
+    assert "skipped 1 of 4" in result.stderr and "skipped" not in result.stdout
+
+
+def test_written_files_get_the_umask_mode(trained_run, tmp_path):
+    from fas_tf import cli
+
+    out, _ = trained_run
+    modes = {n: (out / n).stat().st_mode & 0o777
+             for n in ("config.json", "metrics.json", "student.keras", "history.csv")}
+    assert len(set(modes.values())) == 1, modes  # atomic writes look like any other file
+    old = os.umask(0o027)
+    try:
+        cli.write_json(tmp_path / "m.json", {"a": 1})
+        with cli.atomic_path(tmp_path / "b.bin") as tmp:
+            Path(tmp).write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.bin", "m.json"]
+
+
+SLOW_WRITER = r"""
+import sys, time
+from fas_tf import cli
+def main(argv):
+    with cli.atomic_path(sys.argv[1]) as tmp:
+        open(tmp, "wb").write(b"half")
+        time.sleep(60)
+cli.run(main)
+"""
+
+
+def test_sigterm_leaves_no_temp_file_and_one_line(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(tmp_path / "out.bin")],
+                            stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob(".out.bin.*.tmp")):
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".out.bin.*.tmp")), "the writer never started"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert stderr.strip() == "error: terminated (SIGTERM)"
+    assert list(tmp_path.iterdir()) == []
 
 
 MIRRORED = r"""

@@ -192,7 +192,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, demo_faces):
         load_student(tmp_path / "missing.keras")
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"not a zip archive")
-    with pytest.raises(UsageError, match="corrupt.keras: cannot load Keras model"):
+    with pytest.raises(UsageError, match="corrupt.keras: not a readable Keras model"):
         load_student(corrupt)
     with pytest.raises(ValueError, match="not a usable TFLite"):
         LiteRTLandmarker(corrupt)

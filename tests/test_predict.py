@@ -1,5 +1,6 @@
 """Whole-image inference: detection, framing, mapping back, EXIF, CLI outputs and exit codes."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -115,13 +116,13 @@ def test_cli_goes_on_after_failures_and_reports_them(model_paths, tmp_path):
     lines = result.stdout.splitlines()
     assert any("blank.png: no face found" in ln for ln in lines)
     assert any("corrupt.jpg: cannot decode image" in ln for ln in lines)
-    assert json.loads((out / "blank.json").read_text())["faces"] == []
-    assert not (out / "corrupt.json").exists()
+    assert json.loads((out / "blank.landmarks.json").read_text())["faces"] == []
+    assert not (out / "corrupt.landmarks.json").exists()
     if FACE.is_file():
-        record = json.loads((out / f"{FACE.stem}.json").read_text())
+        record = json.loads((out / f"{FACE.stem}.landmarks.json").read_text())
         assert record["width"] == 384 and len(record["faces"]) == 1
         assert len(record["faces"][0]["landmarks"]) == 68
-        assert (out / f"{FACE.stem}.png").stat().st_size > 1000
+        assert (out / f"{FACE.stem}.landmarks.png").stat().st_size > 1000
 
 
 def test_cli_bad_model_is_one_line(tmp_path):
@@ -136,3 +137,49 @@ def test_cli_bad_model_is_one_line(tmp_path):
     assert result.returncode == 2
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "bad.tflite" in errors[0]
+
+
+def _hashes(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _predict_cli(*args):
+    return subprocess.run([sys.executable, "-m", "fas_tf.predict", *map(str, args)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_output_into_the_input_folder_never_overwrites_an_input(model_paths, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, value in (("face.png", 200), ("face.jpg", 90)):  # same stem, two images
+        Image.fromarray(np.full((96, 96, 3), value, np.uint8)).save(folder / name)
+    before = _hashes(folder)
+    result = _predict_cli(f"--model={model_paths[0]}", f"--output={folder}", folder)
+    assert result.returncode == 1, result.stderr[-2000:]  # no face in a flat image
+    assert "Traceback" not in result.stderr
+    after = _hashes(folder)
+    assert {k: after[k] for k in before} == before
+    assert set(after) - set(before) == {
+        "face.landmarks.json", "face.landmarks.png", "face_1.landmarks.json",
+        "face_1.landmarks.png",
+    }
+    # A second run over the same folder skips the earlier outputs and replaces only them.
+    result = _predict_cli(f"--model={model_paths[0]}", f"--output={folder}", folder)
+    assert result.returncode == 1 and set(_hashes(folder)) == set(after)
+    assert {k: _hashes(folder)[k] for k in before} == before
+
+
+def test_cli_refuses_an_output_that_would_replace_an_input(model_paths, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(folder / "a.png")
+    Image.fromarray(np.full((64, 64, 3), 30, np.uint8)).save(folder / "a.landmarks.png")
+    before = _hashes(folder)
+    result = _predict_cli(f"--model={model_paths[0]}", f"--output={folder}",
+                          folder / "a.png", folder / "a.landmarks.png")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == [f"error: {folder / 'a.landmarks.png'}: would overwrite an input file; "
+                      "choose another --output"]
+    assert _hashes(folder) == before
