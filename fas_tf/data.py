@@ -357,12 +357,16 @@ def make_dataset(
     augment: AugmentConfig | None = None,
     seed: int | None = None,
     repeat: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(images, {"heatmaps", "landmarks"})`` for ``model.fit``.
 
     images: (B, S, S, 3) float32 RGB in [0, 255]; heatmaps: (B, S/stride, S/stride, N);
     landmarks: (B, N, 2) in crop pixels. Training batches are shuffled and augmented
     (:mod:`fas_tf.augment`); evaluation batches are the plain framing-rule crops.
+    ``shard=(n, i)`` (training) keeps every n-th sample of the shuffled stream starting at i,
+    before augmentation: the input of worker i of n in a distributed run (the same ``seed`` on
+    every worker, so the n shards of each global batch are disjoint).
     """
     import tensorflow as tf
 
@@ -374,6 +378,8 @@ def make_dataset(
         ds = ds.shuffle(len(faces), seed=seed, reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
+        if shard is not None:
+            ds = ds.shard(*shard)
         perm = tf.constant(layout.flip_permutation(), tf.int32)
         can_flip = layout.can_flip
 

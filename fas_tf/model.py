@@ -43,6 +43,13 @@ def parse_regularizers(spec: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """True under a ``MultiWorkerMirroredStrategy`` spanning more than one worker."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        strategy.extended._in_multi_worker_mode()  # the test Keras itself uses
+    )
+
+
 class RegularizedLandmarkModel(keras.Model):
     """Student heatmap network + frozen teacher + training-only adapters and embedding head.
 
@@ -123,6 +130,17 @@ class RegularizedLandmarkModel(keras.Model):
     def metrics(self):
         return list(self._trackers.values())
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Build the optimizer only; every layer is already built in ``__init__``.
+
+        Keras' TF trainer would first ``strategy.reduce`` a distributed batch to get its
+        shapes, which ``MultiWorkerMirroredStrategy`` cannot do for a nested batch
+        (``ValueError: Attempt to convert a value (PerReplica...)``, keras-team/keras#20585).
+        """
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
     # ------------------------------------------------------------------ forward
     def call(self, images, training=False):
         return self.student(images, training=training)
@@ -160,7 +178,12 @@ class RegularizedLandmarkModel(keras.Model):
     def _update(self, values: dict[str, tf.Tensor], batch: tf.Tensor) -> dict[str, tf.Tensor]:
         for name, value in values.items():
             self._trackers[name].update_state(value, sample_weight=batch)
-        return {name: self._trackers[name].result() for name in values}
+        results = {name: self._trackers[name].result() for name in values}
+        if _multi_worker(self.distribute_strategy):
+            # Keras reduces step outputs across workers with reduce("MEAN", axis=0), which
+            # fails on scalars ("Invalid reduction dimension 0", tensorflow/tensorflow#72388).
+            results = {name: tf.reshape(v, [1]) for name, v in results.items()}
+        return results
 
     def _nme(self, heatmaps, landmarks) -> tf.Tensor:
         pred, _ = decode_heatmaps(heatmaps, self.stride)

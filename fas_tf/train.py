@@ -13,12 +13,14 @@ epoch, plus ``student_last.keras``). The library entry point is :func:`train` wi
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -141,6 +143,55 @@ def make_strategy(name: str):
     if name == "default":
         return tf.distribute.get_strategy()
     raise cli.UsageError(f"--strategy: unknown {name!r}; choose from {', '.join(STRATEGIES)}")
+
+
+@dataclass(frozen=True)
+class ClusterTask:
+    """This process in a ``--strategy=multiworker`` cluster (from ``TF_CONFIG``)."""
+
+    type: str = "worker"
+    index: int = 0
+    workers: int = 1  # chief + workers
+    has_chief: bool = False
+
+    @property
+    def is_chief(self) -> bool:
+        """Task ``chief``, or ``worker`` 0 when the cluster has none (TF's multi-worker rule)."""
+        return self.type == "chief" or (
+            self.type == "worker" and self.index == 0 and not self.has_chief
+        )
+
+
+def cluster_task(strategy: str = "multiworker") -> ClusterTask:
+    """This process's task; a lone worker unless ``strategy`` is ``multiworker`` with TF_CONFIG."""
+    raw = os.environ.get("TF_CONFIG") if strategy == "multiworker" else None
+    if not raw:
+        return ClusterTask()
+    try:
+        tf_config = json.loads(raw)
+        cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
+        chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
+        return ClusterTask(
+            str(task.get("type", "worker")), int(task.get("index", 0)),
+            max(1, len(chiefs) + len(workers)), bool(chiefs),
+        )
+    except (ValueError, TypeError, AttributeError) as err:
+        raise cli.UsageError(f"TF_CONFIG: not a TensorFlow cluster description ({err})") from err
+
+
+def is_chief(strategy: str = "multiworker") -> bool:
+    """Whether this process writes ``--output_dir``: all but a multi-worker cluster's non-chiefs."""
+    return cluster_task(strategy).is_chief
+
+
+def worker_scratch_dir(output_dir: str | os.PathLike, index: int) -> Path:
+    """Where non-chief worker ``index`` keeps its ``BackupAndRestore`` state for a run.
+
+    On the worker's own machine (system temp dir), stable across restarts so ``--resume``
+    finds it, removed when the run finishes; never inside ``--output_dir``.
+    """
+    digest = hashlib.sha1(os.path.abspath(output_dir).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"fas_tf-{digest}-worker{index}"
 
 
 def select_teacher(config: TrainConfig, log=print):
@@ -288,7 +339,9 @@ def train(config: TrainConfig, log=print, given: Collection[str] | None = None) 
     """
     config.validate()
     out = Path(config.output_dir)
-    if config.resume:
+    # A non-chief worker never writes --output_dir; it reads the saved config when it can see
+    # it (shared file system) and otherwise relies on being given the chief's flags.
+    if config.resume and (is_chief(config.strategy) or (out / "config.json").is_file()):
         config = _resolve_resume(config, set(given) if given is not None else None)
         config.validate()
         if (out / "student.keras").is_file():
@@ -298,13 +351,14 @@ def train(config: TrainConfig, log=print, given: Collection[str] | None = None) 
             except (OSError, ValueError):
                 return {}
         log(f"resume: continuing {out} with its saved config")
-    else:
+    chief = is_chief(config.strategy)
+    if chief and not config.resume:
         _check_fresh_output(out)
     if config.epochs is None:
         config = dataclasses.replace(
             config, epochs=DEMO_EPOCHS if config.data is None else DEFAULT_EPOCHS
         )
-    created = cli.check_writable_dir(out)
+    created = cli.check_writable_dir(out) if chief else False
     try:
         if config.teacher in ("facenet", "dlib") and config.teacher_weights:
             from fas_tf.teachers import check_weights_file  # imports TensorFlow
@@ -334,7 +388,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
     import numpy as np
 
     from fas_tf.augment import AugmentConfig
-    from fas_tf.data import make_dataset, steps_per_epoch
+    from fas_tf.data import steps_per_epoch
     from fas_tf.evaluate import evaluate_predictions
     from fas_tf.framing import framed_crops
     from fas_tf.landmarks import layout_for
@@ -345,20 +399,14 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     strategy = make_strategy(config.strategy)
+    task = cluster_task(config.strategy)
     layout = layout_for(train_faces.num_landmarks)
     augment = AugmentConfig(rotation=config.rotation)
     global_batch = config.batch_size
-    train_ds = make_dataset(
-        train_faces, layout, config.input_size, sigma=config.sigma, batch_size=global_batch,
-        training=True, augment=augment, seed=config.seed,
-    )
-    val_ds = None
-    if val_faces is not None:
-        val_ds = make_dataset(
-            val_faces, layout, config.input_size, sigma=config.sigma, batch_size=global_batch,
-            training=False,
-        )
     steps = steps_per_epoch(len(train_faces), global_batch)
+    train_ds, val_ds, fit_args = _distributed_datasets(
+        strategy, config, train_faces, val_faces, layout, augment, steps, log
+    )
     with strategy.scope():
         student = build_architecture(
             config.student, layout.num_landmarks, config.input_size, config.alpha,
@@ -395,16 +443,25 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
         "num_val": len(val_faces) if val_faces is not None else 0,
         "train_images": [Path(p).stem for p in train_faces.paths],
         "versions": package_versions(),
-        "strategy": {"name": config.strategy, "replicas": strategy.num_replicas_in_sync},
+        "strategy": {"name": config.strategy, "replicas": strategy.num_replicas_in_sync,
+                     "workers": task.workers},
     }
-    cli.write_json(out / "config.json", record)
-
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(out / "checkpoints" / "backup")),
-        student_checkpoint(student, out / "checkpoints" / "student_last.keras"),
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(str(out / "logs"), profile_batch=0),
-    ]
+    if task.is_chief:
+        cli.write_json(out / "config.json", record)
+        backup = out / "checkpoints" / "backup"
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(backup)),
+            student_checkpoint(student, out / "checkpoints" / "student_last.keras"),
+            keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+            keras.callbacks.TensorBoard(str(out / "logs"), profile_batch=0),
+        ]
+    else:  # every worker backs up its own state (each restores its own), outside --output_dir
+        backup = worker_scratch_dir(out, task.index)
+        if not config.resume:
+            shutil.rmtree(backup, ignore_errors=True)  # stale state of an earlier, killed run
+        callbacks = [keras.callbacks.BackupAndRestore(str(backup))]
+    if task.workers > 1:
+        callbacks.append(same_epoch_on_every_worker(strategy, backup))
     start = time.time()
     history = model.fit(
         train_ds,
@@ -413,16 +470,20 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
         callbacks=callbacks,
         verbose=config.verbose,
         shuffle=False,  # the tf.data pipeline shuffles
+        **fit_args,
     )
     elapsed = time.time() - start
-    _save_student(student, out / "student.keras")
-
     metrics: dict = {
         "epochs": config.epochs,
         "fit_seconds_this_process": elapsed,
         "final_train": {k: float(v[-1]) for k, v in history.history.items() if v
                         and not k.startswith("val_")},
     }
+    if not task.is_chief:
+        shutil.rmtree(backup, ignore_errors=True)
+        log(f"worker {task.index}: done; the chief writes {out}")
+        return metrics
+    _save_student(student, out / "student.keras")
     if val_faces is not None:
         crops, gt = framed_crops(val_faces, config.input_size)
         pred = inference_model(student).predict(crops, verbose=0, batch_size=32)["landmarks"]
@@ -437,6 +498,101 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
     shutil.rmtree(out / "checkpoints" / "backup", ignore_errors=True)
     log(f"wrote {out / 'student.keras'}")
     return metrics
+
+
+def _distributed_datasets(strategy, config, train_faces, val_faces, layout, augment, steps, log):
+    """Training / validation input and extra ``fit`` arguments for ``strategy``.
+
+    One replica: the plain pipelines. Several replicas (``mirrored``, ``multiworker``): every
+    input pipeline (one per worker) shuffles the full set with the same seed and keeps its shard
+    of each global batch of ``--batch_size`` (:func:`fas_tf.data.make_dataset` ``shard``),
+    repeated, with a fixed ``steps_per_epoch`` so every batch is full and every worker runs
+    the same number of steps. Validation is split by Keras (auto-shard by data) with a batch
+    size that leaves no replica an empty batch.
+    """
+    import tensorflow as tf
+
+    from fas_tf.data import make_dataset
+
+    replicas = strategy.num_replicas_in_sync
+    common = {"input_size": config.input_size, "sigma": config.sigma}
+    if replicas == 1:
+        train_ds = make_dataset(
+            train_faces, layout, **common, batch_size=config.batch_size, training=True,
+            augment=augment, seed=config.seed,
+        )
+        val_ds = None
+        if val_faces is not None:
+            val_ds = make_dataset(
+                val_faces, layout, **common, batch_size=config.batch_size, training=False
+            )
+        return train_ds, val_ds, {}
+    if config.batch_size % replicas:
+        raise cli.UsageError(
+            f"--batch_size={config.batch_size}: the global batch must split evenly over the "
+            f"{replicas} replicas of --strategy={config.strategy}"
+        )
+
+    def train_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return make_dataset(
+            train_faces, layout, **common,
+            batch_size=context.get_per_replica_batch_size(config.batch_size), training=True,
+            augment=augment, seed=config.seed, repeat=True,
+            shard=(context.num_input_pipelines, context.input_pipeline_id),
+        )
+
+    train_ds = strategy.distribute_datasets_from_function(train_fn)
+    val_ds = None
+    if val_faces is not None:
+        val_batch = eval_batch_size(len(val_faces), config.batch_size, replicas)
+        if val_batch is None:
+            log(f"validation: {len(val_faces)} faces are too few to split over {replicas} "
+                "replicas; only the final validation runs")
+        else:
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = (
+                tf.data.experimental.AutoShardPolicy.DATA
+            )
+            val_ds = make_dataset(
+                val_faces, layout, **common, batch_size=val_batch, training=False
+            ).with_options(options)
+    return train_ds, val_ds, {"steps_per_epoch": steps}
+
+
+def eval_batch_size(count: int, batch_size: int, replicas: int) -> int | None:
+    """The largest global batch <= ``batch_size`` whose last batch still gives each replica a face.
+
+    (An empty per-replica batch would make that replica's mean loss NaN.) None if ``count``
+    faces cannot be split over ``replicas`` at all.
+    """
+    for size in range(batch_size, replicas - 1, -1):
+        rest = count % size
+        if count >= replicas and (rest == 0 or rest >= replicas):
+            return size
+    return None
+
+
+def same_epoch_on_every_worker(strategy, backup: Path):
+    """A callback (after ``BackupAndRestore``) stopping a cluster whose workers restored
+    different epochs, which would otherwise hang in a collective at the end of the shorter
+    run (a worker killed between two workers' end-of-epoch backups, or a lost backup)."""
+    import keras
+    import tensorflow as tf
+
+    class SameEpochOnEveryWorker(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            epoch = float(getattr(self.model, "_initial_epoch", None) or 0)
+            n, s1, s2 = strategy.reduce(
+                "SUM", tf.constant([1.0, epoch, epoch * epoch]), axis=None
+            ).numpy()
+            if n * s2 != s1 * s1:  # all equal iff n * sum(e^2) == sum(e)^2
+                raise cli.UsageError(
+                    f"--resume: the workers restored different epochs (this one {int(epoch)}, "
+                    f"mean {s1 / n:g}); delete {backup} on every worker and restart without "
+                    "--resume, or from a copy of the run"
+                )
+
+    return SameEpochOnEveryWorker()
 
 
 def config_from_flags() -> TrainConfig:

@@ -1,0 +1,150 @@
+"""``--strategy=multiworker``: two worker processes on loopback train like one process."""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fas_tf import train as fas_train
+from fas_tf.train import TrainConfig
+from tests.conftest import tiny_teacher
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
+
+# `python -m fas_tf.train` with conftest's tiny random teacher (all four regularizers active)
+# and, as in conftest.py, Grappler's rewrites skipped (on 2 CPU cores they dominate the
+# start-up of each process; the trained numbers do not change).
+WORKER = r"""
+import tensorflow as tf
+tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+from fas_tf import cli, train
+from tests.conftest import tiny_teacher
+train.select_teacher = lambda config, log=print: tiny_teacher()
+train.define_flags()
+cli.run(train.main)
+"""
+
+# 8 faces and a global batch of 8: one step per epoch, so the logged loss of epoch 1 is the loss
+# of the initial weights on all 8 faces, and epoch 2 shows one all-reduced update.
+SETTINGS = {
+    "train_limit": 8, "batch_size": 8, "epochs": 2, "input_size": 64, "alpha": 0.35,
+    "head_channels": 16, "seed": 3,
+}
+TIMEOUT = 1200  # seconds; on a heavily shared 2-core machine the test took about 20 minutes
+
+
+def free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def history(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def losses(path: Path) -> list[float]:
+    return [float(row["loss"]) for row in history(path)]
+
+
+def test_two_workers_on_loopback_write_one_run_and_train_like_one_process(
+    tmp_path, demo_faces, monkeypatch
+):
+    out, scratch = tmp_path / "two", tmp_path / "scratch"
+    scratch.mkdir()
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
+    flags = [f"--{name}={value}" for name, value in SETTINGS.items()]
+    procs, logs = [], []
+    try:
+        for index in range(2):
+            tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            env = {**ENV, "TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(scratch)}
+            logs.append(tmp_path / f"worker{index}.log")
+            with open(logs[-1], "wb") as sink:  # a file, not a pipe nobody reads
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-c", WORKER, f"--data={demo_faces}", *flags,
+                     "--strategy=multiworker", f"--output_dir={out}", "--verbose=2"],
+                    stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                ))
+        # The single-process reference trains meanwhile, in this process (TensorFlow is loaded
+        # already), from the same flags: same seed, same global batch.
+        one = tmp_path / "one"
+        monkeypatch.setattr(fas_train, "select_teacher", lambda config, log=print: tiny_teacher())
+        config = TrainConfig(output_dir=str(one), data=str(demo_faces), verbose=0, **SETTINGS)
+        fas_train.train(config, log=lambda line: None)
+        codes = [proc.wait(timeout=TIMEOUT) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert codes == [0, 0], "\n".join(log.read_text()[-3000:] for log in logs)
+
+    # One complete run, written by the chief (worker 0) only.
+    for name in ("config.json", "history.csv", "metrics.json", "student.keras"):
+        assert (out / name).is_file(), name
+    assert (out / "logs").is_dir() and (out / "checkpoints" / "student_last.keras").is_file()
+    assert not (out / "checkpoints" / "backup").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in one.iterdir())
+    assert list(scratch.glob("fas_tf-*")) == []  # worker 1's backup (in its TMPDIR) is removed
+    config = json.loads((out / "config.json").read_text())
+    assert config["strategy"] == {"name": "multiworker", "replicas": 2, "workers": 2}
+    assert "worker 1: done" in logs[1].read_text()
+    assert {"cls_loss", "feat_loss", "sa_loss", "ca_loss"} <= set(history(out / "history.csv")[0])
+
+    # Same global batch, same loss. Not bit-equal: each worker normalizes its 4 faces with
+    # their own BatchNorm statistics (tf.distribute does not synchronize BatchNorm) where the
+    # single process uses all 8, and the augmentation draws differ (random, parallel map).
+    # Measured 0.8% and 0.2% apart (epochs 1, 2) without a teacher; 5% is far below what an
+    # aggregation error gives (a sum instead of a mean over the 2 workers doubles the loss).
+    two, single = losses(out / "history.csv"), losses(one / "history.csv")
+    assert len(two) == len(single) == 2
+    assert two == pytest.approx(single, rel=0.05)
+    assert two[1] < two[0]  # the update was applied on both workers alike
+
+
+def test_cluster_task_and_chief_from_tf_config(monkeypatch):
+    from fas_tf.train import cluster_task, is_chief
+
+    workers = {"worker": ["a:1", "b:1", "c:1"]}
+    for index, chief in ((0, True), (2, False)):
+        task = {"cluster": workers, "task": {"type": "worker", "index": index}}
+        monkeypatch.setenv("TF_CONFIG", json.dumps(task))
+        assert is_chief("multiworker") is chief
+        assert cluster_task("multiworker").workers == 3
+        assert is_chief("default")  # TF_CONFIG only matters to --strategy=multiworker
+    with_chief = {**workers, "chief": ["d:1"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": with_chief,
+                                                "task": {"type": "worker", "index": 0}}))
+    assert not is_chief("multiworker") and cluster_task("multiworker").workers == 4
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        is_chief("multiworker")
+
+
+def test_eval_batch_size_never_leaves_a_replica_empty():
+    from fas_tf.train import eval_batch_size
+
+    assert eval_batch_size(32, 16, 2) == 16  # no partial batch
+    assert eval_batch_size(20, 16, 2) == 16  # last batch 4: 2 + 2
+    assert eval_batch_size(17, 16, 2) == 15  # 16 would leave 1 face for 2 replicas
+    assert eval_batch_size(9, 8, 4) == 5  # 8, 7, 6 leave 1, 2, 3 faces for 4 replicas
+    for count in range(2, 60):
+        size = eval_batch_size(count, 16, 4)
+        if count < 4:
+            assert size is None
+        else:
+            assert size is not None and 4 <= size <= 16
+            assert count % size == 0 or count % size >= 4
