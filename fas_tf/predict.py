@@ -126,8 +126,15 @@ OUTPUT_SUFFIX = ".landmarks"
 
 
 def input_images(inputs: list[str]) -> list[Path]:
-    """:func:`fas_tf.data.list_images` without earlier ``*.landmarks.png`` outputs."""
-    return [p for p in list_images(inputs) if not p.stem.endswith(OUTPUT_SUFFIX)]
+    """:func:`fas_tf.data.list_images`, leaving out earlier ``*.landmarks.png`` outputs found in
+    folders (a file named directly is always kept, so a collision with it is refused)."""
+    paths: list[Path] = []
+    for item in inputs:
+        found = list_images([item])
+        if Path(item).is_dir():
+            found = [p for p in found if not p.stem.endswith(OUTPUT_SUFFIX)]
+        paths += found
+    return paths
 
 
 def output_names(paths: list[Path]) -> list[str]:
