@@ -142,22 +142,6 @@ def _stems(data: Path, attributes: str | None, sets: str | None) -> set[str] | N
     return stems
 
 
-def pipeline_crops(faces, input_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The training pipeline's unjittered crops (``make_dataset(training=False)``, the framing
-    rule of :mod:`fas_tf.framing` applied in TF) and their landmarks in crop pixels: what the
-    exported model is calibrated and parity-checked on, as before the layout change."""
-    from fas_tf.data import make_dataset
-    from fas_tf.landmarks import layout_for
-
-    ds = make_dataset(faces, layout_for(faces.num_landmarks), input_size, batch_size=64,
-                      training=False)
-    images, points = [], []
-    for x, y in ds:
-        images.append(x.numpy())
-        points.append(y["landmarks"].numpy())
-    return np.concatenate(images), np.concatenate(points)
-
-
 def calibration_crops(
     path: str | os.PathLike,
     input_size: int,
@@ -168,17 +152,18 @@ def calibration_crops(
 ) -> np.ndarray:
     """``count`` calibration crops: every framing-rule crop, topped up with augmented ones.
 
-    The plain ones are :func:`pipeline_crops`, the others the training augmentation of
-    :func:`fas_tf.data.make_dataset`, so int8 ranges also cover the rotations and lighting seen
-    in training.
+    The plain ones are :func:`fas_tf.framing.framed_crops`, the others the training
+    augmentation of :func:`fas_tf.data.make_dataset`, so int8 ranges also cover the rotations
+    and lighting seen in training.
     """
     from fas_tf.data import load_faces, make_dataset
+    from fas_tf.framing import framed_crops
     from fas_tf.landmarks import layout_for
 
     data = Path(path)
     faces = load_faces(data, input_size, stems=_stems(data, attributes, sets))
     layout = layout_for(faces.num_landmarks)
-    plain, _ = pipeline_crops(faces, input_size)
+    plain, _ = framed_crops(faces, input_size)
     rng = np.random.default_rng(seed)
     if count <= len(plain):
         return plain[np.sort(rng.choice(len(plain), count, replace=False))]
@@ -391,10 +376,11 @@ def export_model(
                      calibration_sets=representative_sets, num_calibration=len(calibration))
         log(f"calibrating on {len(calibration)} crops from {representative_data}")
     from fas_tf.data import load_faces
+    from fas_tf.framing import framed_crops
 
     val_path = Path(val_data)
     val_faces = load_faces(val_path, size, stems=_stems(val_path, attributes, val_sets))
-    crops, gt = pipeline_crops(val_faces, size)
+    crops, gt = framed_crops(val_faces, size)
     tflite_bytes = convert(student, quantize, calibration)
 
     json_path = output.with_suffix(".json")
