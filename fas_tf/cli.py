@@ -21,17 +21,12 @@ from fas_tf.errors import CheckFailedError, DataError, TeacherUnavailableError, 
 
 EXPECTED_ERRORS = (UsageError, DataError, TeacherUnavailableError, CheckFailedError)
 
-# Import name -> the PyPI package that provides it, for "missing package" messages.
+# Import name -> PyPI package where they differ beyond '_' -> '-', for "missing package"
+# messages; only modules some import path of the project reaches.
 PIP_NAMES = {
     "cv2": "opencv-python-headless",
     "PIL": "pillow",
     "absl": "absl-py",
-    "ai_edge_litert": "ai-edge-litert",
-    "keras_facenet": "keras-facenet",
-    "face_recognition_models": "face-recognition-models",
-    "pkg_resources": "setuptools",
-    "sklearn": "scikit-learn",
-    "yaml": "pyyaml",
 }
 
 
