@@ -322,6 +322,43 @@ def student_checkpoint(student, path: Path):
     )
 
 
+def backup_and_restore(backup_dir: Path, restart_hint: str):
+    """Keras ``BackupAndRestore`` for ``backup_dir`` whose backups survive a kill mid-write.
+
+    Each epoch-end save writes the weights, then the metadata (the epoch), to temporary files
+    in ``backup_dir`` and renames each into place, so a kill leaves the previous backup or the
+    new one, never a torn file, and the metadata never names an epoch whose weights are
+    missing. A backup that cannot be read at restore raises :class:`fas_tf.errors.DataError`
+    naming the file and ending with ``restart_hint`` (what the user can do instead).
+    """
+    import keras
+
+    from fas_tf.errors import DataError
+
+    class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+        def _save_model(self):
+            os.makedirs(self.backup_dir, exist_ok=True)
+            with cli.atomic_path(self._weights_path, suffix=".weights.h5") as tmp:
+                self.model.save_weights(tmp, overwrite=True)
+            metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+            with cli.atomic_path(self._training_metadata_path) as tmp:
+                Path(tmp).write_text(json.dumps(metadata), encoding="utf-8")
+
+        def _load_model(self):
+            try:
+                super()._load_model()
+            except (OSError, ValueError, KeyError) as err:
+                bad_json = isinstance(err, (json.JSONDecodeError, KeyError))
+                path = self._training_metadata_path if bad_json else self._weights_path
+                reason = " ".join(str(err).split()) or err.__class__.__name__
+                raise DataError(
+                    f"{path}: cannot restore this backup of the interrupted run ({reason}); "
+                    f"{restart_hint}"
+                ) from err
+
+    return AtomicBackupAndRestore(str(backup_dir))
+
+
 def _save_student(student, path: Path) -> None:
     with cli.atomic_path(path, suffix=".keras") as tmp:
         student.save(tmp)
@@ -446,11 +483,13 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
         "strategy": {"name": config.strategy, "replicas": strategy.num_replicas_in_sync,
                      "workers": task.workers},
     }
+    restart = (f"the run cannot be resumed: train again without --resume into a new "
+               f"--output_dir (or after deleting {out})")
     if task.is_chief:
         cli.write_json(out / "config.json", record)
         backup = out / "checkpoints" / "backup"
         callbacks = [
-            keras.callbacks.BackupAndRestore(str(backup)),
+            backup_and_restore(backup, restart),
             student_checkpoint(student, out / "checkpoints" / "student_last.keras"),
             keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
             keras.callbacks.TensorBoard(str(out / "logs"), profile_batch=0),
@@ -459,7 +498,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
         backup = worker_scratch_dir(out, task.index)
         if not config.resume:
             shutil.rmtree(backup, ignore_errors=True)  # stale state of an earlier, killed run
-        callbacks = [keras.callbacks.BackupAndRestore(str(backup))]
+        callbacks = [backup_and_restore(backup, restart)]
     if task.workers > 1:
         callbacks.append(same_epoch_on_every_worker(strategy, backup))
     start = time.time()
