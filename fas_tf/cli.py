@@ -17,9 +17,16 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from fas_tf.errors import CheckFailedError, DataError, TeacherUnavailableError, UsageError
+from fas_tf.errors import (
+    CheckFailedError,
+    DataError,
+    TeacherUnavailableError,
+    UsageError,
+    WorkerLostError,
+)
 
-EXPECTED_ERRORS = (UsageError, DataError, TeacherUnavailableError, CheckFailedError)
+EXPECTED_ERRORS = (UsageError, DataError, TeacherUnavailableError, CheckFailedError,
+                   WorkerLostError)
 
 # Import name -> PyPI package where they differ beyond '_' -> '-', for "missing package"
 # messages; only modules some import path of the project reaches.

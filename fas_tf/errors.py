@@ -13,5 +13,9 @@ class TeacherUnavailableError(RuntimeError):
     """Raised when a pretrained teacher's weights cannot be found or fetched."""
 
 
+class WorkerLostError(RuntimeError):
+    """Another worker of a ``--strategy=multiworker`` cluster stopped or became unreachable."""
+
+
 class CheckFailedError(RuntimeError):
     """An output failed its acceptance check (e.g. export parity), so it was not written."""

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fas_tf import __version__, cli
+from fas_tf.errors import WorkerLostError
 
 TEACHER_CHOICES = ("auto", "facenet", "dlib", "none")
 # 60 epochs (600 steps on 159 faces) left the student far from converged: google2 NME 13.5%
@@ -417,7 +418,31 @@ def train(config: TrainConfig, log=print, given: Collection[str] | None = None) 
         if created and not any(out.iterdir()):
             out.rmdir()
         raise
-    return _fit(config, train_faces, val_faces, out, log)
+    try:
+        return _fit(config, train_faces, val_faces, out, log)
+    except Exception as err:
+        if config.strategy == "multiworker" and _lost_a_worker(err):
+            raise WorkerLostError(
+                f"worker {cluster_task().index}: lost the cluster, another worker stopped or "
+                f"is unreachable ({_tf_reason(err)}); stop every worker and start them all "
+                "again with --resume"
+            ) from err
+        raise
+
+
+def _lost_a_worker(err: BaseException) -> bool:
+    """Whether ``err`` is TensorFlow's report of a peer lost mid-collective (killed, crashed)."""
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(err, (tf.errors.UnavailableError, tf.errors.AbortedError))
+
+
+def _tf_reason(err: BaseException) -> str:
+    """The telling line of a TensorFlow error (its text starts with "Graph execution error:")."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        if any(word in line.lower() for word in ("aborted", "connect", "unavailable")):
+            return line
+    return type(err).__name__
 
 
 def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:

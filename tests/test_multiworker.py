@@ -148,3 +148,39 @@ def test_eval_batch_size_never_leaves_a_replica_empty():
         else:
             assert size is not None and 4 <= size <= 16
             assert count % size == 0 or count % size >= 4
+
+
+def test_a_lost_worker_is_one_line_asking_for_resume(tmp_path, demo_faces, monkeypatch):
+    import tensorflow as tf
+
+    from fas_tf.errors import WorkerLostError
+
+    # What the surviving worker's fit raised when its peer was killed with -9 (issue 17).
+    lost = tf.errors.UnavailableError(None, None, (
+        "Graph execution error:\n\nDetected at node adam_w/CollectiveReduceV2 defined at ...\n"
+        "Collective ops is aborted by: recvmsg:Connection reset by peer\n"
+        "\t [[{{node adam_w/CollectiveReduceV2}}]] [Op:__inference_multi_step_on_iterator_1]"
+    ))
+
+    def fit(*args):
+        raise lost
+
+    monkeypatch.setattr(fas_train, "_fit", fit)
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                "task": {"type": "worker", "index": 1}}))
+    config = TrainConfig(output_dir=str(tmp_path / "run"), data=str(demo_faces),
+                         teacher="none", epochs=1, strategy="multiworker")
+    with pytest.raises(WorkerLostError) as err:
+        fas_train.train(config, log=lambda line: None)
+    assert str(err.value) == (
+        "worker 1: lost the cluster, another worker stopped or is unreachable (Collective ops "
+        "is aborted by: recvmsg:Connection reset by peer); stop every worker and start them "
+        "all again with --resume"
+    )
+    assert not (tmp_path / "run").exists()  # a non-chief writes nothing
+    # Outside a multi-worker cluster the TensorFlow error is not relabelled.
+    monkeypatch.delenv("TF_CONFIG")
+    config.strategy, config.output_dir = "default", str(tmp_path / "one")
+    with pytest.raises(tf.errors.UnavailableError):
+        fas_train.train(config, log=lambda line: None)
