@@ -508,7 +508,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
         "strategy": {"name": config.strategy, "replicas": strategy.num_replicas_in_sync,
                      "workers": task.workers},
     }
-    restart = (f"the run cannot be resumed: train again without --resume into a new "
+    restart = ("the run cannot be resumed: train again without --resume into a new "
                f"--output_dir (or after deleting {out})")
     if task.is_chief:
         cli.write_json(out / "config.json", record)
