@@ -1,9 +1,10 @@
 """Evaluate a landmark model (``student.keras`` or an exported ``.tflite``) on labelled faces.
 
 ``python -m fas_tf.evaluate --model=PATH --data=PATH [--attributes=CSV] [--sets=google2]
-[--output=metrics.json] [--plot=ced.png]``
+[--flip] [--output=metrics.json] [--plot=ced.png]``
 
 Crops follow the training framing rule around the ground-truth landmarks, without jitter.
+``--flip`` averages each prediction with the one on the mirrored crop (test-time flip).
 Prints one summary line (``NME 6.52% FR@0.10 3.0% AUC@0.10 0.41 n=51``) and writes JSON with
 ``nme``, ``fr_08``, ``fr_10``, ``auc_10``, ``n``, ``per_landmark``, ``subsets`` (fractions).
 """
@@ -136,9 +137,13 @@ def evaluate_model(
     sets: list[str] | None = None,
     normalization: str | None = None,
     strict: bool = False,
+    flip: bool = False,
 ) -> tuple[dict, list[str]]:
-    """Evaluate a model file on a dataset; returns (metrics, skipped-sample lines)."""
-    landmarker = load_landmarker(model_path)
+    """Evaluate a model file on a dataset; returns (metrics, skipped-sample lines).
+
+    ``flip``: test-time flip (:class:`fas_tf.inference.FlipAveraged`).
+    """
+    landmarker = load_landmarker(model_path, flip=flip)
     attrs = read_attributes(attributes) if attributes else {}
     stems = None
     if sets:
@@ -156,6 +161,7 @@ def evaluate_model(
     groups = subset_groups(faces.paths, attrs) if attrs else {}
     metrics = evaluate_predictions(pred, gt, normalization, groups)
     metrics["model"] = str(model_path)
+    metrics["flip"] = bool(flip)
     metrics["data"] = str(data)
     metrics["images"] = [Path(p).stem for p in faces.paths]
     return metrics, faces.skipped
@@ -171,7 +177,7 @@ def main(argv: list[str]) -> None:
         raise cli.UsageError("--model and --data are required")
     sets = parse_sets(f.sets)
     metrics, skipped = evaluate_model(
-        f.model, f.data, f.attributes, sets, f.normalization, f.strict
+        f.model, f.data, f.attributes, sets, f.normalization, f.strict, f.flip
     )
     if skipped:
         print(f"skipped {len(skipped)} of {len(skipped) + metrics['n']}: {skipped[0]}",
@@ -194,6 +200,7 @@ def define_flags() -> None:
     flags.DEFINE_string("output", None, "write metrics JSON here")
     flags.DEFINE_string("plot", None, "write a CED plot PNG here")
     flags.DEFINE_bool("strict", False, "any bad sample is fatal")
+    flags.DEFINE_bool("flip", False, "test-time flip: average with the mirrored crop's prediction")
 
 
 if __name__ == "__main__":

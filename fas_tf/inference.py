@@ -8,7 +8,10 @@ crops* (``(B, S, S, 3)`` RGB in [0, 255], see :mod:`fas_tf.framing`) ->
   :func:`fas_tf.student.inference_model`);
 - :class:`LiteRTLandmarker`: an exported ``.tflite`` (``python -m export``), run with the LiteRT
   interpreter; handles uint8 (int8 export), int8 and float32 inputs;
-- :func:`load_landmarker`: pick one by the file suffix.
+- :class:`FlipAveraged`: test-time flip around any landmarker (the mean of the prediction on a
+  crop and, mirrored back, on its mirror image);
+- :func:`load_landmarker`: pick one by the file suffix (``flip=True`` wraps it in
+  :class:`FlipAveraged`).
 
 Evaluation (:mod:`fas_tf.evaluate`), whole-image prediction (:mod:`fas_tf.predict`) and the
 export parity check all go through this module.
@@ -174,14 +177,52 @@ class LiteRTLandmarker(Landmarker):
         return landmarks, confidence
 
 
-def load_landmarker(path: str | os.PathLike, num_threads: int = 1) -> Landmarker:
+class FlipAveraged(Landmarker):
+    """Test-time flip: the mean of ``base`` on a crop and, mirrored back, on its mirror image.
+
+    A mirrored crop's landmark ``k`` is the original's ``flip_permutation[k]`` at
+    ``x' = S - 1 - x`` (pixel centres at integers, the convention of the training flip in
+    :mod:`fas_tf.augment`). Costs two model runs per crop.
+    """
+
+    def __init__(self, base: Landmarker, flip_permutation: np.ndarray | None = None):
+        from fas_tf.landmarks import layout_for
+
+        if flip_permutation is None:
+            layout = layout_for(base.num_landmarks)
+            if not layout.can_flip:
+                raise UsageError(
+                    f"{base.path or 'model'}: no mirror pairs are known for "
+                    f"{base.num_landmarks} landmarks; test-time flip needs the 68-point layout"
+                )
+            flip_permutation = layout.flip_permutation()
+        self.base = base
+        self.permutation = np.asarray(flip_permutation, np.int64)
+        self.path, self.input_size = base.path, base.input_size
+        self.num_landmarks = base.num_landmarks
+
+    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        crops = np.asarray(crops)
+        pts, conf = self.base.predict(crops)
+        mirrored_pts, mirrored_conf = self.base.predict(crops[:, :, ::-1])
+        back = np.asarray(mirrored_pts)[:, self.permutation].copy()
+        back[..., 0] = (self.input_size - 1) - back[..., 0]
+        return (pts + back) / 2.0, (conf + np.asarray(mirrored_conf)[:, self.permutation]) / 2.0
+
+
+def load_landmarker(
+    path: str | os.PathLike, num_threads: int = 1, flip: bool = False
+) -> Landmarker:
     """The landmarker of a model file: ``.tflite`` -> LiteRT, anything else -> Keras student.
 
-    Raises UsageError (one line naming the file) when the file is missing or unusable.
+    ``flip=True``: with test-time flip (:class:`FlipAveraged`). Raises UsageError (one line
+    naming the file) when the file is missing or unusable.
     """
     path = str(path)
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such model file")
     if path.endswith(".tflite"):
-        return LiteRTLandmarker(path, num_threads=num_threads)
-    return KerasLandmarker(path)
+        model: Landmarker = LiteRTLandmarker(path, num_threads=num_threads)
+    else:
+        model = KerasLandmarker(path)
+    return FlipAveraged(model) if flip else model

@@ -167,8 +167,12 @@ def run(
     min_score: float = MIN_FACE_SCORE,
     refine: int = 1,
     log=print,
+    flip: bool = False,
 ) -> int:
-    """Predict every image, write JSON + PNG per image; returns the number of failed images."""
+    """Predict every image, write JSON + PNG per image; returns the number of failed images.
+
+    ``flip``: test-time flip (:class:`fas_tf.inference.FlipAveraged`).
+    """
     import cv2
 
     paths = input_images(inputs)
@@ -177,7 +181,7 @@ def run(
     out = Path(output)
     names = output_names(paths)
     _refuse_overwriting_inputs(out, names, [*paths, Path(model)])
-    landmarker = load_landmarker(model)
+    landmarker = load_landmarker(model, flip=flip)
     cli.check_writable_dir(out)
     failed = 0
     for path, stem in zip(paths, names, strict=True):
@@ -189,7 +193,8 @@ def run(
             continue
         faces = predict(image, landmarker, min_score, refine)
         record = {"image": str(path), "width": int(image.shape[1]),
-                  "height": int(image.shape[0]), "model": str(model), "faces": faces}
+                  "height": int(image.shape[0]), "model": str(model), "flip": bool(flip),
+                  "faces": faces}
         cli.write_json(out / f"{stem}.json", record)
         ok, png = cv2.imencode(".png", cv2.cvtColor(annotate(image, faces), cv2.COLOR_RGB2BGR))
         with cli.atomic_path(out / f"{stem}.png") as tmp:
@@ -211,6 +216,7 @@ def _define_flags() -> None:
     )
     flags.DEFINE_float("min_face_score", MIN_FACE_SCORE, "minimum MTCNN face score")
     flags.DEFINE_integer("refine", 1, "re-crop passes around the predicted landmarks")
+    flags.DEFINE_bool("flip", False, "test-time flip: average with the mirrored crop's prediction")
 
 
 def main(argv: list[str]) -> None:
@@ -219,7 +225,7 @@ def main(argv: list[str]) -> None:
     f = flags.FLAGS
     if not f.model:
         raise cli.UsageError("--model is required (student.keras or model.tflite)")
-    failed = run(argv[1:], f.model, f.output, f.min_face_score, f.refine)
+    failed = run(argv[1:], f.model, f.output, f.min_face_score, f.refine, flip=f.flip)
     if failed:
         print(f"{failed} image(s) failed", file=sys.stderr)
         sys.exit(1)
