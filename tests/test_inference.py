@@ -78,3 +78,59 @@ def test_flip_needs_known_mirror_pairs():
     base = FixedOffset(np.zeros((5, 2)), dx=0.0)
     with pytest.raises(UsageError, match="no mirror pairs are known for 5 landmarks"):
         FlipAveraged(base)
+
+
+class DotFinder(Landmarker):
+    """Reads three coloured dots off each crop: red = point 36, green = point 45, blue = the
+    other 66 points (a fake model whose answer is exactly what it sees)."""
+
+    def __init__(self):
+        self.path, self.input_size, self.num_landmarks = "", S, 68
+        self.seen = []
+
+    def predict(self, crops):
+        self.seen.append(np.asarray(crops).copy())
+        pts = np.zeros((len(crops), 68, 2))
+        for i, crop in enumerate(crops):
+            for channel in range(3):
+                others = np.delete(crop, channel, axis=-1).max(axis=-1)
+                mask = (crop[..., channel] > 100) & (others < 60)
+                ys, xs = np.nonzero(mask)
+                where = {0: [36], 1: [45], 2: [k for k in range(68) if k not in (36, 45)]}
+                pts[i, where[channel]] = (xs.mean(), ys.mean())
+        return pts, np.ones((len(crops), 68))
+
+
+def test_upright_recrop_levels_the_eyes_and_maps_back_to_the_image():
+    import cv2
+
+    from fas_tf.inference import recrop
+
+    angle = np.deg2rad(30.0)
+    centre = np.array([100.0, 90.0])
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    # eyes 40 px apart, mouth 35 px below their midpoint, the whole face turned by 30 degrees
+    spots = {0: (-20.0, 0.0), 1: (20.0, 0.0), 2: (0.0, 35.0)}
+    image = np.zeros((200, 220, 3), np.uint8)
+    truth = np.zeros((68, 2))
+    for channel, offset in spots.items():
+        p = rot @ offset + centre
+        colour = [0, 0, 0]
+        colour[channel] = 255
+        cv2.circle(image, (int(round(p[0] * 16)), int(round(p[1] * 16))), 3 * 16, colour, -1,
+                   shift=4)
+        where = {0: [36], 1: [45], 2: [k for k in range(68) if k not in (36, 45)]}[channel]
+        truth[where] = p
+    model = DotFinder()
+    pts, conf = recrop([image], model, truth[None], passes=1, upright=True)
+    patch = model.seen[-1][0]
+    seen, _ = model.predict(patch[None])
+    assert abs(seen[0, 36, 1] - seen[0, 45, 1]) < 0.5  # level in the crop the model saw
+    assert seen[0, 36, 0] < seen[0, 45, 0]  # and not upside down
+    np.testing.assert_allclose(pts[0], truth, atol=0.5)  # mapped back to image pixels
+    assert conf.shape == (1, 68)
+    # without upright, the same crop keeps the 30 degree tilt
+    recrop([image], model, truth[None], passes=1, upright=False)
+    plain, _ = model.predict(model.seen[-1])
+    tilt = np.degrees(np.arctan2(*(plain[0, 45] - plain[0, 36])[::-1]))
+    assert abs(tilt - 30.0) < 2.0
