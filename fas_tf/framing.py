@@ -7,7 +7,10 @@ Every crop rule lives here:
   calibration and the re-crop pass of prediction all use it);
 - :func:`detector_square`: the same square estimated from an MTCNN face box through the
   calibrated :data:`DETECTOR_MAPPING`;
-- :func:`cut_square`: cut a (centre, side) square out of an image at the network input size;
+- :func:`upright_square`: the framing-rule square in the frame where the face's eyes are level
+  (the re-crop of ``--upright`` passes);
+- :func:`cut_square`: cut a (centre, side[, angle]) square out of an image at the network input
+  size;
 - :func:`framed_crops`: the unjittered framing-rule crops of loaded faces (what evaluation and
   export score models on).
 """
@@ -49,6 +52,30 @@ def crop_box(landmarks: np.ndarray, scale: float = FRAMING_SCALE) -> tuple[float
     return float(cx), float(cy), max(side, 1.0)
 
 
+def upright_square(
+    landmarks: np.ndarray, eyes: tuple[int, int], scale: float = FRAMING_SCALE
+) -> tuple[float, float, float, float]:
+    """(centre x, centre y, side, angle) of the framing rule applied with the eyes level.
+
+    ``angle`` (radians) is the direction from landmark ``eyes[0]`` to ``eyes[1]`` (the outer
+    eye corners); the square is the framing rule of the landmarks turned by ``-angle`` about
+    their box centre, turned back. :func:`cut_square` with this angle gives an upright face.
+    """
+    pts = np.asarray(landmarks, np.float64)
+    dx, dy = pts[eyes[1]] - pts[eyes[0]]
+    angle = float(np.arctan2(dy, dx))
+    cx, cy, _ = crop_box(pts, scale)
+    rot = _rotation(-angle)
+    ux, uy, side = crop_box((pts - (cx, cy)) @ rot.T, scale)
+    centre = rot.T @ (ux, uy) + (cx, cy)
+    return float(centre[0]), float(centre[1]), side, angle
+
+
+def _rotation(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s], [s, c]])
+
+
 def detector_square(box: tuple[float, float, float, float]) -> tuple[float, float, float]:
     """(cx, cy, side) of the framing-rule crop for an MTCNN box, via :data:`DETECTOR_MAPPING`."""
     bx, by, bw, bh = box
@@ -59,22 +86,29 @@ def detector_square(box: tuple[float, float, float, float]) -> tuple[float, floa
 
 
 def cut_square(
-    image: np.ndarray, cx: float, cy: float, side: float, out_size: int
+    image: np.ndarray, cx: float, cy: float, side: float, out_size: int, angle: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cut the square (centre, side) from ``image`` resized to ``out_size`` (black outside).
 
-    Returns the patch and the 2x3 affine matrix mapping image pixels to patch pixels.
+    ``angle`` (radians) turns the square: a line at that angle in the image is level in the
+    patch. Returns the patch and the 2x3 affine matrix mapping image pixels to patch pixels
+    (:func:`to_image` maps patch points back).
     """
     s = out_size / side
-    # patch = s * (image - (c - side/2)) with pixel centres at integers
-    tx = (out_size - 1) / 2.0 - s * cx
-    ty = (out_size - 1) / 2.0 - s * cy
-    matrix = np.array([[s, 0.0, tx], [0.0, s, ty]], dtype=np.float64)
+    # patch = s * R(-angle) (image - c) + (out_size - 1) / 2, pixel centres at integers
+    linear = s * _rotation(-angle)
+    shift = (out_size - 1) / 2.0 - linear @ (cx, cy)
+    matrix = np.hstack([linear, shift[:, None]]).astype(np.float64)
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
     patch = cv2.warpAffine(
         image, matrix, (out_size, out_size), flags=interp, borderMode=cv2.BORDER_CONSTANT
     )
     return patch, matrix
+
+
+def to_image(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Patch points (..., 2) back to image pixels through the inverse of ``matrix`` (2x3)."""
+    return (np.asarray(points, np.float64) - matrix[:, 2]) @ np.linalg.inv(matrix[:, :2]).T
 
 
 def framed_crops(faces: LabelledFaces, input_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,13 @@ crops* (``(B, S, S, 3)`` RGB in [0, 255], see :mod:`fas_tf.framing`) ->
   :func:`fas_tf.student.inference_model`);
 - :class:`LiteRTLandmarker`: an exported ``.tflite`` (``python -m export``), run with the LiteRT
   interpreter; handles uint8 (int8 export), int8 and float32 inputs;
-- :func:`load_landmarker`: pick one by the file suffix.
+- :class:`FlipAveraged`: test-time flip around any landmarker (the mean of the prediction on a
+  crop and, mirrored back, on its mirror image);
+- :func:`load_landmarker`: pick one by the file suffix (``flip=True`` wraps it in
+  :class:`FlipAveraged`);
+- :func:`landmarks_in_squares` / :func:`recrop`: a landmarker on squares cut from whole images
+  (or canvases), answers mapped back to image pixels; ``recrop`` re-cuts the framing-rule square
+  around earlier landmarks, optionally turned so that the predicted eyes are level.
 
 Evaluation (:mod:`fas_tf.evaluate`), whole-image prediction (:mod:`fas_tf.predict`) and the
 export parity check all go through this module.
@@ -174,14 +180,95 @@ class LiteRTLandmarker(Landmarker):
         return landmarks, confidence
 
 
-def load_landmarker(path: str | os.PathLike, num_threads: int = 1) -> Landmarker:
+class FlipAveraged(Landmarker):
+    """Test-time flip: the mean of ``base`` on a crop and, mirrored back, on its mirror image.
+
+    A mirrored crop's landmark ``k`` is the original's ``flip_permutation[k]`` at
+    ``x' = S - 1 - x`` (pixel centres at integers, the convention of the training flip in
+    :mod:`fas_tf.augment`). Costs two model runs per crop.
+    """
+
+    def __init__(self, base: Landmarker, flip_permutation: np.ndarray | None = None):
+        from fas_tf.landmarks import layout_for
+
+        if flip_permutation is None:
+            layout = layout_for(base.num_landmarks)
+            if not layout.can_flip:
+                raise UsageError(
+                    f"{base.path or 'model'}: no mirror pairs are known for "
+                    f"{base.num_landmarks} landmarks; test-time flip needs the 68-point layout"
+                )
+            flip_permutation = layout.flip_permutation()
+        self.base = base
+        self.permutation = np.asarray(flip_permutation, np.int64)
+        self.path, self.input_size = base.path, base.input_size
+        self.num_landmarks = base.num_landmarks
+
+    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        crops = np.asarray(crops)
+        pts, conf = self.base.predict(crops)
+        mirrored_pts, mirrored_conf = self.base.predict(crops[:, :, ::-1])
+        back = np.asarray(mirrored_pts)[:, self.permutation].copy()
+        back[..., 0] = (self.input_size - 1) - back[..., 0]
+        return (pts + back) / 2.0, (conf + np.asarray(mirrored_conf)[:, self.permutation]) / 2.0
+
+
+def landmarks_in_squares(
+    images: list[np.ndarray], model: Landmarker,
+    squares: list[tuple[float, float, float, float]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """``model`` on the square ``(cx, cy, side, angle)`` of each image, in one batch.
+
+    Returns landmarks (M, N, 2) in each image's pixels and confidences (M, N).
+    """
+    from fas_tf.framing import cut_square, to_image
+
+    cuts = [cut_square(im, cx, cy, side, model.input_size, angle)
+            for im, (cx, cy, side, angle) in zip(images, squares, strict=True)]
+    pts, conf = model.predict(np.stack([c[0] for c in cuts]).astype(np.float32))
+    back = np.stack([to_image(p, m) for p, (_, m) in zip(pts, cuts, strict=True)])
+    return back, np.asarray(conf)
+
+
+def recrop(
+    images: list[np.ndarray], model: Landmarker, points: np.ndarray, passes: int = 1,
+    upright: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``passes`` re-crop passes: each cuts the framing-rule square around the last landmarks.
+
+    ``upright``: the square is turned so that the landmarks' outer eye corners are level
+    (:func:`fas_tf.framing.upright_square`); the model then sees faces upright however the head
+    is tilted. ``points`` (M, N, 2) in image pixels. Returns the last landmarks and confidences
+    (None when ``passes`` is 0).
+    """
+    from fas_tf.framing import crop_box, upright_square
+    from fas_tf.landmarks import layout_for
+
+    eyes = layout_for(model.num_landmarks).interocular if upright else None
+    if upright and eyes is None:
+        raise UsageError(
+            f"{model.path or 'model'}: upright crops need the eye corners of the 68-point layout"
+        )
+    pts, conf = np.asarray(points, np.float64), None
+    for _ in range(max(0, passes)):
+        squares = [upright_square(p, eyes) if upright else (*crop_box(p), 0.0) for p in pts]
+        pts, conf = landmarks_in_squares(images, model, squares)
+    return pts, conf
+
+
+def load_landmarker(
+    path: str | os.PathLike, num_threads: int = 1, flip: bool = False
+) -> Landmarker:
     """The landmarker of a model file: ``.tflite`` -> LiteRT, anything else -> Keras student.
 
-    Raises UsageError (one line naming the file) when the file is missing or unusable.
+    ``flip=True``: with test-time flip (:class:`FlipAveraged`). Raises UsageError (one line
+    naming the file) when the file is missing or unusable.
     """
     path = str(path)
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such model file")
     if path.endswith(".tflite"):
-        return LiteRTLandmarker(path, num_threads=num_threads)
-    return KerasLandmarker(path)
+        model: Landmarker = LiteRTLandmarker(path, num_threads=num_threads)
+    else:
+        model = KerasLandmarker(path)
+    return FlipAveraged(model) if flip else model

@@ -1,7 +1,7 @@
 """Landmarks on whole images: MTCNN face detection, framing-rule crop, landmark model.
 
 ``python -m fas_tf.predict --model=(student.keras|model.tflite) IMAGE_OR_FOLDER...
-[--output=DIR] [--min_face_score=0.7] [--refine=1]``
+[--output=DIR] [--min_face_score=0.7] [--refine=1] [--upright] [--flip]``
 
 Per image: EXIF orientation applied, every face found by MTCNN is cut by the training framing
 rule (see :mod:`fas_tf.framing`), landmarks are mapped back to the (upright) image, and
@@ -25,7 +25,7 @@ import numpy as np
 
 from fas_tf import cli, inference
 from fas_tf.data import DataError, list_images, load_image
-from fas_tf.framing import crop_box, cut_square, detector_square
+from fas_tf.framing import detector_square
 from fas_tf.inference import load_landmarker
 
 # MTCNN stage thresholds: lower than the package defaults (0.6 / 0.7 / 0.8), which miss many
@@ -56,20 +56,12 @@ def detect_faces(image: np.ndarray, min_score: float = MIN_FACE_SCORE) -> list[d
     return sorted(faces, key=lambda f: -f["score"])
 
 
-def _landmarks_in_square(
-    image: np.ndarray, model: inference.Landmarker, square: tuple[float, float, float]
-) -> tuple[np.ndarray, np.ndarray]:
-    crop, matrix = cut_square(image, *square, model.input_size)
-    pts, conf = model.predict(crop[None].astype(np.float32))
-    scale = matrix[0, 0]
-    return (pts[0] - matrix[:, 2]) / scale, conf[0]  # crop -> image pixels
-
-
 def predict(
     image: np.ndarray | str | os.PathLike,
     model: inference.Landmarker | str | os.PathLike,
     min_score: float = MIN_FACE_SCORE,
     refine: int = 1,
+    upright: bool = False,
 ) -> list[dict[str, Any]]:
     """Faces and 68 landmarks of a whole image.
 
@@ -80,6 +72,8 @@ def predict(
         min_score: minimum MTCNN score of a face.
         refine: extra passes re-cropping with the framing rule around the predicted landmarks
             (the exact training framing; 0 = detector crop only).
+        upright: the re-crop passes turn the square so the predicted eyes are level
+            (:func:`fas_tf.inference.recrop`).
 
     Returns:
         one dict per face, best detector score first: ``box`` [x0, y0, x1, y1] (detector box,
@@ -91,9 +85,12 @@ def predict(
         model = load_landmarker(model)
     faces = []
     for face in detect_faces(image, min_score):
-        pts, conf = _landmarks_in_square(image, model, detector_square(face["box"]))
-        for _ in range(max(0, refine)):
-            pts, conf = _landmarks_in_square(image, model, crop_box(pts))
+        pts, conf = inference.landmarks_in_squares(
+            [image], model, [(*detector_square(face["box"]), 0.0)]
+        )
+        if refine > 0:
+            pts, conf = inference.recrop([image], model, pts, refine, upright)
+        pts, conf = pts[0], conf[0]
         bx, by, bw, bh = face["box"]
         faces.append({
             "box": [bx, by, bx + bw, by + bh],
@@ -167,8 +164,14 @@ def run(
     min_score: float = MIN_FACE_SCORE,
     refine: int = 1,
     log=print,
+    flip: bool = False,
+    upright: bool = False,
 ) -> int:
-    """Predict every image, write JSON + PNG per image; returns the number of failed images."""
+    """Predict every image, write JSON + PNG per image; returns the number of failed images.
+
+    ``flip``: test-time flip (:class:`fas_tf.inference.FlipAveraged`); ``upright``: the
+    re-crop passes level the predicted eyes (:func:`fas_tf.inference.recrop`).
+    """
     import cv2
 
     paths = input_images(inputs)
@@ -177,7 +180,7 @@ def run(
     out = Path(output)
     names = output_names(paths)
     _refuse_overwriting_inputs(out, names, [*paths, Path(model)])
-    landmarker = load_landmarker(model)
+    landmarker = load_landmarker(model, flip=flip)
     cli.check_writable_dir(out)
     failed = 0
     for path, stem in zip(paths, names, strict=True):
@@ -187,9 +190,11 @@ def run(
             log(f"{err}")
             failed += 1
             continue
-        faces = predict(image, landmarker, min_score, refine)
+        faces = predict(image, landmarker, min_score, refine, upright)
         record = {"image": str(path), "width": int(image.shape[1]),
-                  "height": int(image.shape[0]), "model": str(model), "faces": faces}
+                  "height": int(image.shape[0]), "model": str(model), "flip": bool(flip),
+                  "upright": bool(upright),
+                  "faces": faces}
         cli.write_json(out / f"{stem}.json", record)
         ok, png = cv2.imencode(".png", cv2.cvtColor(annotate(image, faces), cv2.COLOR_RGB2BGR))
         with cli.atomic_path(out / f"{stem}.png") as tmp:
@@ -211,6 +216,8 @@ def _define_flags() -> None:
     )
     flags.DEFINE_float("min_face_score", MIN_FACE_SCORE, "minimum MTCNN face score")
     flags.DEFINE_integer("refine", 1, "re-crop passes around the predicted landmarks")
+    flags.DEFINE_bool("flip", False, "test-time flip: average with the mirrored crop's prediction")
+    flags.DEFINE_bool("upright", False, "re-crop passes level the predicted eyes")
 
 
 def main(argv: list[str]) -> None:
@@ -219,7 +226,8 @@ def main(argv: list[str]) -> None:
     f = flags.FLAGS
     if not f.model:
         raise cli.UsageError("--model is required (student.keras or model.tflite)")
-    failed = run(argv[1:], f.model, f.output, f.min_face_score, f.refine)
+    failed = run(argv[1:], f.model, f.output, f.min_face_score, f.refine, flip=f.flip,
+                 upright=f.upright)
     if failed:
         print(f"{failed} image(s) failed", file=sys.stderr)
         sys.exit(1)

@@ -165,6 +165,17 @@ def test_evaluate_cli_reports_and_writes(trained_run, demo_faces, tmp_path):
         assert key in metrics
     assert len(metrics["per_landmark"]) == 68 and metrics["n"] == 12
     assert (tmp_path / "ced.png").read_bytes()[:4] == b"\x89PNG"
+    assert metrics["flip"] is False
+    flipped = run(
+        "fas_tf.evaluate", f"--model={out / 'student.keras'}", f"--data={demo_faces}", "--flip",
+        "--upright", f"--output={tmp_path / 'flip.json'}",
+    )
+    assert flipped.returncode == 0, flipped.stderr[-2000:]
+    with_flip = json.loads((tmp_path / "flip.json").read_text())
+    assert with_flip["flip"] is True and with_flip["n"] == 12
+    assert with_flip["upright"] is True and with_flip["refine"] == 1
+    assert metrics["upright"] is False and metrics["refine"] == 0
+    assert with_flip["per_face"] != metrics["per_face"]  # other crops were used
 
 
 def test_existing_run_needs_resume(trained_run, demo_faces):

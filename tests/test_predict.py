@@ -52,14 +52,14 @@ def test_detector_square_follows_the_mapping():
 @needs_infanface
 def test_face_landmarks_map_back_to_image(monkeypatch):
     """Crop coordinates go back to image pixels through the inverse of the crop transform."""
-    import fas_tf.predict as pred
+    from fas_tf import framing
 
     gt = read_pts(FACE.with_suffix(".pts"))
     image = load_image(FACE)
     cx, cy, side = crop_box(gt)
     s = 64 / side  # the crop of the ground-truth framing square: image -> crop pixels
     crop_gt = ((gt - [cx, cy]) * s + 31.5).astype(np.float32)
-    monkeypatch.setattr(pred, "crop_box", lambda pts: (cx, cy, side))
+    monkeypatch.setattr(framing, "crop_box", lambda pts: (cx, cy, side))
     faces = predict(image, _Exact(crop_gt), refine=1)
     assert len(faces) == 1
     np.testing.assert_allclose(np.array(faces[0]["landmarks"]), gt, atol=0.01)
