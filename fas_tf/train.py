@@ -404,8 +404,15 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
     augment = AugmentConfig(rotation=config.rotation)
     global_batch = config.batch_size
     steps = steps_per_epoch(len(train_faces), global_batch)
-    train_ds, val_ds, fit_args = _distributed_datasets(
-        strategy, config, train_faces, val_faces, layout, augment, steps, log
+    if task.is_chief:
+        backup = out / "checkpoints" / "backup"
+    else:  # every worker backs up its own state (each restores its own), outside --output_dir
+        backup = worker_scratch_dir(out, task.index)
+        if not config.resume:
+            shutil.rmtree(backup, ignore_errors=True)  # stale state of an earlier, killed run
+    initial_epoch = backup_epoch(backup) if config.resume else 0
+    train_ds, val_ds = _distributed_datasets(
+        strategy, config, train_faces, val_faces, layout, augment, initial_epoch, log
     )
     with strategy.scope():
         student = build_architecture(
@@ -446,20 +453,15 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
         "strategy": {"name": config.strategy, "replicas": strategy.num_replicas_in_sync,
                      "workers": task.workers},
     }
+    callbacks = [keras.callbacks.BackupAndRestore(str(backup)),
+                 data_starts_at_restored_epoch(initial_epoch)]
     if task.is_chief:
         cli.write_json(out / "config.json", record)
-        backup = out / "checkpoints" / "backup"
-        callbacks = [
-            keras.callbacks.BackupAndRestore(str(backup)),
+        callbacks += [
             student_checkpoint(student, out / "checkpoints" / "student_last.keras"),
             keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
             keras.callbacks.TensorBoard(str(out / "logs"), profile_batch=0),
         ]
-    else:  # every worker backs up its own state (each restores its own), outside --output_dir
-        backup = worker_scratch_dir(out, task.index)
-        if not config.resume:
-            shutil.rmtree(backup, ignore_errors=True)  # stale state of an earlier, killed run
-        callbacks = [keras.callbacks.BackupAndRestore(str(backup))]
     if task.workers > 1:
         callbacks.append(same_epoch_on_every_worker(strategy, backup))
     start = time.time()
@@ -467,10 +469,11 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
         train_ds,
         validation_data=val_ds,
         epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps,  # the dataset holds every remaining epoch, one after the other
         callbacks=callbacks,
         verbose=config.verbose,
         shuffle=False,  # the tf.data pipeline shuffles
-        **fit_args,
     )
     elapsed = time.time() - start
     metrics: dict = {
@@ -500,33 +503,38 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
     return metrics
 
 
-def _distributed_datasets(strategy, config, train_faces, val_faces, layout, augment, steps, log):
-    """Training / validation input and extra ``fit`` arguments for ``strategy``.
+def _distributed_datasets(
+    strategy, config, train_faces, val_faces, layout, augment, initial_epoch: int, log
+):
+    """Training and validation input for ``strategy``.
 
-    One replica: the plain pipelines. Several replicas (``mirrored``, ``multiworker``): every
-    input pipeline (one per worker) shuffles the full set with the same seed and keeps its shard
-    of each global batch of ``--batch_size`` (:func:`fas_tf.data.make_dataset` ``shard``),
-    repeated, with a fixed ``steps_per_epoch`` so every batch is full and every worker runs
-    the same number of steps. Validation is split by Keras (auto-shard by data) with a batch
-    size that leaves no replica an empty batch.
+    The training input holds epochs ``initial_epoch .. config.epochs - 1`` (each one's order
+    and crops a function of ``config.seed`` and the epoch, :func:`fas_tf.data.make_dataset`),
+    so ``fit`` needs ``steps_per_epoch``. One replica: the plain pipelines. Several replicas
+    (``mirrored``, ``multiworker``): every input pipeline (one per worker) orders each epoch
+    alike, pads it to whole global batches of ``--batch_size`` and keeps its shard of each
+    (``shard``), so every batch is full and every worker runs the same number of steps.
+    Validation is split by Keras (auto-shard by data) with a batch size that leaves no replica
+    an empty batch.
     """
     import tensorflow as tf
 
     from fas_tf.data import make_dataset
 
     replicas = strategy.num_replicas_in_sync
-    common = {"input_size": config.input_size, "sigma": config.sigma}
+    common = {"input_size": config.input_size, "sigma": config.sigma, "augment": augment,
+              "seed": config.seed, "initial_epoch": initial_epoch, "epochs": config.epochs}
     if replicas == 1:
         train_ds = make_dataset(
-            train_faces, layout, **common, batch_size=config.batch_size, training=True,
-            augment=augment, seed=config.seed,
+            train_faces, layout, **common, batch_size=config.batch_size, training=True
         )
         val_ds = None
         if val_faces is not None:
             val_ds = make_dataset(
-                val_faces, layout, **common, batch_size=config.batch_size, training=False
+                val_faces, layout, input_size=config.input_size, sigma=config.sigma,
+                batch_size=config.batch_size, training=False,
             )
-        return train_ds, val_ds, {}
+        return train_ds, val_ds
     if config.batch_size % replicas:
         raise cli.UsageError(
             f"--batch_size={config.batch_size}: the global batch must split evenly over the "
@@ -537,7 +545,7 @@ def _distributed_datasets(strategy, config, train_faces, val_faces, layout, augm
         return make_dataset(
             train_faces, layout, **common,
             batch_size=context.get_per_replica_batch_size(config.batch_size), training=True,
-            augment=augment, seed=config.seed, repeat=True,
+            global_batch=config.batch_size,
             shard=(context.num_input_pipelines, context.input_pipeline_id),
         )
 
@@ -554,9 +562,10 @@ def _distributed_datasets(strategy, config, train_faces, val_faces, layout, augm
                 tf.data.experimental.AutoShardPolicy.DATA
             )
             val_ds = make_dataset(
-                val_faces, layout, **common, batch_size=val_batch, training=False
+                val_faces, layout, input_size=config.input_size, sigma=config.sigma,
+                batch_size=val_batch, training=False,
             ).with_options(options)
-    return train_ds, val_ds, {"steps_per_epoch": steps}
+    return train_ds, val_ds
 
 
 def eval_batch_size(count: int, batch_size: int, replicas: int) -> int | None:
@@ -570,6 +579,34 @@ def eval_batch_size(count: int, batch_size: int, replicas: int) -> int | None:
         if count >= replicas and (rest == 0 or rest >= replicas):
             return size
     return None
+
+
+def backup_epoch(backup: Path) -> int:
+    """The epoch a run resumes at: what ``keras.callbacks.BackupAndRestore`` saved in
+    ``backup/training_metadata.json`` (``{"epoch": completed epochs, ...}``), 0 without one."""
+    try:
+        return int(json.loads((backup / "training_metadata.json").read_text())["epoch"])
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise cli.UsageError(f"{backup}: unreadable BackupAndRestore state ({err})") from err
+
+
+def data_starts_at_restored_epoch(initial_epoch: int):
+    """A callback (after ``BackupAndRestore``) checking that the epoch Keras restored is the one
+    the training dataset starts at (read from the same backup before ``fit``)."""
+    import keras
+
+    class DataStartsAtRestoredEpoch(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            restored = int(getattr(self.model, "_initial_epoch", None) or initial_epoch)
+            if restored != initial_epoch:
+                raise RuntimeError(
+                    f"BackupAndRestore restored epoch {restored}, but the training data start "
+                    f"at epoch {initial_epoch}"
+                )
+
+    return DataStartsAtRestoredEpoch()
 
 
 def same_epoch_on_every_worker(strategy, backup: Path):
