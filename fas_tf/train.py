@@ -64,6 +64,7 @@ class TrainConfig:
     head_channels: int = 64
     rotation: float = 45.0
     seed: int = 0
+    teacher_cache: int = 0  # K stored teacher views per face; 0: run the teacher online
     train_limit: int | None = None
     resume: bool = False
     strategy: str = "default"
@@ -90,6 +91,7 @@ class TrainConfig:
             ("head_channels", self.head_channels, self.head_channels >= 1, ">= 1"),
             ("rotation", self.rotation, 0 <= self.rotation <= 180, "in [0, 180] degrees"),
             ("seed", self.seed, 0 <= self.seed < 2**32, "in [0, 2**32)"),
+            ("teacher_cache", self.teacher_cache, self.teacher_cache >= 0, ">= 0"),
             ("verbose", self.verbose, self.verbose in (0, 1, 2), "0, 1 or 2"),
             *((f"lambda_{k}", v, v >= 0, ">= 0") for k, v in self.lambdas().items()),
         ]
@@ -100,6 +102,9 @@ class TrainConfig:
         for name, value, ok, rule in checks:  # NaN fails every comparison
             if not ok or not math.isfinite(value):
                 raise cli.UsageError(f"--{name} must be {rule}, got {value}")
+        if self.teacher_cache and self.strategy == "multiworker":
+            raise cli.UsageError("--teacher_cache does not support --strategy=multiworker yet; "
+                                 "use --teacher_cache=0 there")
 
     def lambdas(self) -> dict[str, float]:
         return {
@@ -411,9 +416,6 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
         if not config.resume:
             shutil.rmtree(backup, ignore_errors=True)  # stale state of an earlier, killed run
     initial_epoch = backup_epoch(backup) if config.resume else 0
-    train_ds, val_ds = _distributed_datasets(
-        strategy, config, train_faces, val_faces, layout, augment, initial_epoch, log
-    )
     with strategy.scope():
         student = build_architecture(
             config.student, layout.num_landmarks, config.input_size, config.alpha,
@@ -435,6 +437,19 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
             weights=config.lambdas(),
             jit_compile=config.jit_compile,
         )
+    cache = None
+    if config.teacher_cache and model.regularizers:
+        from fas_tf.teacher_cache import load_or_build
+
+        cache = load_or_build(teacher, train_faces, layout, config.input_size, augment,
+                              config.teacher_cache, config.seed, log=log)
+        model.use_teacher_cache(cache)
+    elif config.teacher_cache:
+        log("teacher cache: not used (no teacher or no regularizer to feed)")
+    train_ds, val_ds = _distributed_datasets(
+        strategy, config, train_faces, val_faces, layout, augment, initial_epoch,
+        cache.views if cache else 0, log,
+    )
     log(
         f"training on {len(train_faces)} faces"
         + (f", validating on {len(val_faces)}" if val_faces is not None else "")
@@ -444,6 +459,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
         "config": dataclasses.asdict(config),
         "teacher": teacher.describe() if teacher else None,
         "regularizers_active": list(model.regularizers),
+        "teacher_cache": cache.describe() if cache else None,
         "layout": layout.to_json(),
         "augment": augment.to_json(),
         "num_train": len(train_faces),
@@ -479,6 +495,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
     metrics: dict = {
         "epochs": config.epochs,
         "fit_seconds_this_process": elapsed,
+        "teacher_cache": cache.describe() if cache else None,
         "final_train": {k: float(v[-1]) for k, v in history.history.items() if v
                         and not k.startswith("val_")},
     }
@@ -504,15 +521,17 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
 
 
 def _distributed_datasets(
-    strategy, config, train_faces, val_faces, layout, augment, initial_epoch: int, log
+    strategy, config, train_faces, val_faces, layout, augment, initial_epoch: int, views: int,
+    log,
 ):
     """Training and validation input for ``strategy``.
 
     The training input holds epochs ``initial_epoch .. config.epochs - 1`` (each one's order
     and crops a function of ``config.seed`` and the epoch, :func:`fas_tf.data.make_dataset`),
-    so ``fit`` needs ``steps_per_epoch``. One replica: the plain pipelines. Several replicas
-    (``mirrored``, ``multiworker``): every input pipeline (one per worker) orders each epoch
-    alike, pads it to whole global batches of ``--batch_size`` and keeps its shard of each
+    so ``fit`` needs ``steps_per_epoch``; ``views > 0`` replays that many teacher-cache views
+    per face and adds the cache rows to each batch. One replica: the plain pipelines. Several
+    replicas (``mirrored``, ``multiworker``): every input pipeline (one per worker) orders each
+    epoch alike, pads it to whole global batches of ``--batch_size`` and keeps its shard of each
     (``shard``), so every batch is full and every worker runs the same number of steps.
     Validation is split by Keras (auto-shard by data) with a batch size that leaves no replica
     an empty batch.
@@ -523,7 +542,8 @@ def _distributed_datasets(
 
     replicas = strategy.num_replicas_in_sync
     common = {"input_size": config.input_size, "sigma": config.sigma, "augment": augment,
-              "seed": config.seed, "initial_epoch": initial_epoch, "epochs": config.epochs}
+              "seed": config.seed, "initial_epoch": initial_epoch, "epochs": config.epochs,
+              "views": views}
     if replicas == 1:
         train_ds = make_dataset(
             train_faces, layout, **common, batch_size=config.batch_size, training=True
@@ -646,7 +666,8 @@ def config_from_flags() -> TrainConfig:
         lambda_ca=f.lambda_ca, epochs=f.epochs, batch_size=f.batch_size,
         input_size=f.input_size, learning_rate=f.learning_rate, weight_decay=f.weight_decay,
         sigma=f.sigma, alpha=f.alpha, head_channels=f.head_channels, rotation=f.rotation,
-        seed=f.seed, train_limit=f.train_limit, resume=f.resume, strategy=f.strategy,
+        seed=f.seed, teacher_cache=f.teacher_cache, train_limit=f.train_limit,
+        resume=f.resume, strategy=f.strategy,
         mixed_precision=f.mixed_precision, jit_compile=f.jit_compile, strict=f.strict,
         verbose=f.verbose,
     )
@@ -678,7 +699,11 @@ def define_flags() -> None:
     flags.DEFINE_float("alpha", d.alpha, "MobileNetV2 width multiplier of the student")
     flags.DEFINE_integer("head_channels", d.head_channels, "channels of the heatmap head")
     flags.DEFINE_float("rotation", d.rotation, "max augmentation rotation, degrees")
-    flags.DEFINE_integer("seed", d.seed, "random seed")
+    flags.DEFINE_integer("seed", d.seed, "random seed: the same seed gives the same run")
+    flags.DEFINE_integer(
+        "teacher_cache", d.teacher_cache, "K > 0: compute the teacher's outputs once on K seeded "
+        "views per face (cached on disk by key) and replay them; 0: run the teacher online"
+    )
     flags.DEFINE_integer("train_limit", None, "seeded subset of N training faces")
     flags.DEFINE_string("output_dir", d.output_dir, "where the run is written")
     flags.DEFINE_bool("resume", False, "continue the run in --output_dir")
