@@ -171,25 +171,49 @@ def test_an_interrupted_build_leaves_nothing(faces, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [cache.key], "stale temp folder removed"
 
 
-def test_train_with_the_cache_reuses_it_and_is_seeded(tmp_path, demo_faces, monkeypatch):
+def test_train_with_the_cache_reuses_it_and_resumes_seeded(tmp_path, demo_faces, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(train_module, "select_teacher", lambda config, log: tiny_teacher())
-    records, histories, lines = [], [], []
-    for name in ("a", "b"):
+    lines = []
+
+    def run(name, **changes):
         config = train_module.TrainConfig(
             output_dir=str(tmp_path / name), data=str(demo_faces), teacher="dlib", epochs=2,
             batch_size=3, input_size=SIZE, alpha=0.35, head_channels=8, seed=1, verbose=0,
-            train_limit=7, teacher_cache=2,
+            train_limit=7, teacher_cache=2, **changes,
         )
         metrics = train_module.train(config, log=lines.append)
-        records.append(json.loads((tmp_path / name / "config.json").read_text()))
-        histories.append((tmp_path / name / "history.csv").read_text())
-        assert metrics["teacher_cache"] == records[-1]["teacher_cache"]
-    first, second = (r["teacher_cache"] for r in records)
-    assert first["built"] and not second["built"] and first["key"] == second["key"]
-    assert first["bytes"] > 0 and first["faces"] == 7 and first["views_per_face"] == 2
-    assert sum(line.startswith("teacher cache: ") for line in lines) == 2
-    assert histories[0] == histories[1] and "cls_loss" in histories[0]
+        record = json.loads((tmp_path / name / "config.json").read_text())["teacher_cache"]
+        assert metrics["teacher_cache"] == record
+        return record, (tmp_path / name / "history.csv").read_text()
+
+    first, straight = run("a")
+    assert first["built"] and first["bytes"] > 0
+    assert (first["faces"], first["views_per_face"]) == (7, 2)
+    assert "cls_loss" in straight and len(straight.splitlines()) == 3
+
+    class Interrupt(Exception):
+        pass
+
+    real_checkpoint = train_module.student_checkpoint
+
+    def checkpoint_then_die_in_epoch_2(student, path):
+        class Die(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 1:
+                    raise Interrupt()
+
+        return keras.callbacks.CallbackList([real_checkpoint(student, path), Die()])
+
+    monkeypatch.setattr(train_module, "student_checkpoint", checkpoint_then_die_in_epoch_2)
+    with pytest.raises(Interrupt):
+        run("b")
+    monkeypatch.setattr(train_module, "student_checkpoint", real_checkpoint)
+    second, resumed = run("b", resume=True)
+    assert not second["built"] and second["key"] == first["key"]
+    assert resumed == straight, "a killed and resumed cached run equals the straight one"
+    assert sum(line.startswith("teacher cache: built") for line in lines) == 1
+    assert sum(line.startswith("teacher cache: reused") for line in lines) == 2
 
 
 def test_multiworker_refuses_the_cache():
