@@ -220,3 +220,23 @@ def test_multiworker_refuses_the_cache():
     config = train_module.TrainConfig(strategy="multiworker", teacher_cache=4)
     with pytest.raises(train_module.cli.UsageError, match="--teacher_cache"):
         config.validate()
+
+
+def test_cached_step_under_mixed_precision(faces, tmp_path):
+    teacher = counting_tiny_teacher()
+    cache = load_or_build(teacher, faces, LAYOUT, SIZE, AugmentConfig(), 2, 0, root=tmp_path,
+                          log=quiet)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = RegularizedLandmarkModel(small_student(), teacher)
+        model.compile(keras.optimizers.Adam(1e-3), regularizers="cls,feat,sa,ca")
+        model.use_teacher_cache(cache)
+        ds = make_dataset(faces, LAYOUT, SIZE, batch_size=3, seed=0, views=2)
+        images, _, rows = next(iter(ds))
+        assert model.teacher_outputs(images, rows)["tap_8"].dtype == tf.float16
+        CountingTeacher.calls = 0
+        logs = model.fit(ds, epochs=1, verbose=0).history
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert CountingTeacher.calls == 0
+    assert all(np.isfinite(v[-1]) and v[-1] > 0 for v in logs.values())
