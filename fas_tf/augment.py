@@ -4,6 +4,10 @@ One affine warp per sample maps output-crop pixels to canvas pixels (rotation, s
 translation and an optional horizontal flip, composed), applied with
 ``tf.raw_ops.ImageProjectiveTransformV3``; the landmarks go through the inverse map, and a flip
 also permutes landmark indices (left eye corner 36 <-> right eye corner 45, ...).
+
+Every random draw of a sample comes from one stateless seed (``tf.random.stateless_uniform``), so
+a sample's crop is a pure function of that seed, whatever the order of parallel execution
+(:func:`fas_tf.data.sample_seed` derives it from the run's seed, the epoch and the sample).
 """
 
 from __future__ import annotations
@@ -77,20 +81,29 @@ def warp(canvas: tf.Tensor, a: tf.Tensor, b: tf.Tensor, out_size: int) -> tf.Ten
     return out[0]
 
 
-def _photometric(image: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
-    image = image + tf.random.uniform([], -cfg.brightness, cfg.brightness)
-    mean = tf.reduce_mean(image)
-    image = (image - mean) * tf.random.uniform([], 1 - cfg.contrast, 1 + cfg.contrast) + mean
-    gray = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image))
-    image = tf.where(tf.random.uniform([]) < cfg.grayscale, gray, image)
+# The uniform draws of one sample: one stateless vector, indexed by these names.
+_DRAWS = 10
+_ANGLE, _SCALE, _SHIFT_X, _SHIFT_Y, _FLIP, _BRIGHT, _CONTRAST, _GRAY, _SIGMA, _BLUR = range(_DRAWS)
 
-    sigma = tf.random.uniform([], 0.5, 1.5)
+
+def _between(u: tf.Tensor, lo: float, hi: float) -> tf.Tensor:
+    return lo + (hi - lo) * u
+
+
+def _photometric(image: tf.Tensor, cfg: AugmentConfig, u: tf.Tensor) -> tf.Tensor:
+    image = image + _between(u[_BRIGHT], -cfg.brightness, cfg.brightness)
+    mean = tf.reduce_mean(image)
+    image = (image - mean) * _between(u[_CONTRAST], 1 - cfg.contrast, 1 + cfg.contrast) + mean
+    gray = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image))
+    image = tf.where(u[_GRAY] < cfg.grayscale, gray, image)
+
+    sigma = _between(u[_SIGMA], 0.5, 1.5)
     taps = tf.range(-2.0, 3.0)
     k1 = tf.exp(-tf.square(taps) / (2 * sigma * sigma))
     k1 = k1 / tf.reduce_sum(k1)
     kernel = tf.tile((k1[:, None] * k1[None, :])[:, :, None, None], [1, 1, 3, 1])
     blurred = tf.nn.depthwise_conv2d(image[None], kernel, [1, 1, 1, 1], "SAME")[0]
-    image = tf.where(tf.random.uniform([]) < cfg.blur, blurred, image)
+    image = tf.where(u[_BLUR] < cfg.blur, blurred, image)
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
@@ -101,16 +114,21 @@ def augment_sample(
     cfg: AugmentConfig,
     flip_permutation: tf.Tensor,
     can_flip: bool,
+    seed: tf.Tensor,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """A random augmented crop and its landmarks (crop pixels, permuted when flipped)."""
+    """The augmented crop of stateless ``seed`` (shape (2,) int) and its landmarks.
+
+    Landmarks are in crop pixels, permuted when flipped. Same seed, same crop.
+    """
     canvas_size = int(canvas.shape[0])
     side = canvas_size / 2.0
-    angle = tf.random.uniform([], -cfg.rotation, cfg.rotation) * (math.pi / 180.0)
-    scale = tf.random.uniform([], 1.0 - cfg.scale, 1.0 + cfg.scale)
-    shift = tf.random.uniform([2], -cfg.translation, cfg.translation) * side
-    flip = tf.random.uniform([]) < cfg.flip if can_flip else tf.constant(False)
+    u = tf.random.stateless_uniform([_DRAWS], seed)
+    angle = _between(u[_ANGLE], -cfg.rotation, cfg.rotation) * (math.pi / 180.0)
+    scale = _between(u[_SCALE], 1.0 - cfg.scale, 1.0 + cfg.scale)
+    shift = _between(u[_SHIFT_X : _SHIFT_Y + 1], -cfg.translation, cfg.translation) * side
+    flip = u[_FLIP] < cfg.flip if can_flip else tf.constant(False)
     a, b = crop_transform(canvas_size, out_size, angle, scale, shift, flip)
-    image = _photometric(warp(canvas, a, b, out_size), cfg)
+    image = _photometric(warp(canvas, a, b, out_size), cfg, u)
     pts = tf.linalg.matvec(tf.linalg.inv(a), tf.cast(points, tf.float32) - b)  # (N, 2)
     pts = tf.cond(flip, lambda: tf.gather(pts, flip_permutation), lambda: pts)
     return image, pts

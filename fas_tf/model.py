@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
@@ -27,6 +28,9 @@ from fas_tf.heatmaps import decode_heatmaps
 from fas_tf.metrics import default_normalization, mean_nme
 from fas_tf.student import FEATURE_STRIDES, student_geometry
 from fas_tf.teachers import Teacher
+
+if TYPE_CHECKING:
+    from fas_tf.teacher_cache import TeacherCache
 
 DEFAULT_WEIGHTS = {"cls": 1.0, "feat": 1.0, "sa": 1.0, "ca": 1.0}
 
@@ -91,6 +95,7 @@ class RegularizedLandmarkModel(keras.Model):
         self.regularizers: tuple[str, ...] = ()
         self.regularizer_weights: dict[str, float] = {}
         self._trackers: dict[str, keras.metrics.Mean] = {}
+        self._teacher_cache: TeacherCache | None = None
         self.built = True  # every sub-layer is built above
 
     # ------------------------------------------------------------------ configuration
@@ -145,11 +150,43 @@ class RegularizedLandmarkModel(keras.Model):
     def call(self, images, training=False):
         return self.student(images, training=training)
 
-    def _regularizer_losses(self, images, outputs) -> dict[str, tf.Tensor]:
+    def use_teacher_cache(self, cache: TeacherCache | None) -> None:
+        """Read the teacher's outputs from ``cache`` instead of running the teacher.
+
+        Training batches must then carry the cache rows of their crops, ``(images, targets,
+        rows)`` (:func:`fas_tf.data.make_dataset` ``views=K``). The stored outputs are host
+        tensors outside every checkpoint (the cache is not a Keras-tracked object).
+        """
+        if cache is not None:
+            cache.tensors()  # load now, not while tracing the step
+        self._teacher_cache = cache
+
+    def teacher_outputs(self, images, rows=None) -> dict[str, tf.Tensor]:
+        """The frozen teacher's outputs on ``images``, no gradient.
+
+        With a teacher cache (:meth:`use_teacher_cache`) they are the stored outputs of cache
+        ``rows`` (the views ``images`` were cropped from), cast to the compute dtype; the
+        teacher is not run. Without one the teacher runs on ``images``.
+        """
+        cache = self._teacher_cache
+        if cache is not None:
+            if rows is None:
+                raise ValueError("a teacher cache is in use: batches must be (images, targets, "
+                                 "rows), see fas_tf.data.make_dataset(views=K)")
+            t = {k: tf.cast(v, self.compute_dtype) for k, v in cache.lookup(rows).items()}
+        else:
+            t = self.teacher(images)  # frozen, training=False inside
+        return {k: tf.stop_gradient(v) for k, v in t.items()}
+
+    def _regularizer_losses(
+        self, outputs: dict[str, tf.Tensor], t: dict[str, tf.Tensor]
+    ) -> dict[str, tf.Tensor]:
+        """The active regularizers of the student's ``outputs`` against teacher outputs ``t``.
+
+        One function for the online and the cached teacher (:meth:`teacher_outputs`).
+        """
         if not self.regularizers:
             return {}
-        t = self.teacher(images)  # frozen, training=False inside
-        t = {k: tf.stop_gradient(v) for k, v in t.items()}
         student_feats = [outputs[f"feat_{s}"] for s in FEATURE_STRIDES]
         teacher_feats = [t[f"tap_{s}"] for s in FEATURE_STRIDES]
         losses = {}
@@ -191,13 +228,18 @@ class RegularizedLandmarkModel(keras.Model):
 
     # ------------------------------------------------------------------ steps
     def train_step(self, data):
+        """One step on ``(images, targets)``, or ``(images, targets, rows)`` with a teacher
+        cache (the teacher's outputs are then read, not computed)."""
         images, targets = data[0], data[1]
+        rows = data[2] if len(data) > 2 else None
         batch = tf.cast(tf.shape(images)[0], tf.float32)
         variables = self.trainable_variables  # student + used adapters/head; never the teacher
         with tf.GradientTape() as tape:
             outputs = self.student(images, training=True)
             hm_loss = R.heatmap_loss(outputs["heatmaps"], targets["heatmaps"])
-            reg = self._regularizer_losses(images, outputs)
+            reg = {}
+            if self.regularizers:
+                reg = self._regularizer_losses(outputs, self.teacher_outputs(images, rows))
             total = hm_loss
             for name, value in reg.items():
                 total = total + self.regularizer_weights[name] * value

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fas_tf import __version__, cli
-from fas_tf.errors import WorkerLostError
+from fas_tf.errors import DataError, WorkerLostError
 
 TEACHER_CHOICES = ("auto", "facenet", "dlib", "none")
 # 60 epochs (600 steps on 159 faces) left the student far from converged: google2 NME 13.5%
@@ -65,6 +65,7 @@ class TrainConfig:
     head_channels: int = 64
     rotation: float = 45.0
     seed: int = 0
+    teacher_cache: int = 0  # K stored teacher views per face; 0: run the teacher online
     train_limit: int | None = None
     resume: bool = False
     strategy: str = "default"
@@ -91,6 +92,7 @@ class TrainConfig:
             ("head_channels", self.head_channels, self.head_channels >= 1, ">= 1"),
             ("rotation", self.rotation, 0 <= self.rotation <= 180, "in [0, 180] degrees"),
             ("seed", self.seed, 0 <= self.seed < 2**32, "in [0, 2**32)"),
+            ("teacher_cache", self.teacher_cache, self.teacher_cache >= 0, ">= 0"),
             ("verbose", self.verbose, self.verbose in (0, 1, 2), "0, 1 or 2"),
             *((f"lambda_{k}", v, v >= 0, ">= 0") for k, v in self.lambdas().items()),
         ]
@@ -101,6 +103,9 @@ class TrainConfig:
         for name, value, ok, rule in checks:  # NaN fails every comparison
             if not ok or not math.isfinite(value):
                 raise cli.UsageError(f"--{name} must be {rule}, got {value}")
+        if self.teacher_cache and self.strategy == "multiworker":
+            raise cli.UsageError("--teacher_cache does not support --strategy=multiworker yet; "
+                                 "use --teacher_cache=0 there")
 
     def lambdas(self) -> dict[str, float]:
         return {
@@ -466,9 +471,13 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
     augment = AugmentConfig(rotation=config.rotation)
     global_batch = config.batch_size
     steps = steps_per_epoch(len(train_faces), global_batch)
-    train_ds, val_ds, fit_args = _distributed_datasets(
-        strategy, config, train_faces, val_faces, layout, augment, steps, log
-    )
+    if task.is_chief:
+        backup = out / "checkpoints" / "backup"
+    else:  # every worker backs up its own state (each restores its own), outside --output_dir
+        backup = worker_scratch_dir(out, task.index)
+        if not config.resume:
+            shutil.rmtree(backup, ignore_errors=True)  # stale state of an earlier, killed run
+    initial_epoch = backup_epoch(backup) if config.resume else 0
     with strategy.scope():
         student = build_architecture(
             config.student, layout.num_landmarks, config.input_size, config.alpha,
@@ -490,6 +499,19 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
             weights=config.lambdas(),
             jit_compile=config.jit_compile,
         )
+    cache = None
+    if config.teacher_cache and model.regularizers:
+        from fas_tf.teacher_cache import load_or_build
+
+        cache = load_or_build(teacher, train_faces, layout, config.input_size, augment,
+                              config.teacher_cache, config.seed, log=log)
+        model.use_teacher_cache(cache)
+    elif config.teacher_cache:
+        log("teacher cache: not used (no teacher or no regularizer to feed)")
+    train_ds, val_ds = _distributed_datasets(
+        strategy, config, train_faces, val_faces, layout, augment, initial_epoch,
+        cache.views if cache else 0, log,
+    )
     log(
         f"training on {len(train_faces)} faces"
         + (f", validating on {len(val_faces)}" if val_faces is not None else "")
@@ -499,6 +521,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
         "config": dataclasses.asdict(config),
         "teacher": teacher.describe() if teacher else None,
         "regularizers_active": list(model.regularizers),
+        "teacher_cache": cache.describe() if cache else None,
         "layout": layout.to_json(),
         "augment": augment.to_json(),
         "num_train": len(train_faces),
@@ -510,20 +533,15 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
     }
     restart = ("the run cannot be resumed: train again without --resume into a new "
                f"--output_dir (or after deleting {out})")
+    callbacks = [backup_and_restore(backup, restart),
+                 data_starts_at_restored_epoch(initial_epoch)]
     if task.is_chief:
         cli.write_json(out / "config.json", record)
-        backup = out / "checkpoints" / "backup"
-        callbacks = [
-            backup_and_restore(backup, restart),
+        callbacks += [
             student_checkpoint(student, out / "checkpoints" / "student_last.keras"),
             keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
             keras.callbacks.TensorBoard(str(out / "logs"), profile_batch=0),
         ]
-    else:  # every worker backs up its own state (each restores its own), outside --output_dir
-        backup = worker_scratch_dir(out, task.index)
-        if not config.resume:
-            shutil.rmtree(backup, ignore_errors=True)  # stale state of an earlier, killed run
-        callbacks = [backup_and_restore(backup, restart)]
     if task.workers > 1:
         callbacks.append(same_epoch_on_every_worker(strategy, backup))
     start = time.time()
@@ -531,15 +549,17 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
         train_ds,
         validation_data=val_ds,
         epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps,  # the dataset holds every remaining epoch, one after the other
         callbacks=callbacks,
         verbose=config.verbose,
         shuffle=False,  # the tf.data pipeline shuffles
-        **fit_args,
     )
     elapsed = time.time() - start
     metrics: dict = {
         "epochs": config.epochs,
         "fit_seconds_this_process": elapsed,
+        "teacher_cache": cache.describe() if cache else None,
         "final_train": {k: float(v[-1]) for k, v in history.history.items() if v
                         and not k.startswith("val_")},
     }
@@ -564,33 +584,41 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
     return metrics
 
 
-def _distributed_datasets(strategy, config, train_faces, val_faces, layout, augment, steps, log):
-    """Training / validation input and extra ``fit`` arguments for ``strategy``.
+def _distributed_datasets(
+    strategy, config, train_faces, val_faces, layout, augment, initial_epoch: int, views: int,
+    log,
+):
+    """Training and validation input for ``strategy``.
 
-    One replica: the plain pipelines. Several replicas (``mirrored``, ``multiworker``): every
-    input pipeline (one per worker) shuffles the full set with the same seed and keeps its shard
-    of each global batch of ``--batch_size`` (:func:`fas_tf.data.make_dataset` ``shard``),
-    repeated, with a fixed ``steps_per_epoch`` so every batch is full and every worker runs
-    the same number of steps. Validation is split by Keras (auto-shard by data) with a batch
-    size that leaves no replica an empty batch.
+    The training input holds epochs ``initial_epoch .. config.epochs - 1`` (each one's order
+    and crops a function of ``config.seed`` and the epoch, :func:`fas_tf.data.make_dataset`),
+    so ``fit`` needs ``steps_per_epoch``; ``views > 0`` replays that many teacher-cache views
+    per face and adds the cache rows to each batch. One replica: the plain pipelines. Several
+    replicas (``mirrored``, ``multiworker``): every input pipeline (one per worker) orders each
+    epoch alike, pads it to whole global batches of ``--batch_size`` and keeps its shard of each
+    (``shard``), so every batch is full and every worker runs the same number of steps.
+    Validation is split by Keras (auto-shard by data) with a batch size that leaves no replica
+    an empty batch.
     """
     import tensorflow as tf
 
     from fas_tf.data import make_dataset
 
     replicas = strategy.num_replicas_in_sync
-    common = {"input_size": config.input_size, "sigma": config.sigma}
+    common = {"input_size": config.input_size, "sigma": config.sigma, "augment": augment,
+              "seed": config.seed, "initial_epoch": initial_epoch, "epochs": config.epochs,
+              "views": views}
     if replicas == 1:
         train_ds = make_dataset(
-            train_faces, layout, **common, batch_size=config.batch_size, training=True,
-            augment=augment, seed=config.seed,
+            train_faces, layout, **common, batch_size=config.batch_size, training=True
         )
         val_ds = None
         if val_faces is not None:
             val_ds = make_dataset(
-                val_faces, layout, **common, batch_size=config.batch_size, training=False
+                val_faces, layout, input_size=config.input_size, sigma=config.sigma,
+                batch_size=config.batch_size, training=False,
             )
-        return train_ds, val_ds, {}
+        return train_ds, val_ds
     if config.batch_size % replicas:
         raise cli.UsageError(
             f"--batch_size={config.batch_size}: the global batch must split evenly over the "
@@ -601,7 +629,7 @@ def _distributed_datasets(strategy, config, train_faces, val_faces, layout, augm
         return make_dataset(
             train_faces, layout, **common,
             batch_size=context.get_per_replica_batch_size(config.batch_size), training=True,
-            augment=augment, seed=config.seed, repeat=True,
+            global_batch=config.batch_size,
             shard=(context.num_input_pipelines, context.input_pipeline_id),
         )
 
@@ -618,9 +646,10 @@ def _distributed_datasets(strategy, config, train_faces, val_faces, layout, augm
                 tf.data.experimental.AutoShardPolicy.DATA
             )
             val_ds = make_dataset(
-                val_faces, layout, **common, batch_size=val_batch, training=False
+                val_faces, layout, input_size=config.input_size, sigma=config.sigma,
+                batch_size=val_batch, training=False,
             ).with_options(options)
-    return train_ds, val_ds, {"steps_per_epoch": steps}
+    return train_ds, val_ds
 
 
 def eval_batch_size(count: int, batch_size: int, replicas: int) -> int | None:
@@ -634,6 +663,38 @@ def eval_batch_size(count: int, batch_size: int, replicas: int) -> int | None:
         if count >= replicas and (rest == 0 or rest >= replicas):
             return size
     return None
+
+
+def backup_epoch(backup: Path) -> int:
+    """The epoch a run resumes at: what ``keras.callbacks.BackupAndRestore`` saved in
+    ``backup/training_metadata.json`` (``{"epoch": completed epochs, ...}``), 0 without one."""
+    try:
+        return int(json.loads((backup / "training_metadata.json").read_text())["epoch"])
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(
+            f"{backup / 'training_metadata.json'}: cannot restore this backup of the interrupted "
+            f"run ({' '.join(str(err).split())}); the run cannot be resumed: train again without "
+            "--resume into a new --output_dir"
+        ) from err
+
+
+def data_starts_at_restored_epoch(initial_epoch: int):
+    """A callback (after ``BackupAndRestore``) checking that the epoch Keras restored is the one
+    the training dataset starts at (read from the same backup before ``fit``)."""
+    import keras
+
+    class DataStartsAtRestoredEpoch(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            restored = int(getattr(self.model, "_initial_epoch", None) or initial_epoch)
+            if restored != initial_epoch:
+                raise RuntimeError(
+                    f"BackupAndRestore restored epoch {restored}, but the training data start "
+                    f"at epoch {initial_epoch}"
+                )
+
+    return DataStartsAtRestoredEpoch()
 
 
 def same_epoch_on_every_worker(strategy, backup: Path):
@@ -673,7 +734,8 @@ def config_from_flags() -> TrainConfig:
         lambda_ca=f.lambda_ca, epochs=f.epochs, batch_size=f.batch_size,
         input_size=f.input_size, learning_rate=f.learning_rate, weight_decay=f.weight_decay,
         sigma=f.sigma, alpha=f.alpha, head_channels=f.head_channels, rotation=f.rotation,
-        seed=f.seed, train_limit=f.train_limit, resume=f.resume, strategy=f.strategy,
+        seed=f.seed, teacher_cache=f.teacher_cache, train_limit=f.train_limit,
+        resume=f.resume, strategy=f.strategy,
         mixed_precision=f.mixed_precision, jit_compile=f.jit_compile, strict=f.strict,
         verbose=f.verbose,
     )
@@ -705,7 +767,11 @@ def define_flags() -> None:
     flags.DEFINE_float("alpha", d.alpha, "MobileNetV2 width multiplier of the student")
     flags.DEFINE_integer("head_channels", d.head_channels, "channels of the heatmap head")
     flags.DEFINE_float("rotation", d.rotation, "max augmentation rotation, degrees")
-    flags.DEFINE_integer("seed", d.seed, "random seed")
+    flags.DEFINE_integer("seed", d.seed, "random seed: the same seed gives the same run")
+    flags.DEFINE_integer(
+        "teacher_cache", d.teacher_cache, "K > 0: compute the teacher's outputs once on K seeded "
+        "views per face (cached on disk by key) and replay them; 0: run the teacher online"
+    )
     flags.DEFINE_integer("train_limit", None, "seeded subset of N training faces")
     flags.DEFINE_string("output_dir", d.output_dir, "where the run is written")
     flags.DEFINE_bool("resume", False, "continue the run in --output_dir")

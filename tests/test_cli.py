@@ -259,6 +259,7 @@ def test_resume_with_a_different_flag_names_it_and_touches_nothing(
     ("--sigma=0", "--sigma must be > 0, got 0.0"),
     ("--rotation=200", "--rotation must be in [0, 180] degrees, got 200.0"),
     ("--seed=-1", "--seed must be in [0, 2**32), got -1"),
+    ("--teacher_cache=-1", "--teacher_cache must be >= 0, got -1"),
 ])
 def test_out_of_range_flag_is_a_usage_error_before_tensorflow(tmp_path, demo_faces, flag, message):
     out = tmp_path / "o"

@@ -67,7 +67,7 @@ def test_flipped_face_swaps_outer_eye_corners():
     cfg = AugmentConfig(rotation=0, scale=0, translation=0, flip=1.0, brightness=0,
                         contrast=0, blur=0, grayscale=0)
     _, out = augment_sample(tf.constant(canvas), tf.constant(pts), size, cfg,
-                            tf.constant(layout.flip_permutation()), True)
+                            tf.constant(layout.flip_permutation()), True, tf.constant([0, 0]))
     plain = pts - size / 2  # centre crop coordinates
     mirrored_45 = [size - 1 - plain[45, 0], plain[45, 1]]
     np.testing.assert_allclose(out.numpy()[36], mirrored_45, atol=1e-3)
@@ -77,7 +77,6 @@ def test_flipped_face_swaps_outer_eye_corners():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_bright_dot_lands_on_heatmap_peak_after_augmentation(seed):
     """Draw a dot at landmark k, augment randomly: the dot's new place is landmark k's peak."""
-    tf.random.set_seed(seed)
     size, stride = 64, 4
     rng = np.random.default_rng(seed)
     pts = rng.uniform(48, 80, (68, 2)).astype("float32")
@@ -89,7 +88,8 @@ def test_bright_dot_lands_on_heatmap_peak_after_augmentation(seed):
     layout = layout_for(68)
     cfg = AugmentConfig(flip=0.5, brightness=0, contrast=0, blur=0, grayscale=0)
     image, out = augment_sample(tf.constant(canvas), tf.constant(pts), size, cfg,
-                                tf.constant(layout.flip_permutation()), True)
+                                tf.constant(layout.flip_permutation()), True,
+                                tf.constant([seed, 7]))
     gray = image.numpy().mean(axis=-1)
     dot = np.array(np.unravel_index(np.argmax(gray), gray.shape))[::-1]  # (x, y)
     heat = render_heatmaps(out[None], size // stride, stride, 1.0)
@@ -126,6 +126,45 @@ def test_dataset_batches_shapes(demo_faces):
     assert targets["heatmaps"].shape == (4, 16, 16, 68)
     assert targets["landmarks"].shape == (4, 68, 2)
     assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255.0
+
+
+def landmark_batches(ds):
+    return [batch[1]["landmarks"].numpy() for batch in ds]
+
+
+def test_epochs_are_pure_functions_of_seed_and_epoch(demo_faces):
+    faces = load_faces(demo_faces, input_size=64)
+    layout = layout_for(68)
+    two = landmark_batches(make_dataset(faces, layout, 64, batch_size=5, seed=3, epochs=2))
+    assert [len(b) for b in two] == [5, 5, 2, 5, 5, 2], "epochs do not share a batch"
+    again = landmark_batches(make_dataset(faces, layout, 64, batch_size=5, seed=3, epochs=2))
+    for a, b in zip(two, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(two[0], two[3]), "each epoch draws a new order and new crops"
+    # a resumed run's data start at its epoch and equal the uninterrupted run's
+    later = landmark_batches(
+        make_dataset(faces, layout, 64, batch_size=5, seed=3, initial_epoch=1, epochs=2)
+    )
+    for a, b in zip(two[3:], later, strict=True):
+        np.testing.assert_array_equal(a, b)
+    other = landmark_batches(make_dataset(faces, layout, 64, batch_size=5, seed=4, epochs=1))
+    assert not np.allclose(other[0], two[0])
+
+
+def test_shards_of_a_global_batch_are_disjoint_and_every_batch_is_full(demo_faces):
+    faces = load_faces(demo_faces, input_size=64)
+    layout = layout_for(68)
+    common = {"batch_size": 2, "seed": 3, "epochs": 2, "global_batch": 8, "views": 5}
+    shards = [
+        [b[2].numpy() for b in make_dataset(faces, layout, 64, shard=(4, i), **common)]
+        for i in range(4)
+    ]
+    assert [len(s) for s in shards] == [4] * 4  # 12 faces padded to 2 global batches, 2 epochs
+    for step in range(4):
+        rows = np.concatenate([s[step] for s in shards])
+        assert len(set(rows.tolist())) == 8, "the 4 shards of a global batch are disjoint"
+    epoch_1 = np.concatenate([s[j] for j in (0, 1) for s in shards]) // 5
+    assert set(epoch_1.tolist()) == set(range(12)), "an epoch sees every face"
 
 
 def test_csv_reader_with_header_and_relative_paths(tmp_path, demo_faces):

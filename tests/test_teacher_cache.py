@@ -1,0 +1,242 @@
+"""The teacher cache: stored outputs equal the online ones, the teacher is not run, keys."""
+
+import dataclasses
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import fas_tf.train as train_module
+from fas_tf.augment import AugmentConfig
+from fas_tf.data import load_faces, make_dataset, view_of
+from fas_tf.landmarks import layout_for
+from fas_tf.model import RegularizedLandmarkModel
+from fas_tf.student import build_student
+from fas_tf.teacher_cache import load_or_build
+from fas_tf.teachers import Teacher
+
+from .conftest import tiny_teacher
+
+SIZE = 32
+LAYOUT = layout_for(68)
+
+
+def quiet(*args):
+    pass
+
+
+class CountingTeacher(Teacher):
+    """The tiny teacher, counting its calls (eager runs and traces alike)."""
+
+    calls = 0
+
+    def __call__(self, images):
+        CountingTeacher.calls += 1
+        return super().__call__(images)
+
+
+def counting_tiny_teacher() -> CountingTeacher:
+    t = tiny_teacher()
+    return CountingTeacher(**{f.name: getattr(t, f.name) for f in dataclasses.fields(Teacher)})
+
+
+@pytest.fixture(scope="module")
+def faces(demo_faces):
+    return load_faces(demo_faces, input_size=SIZE).subset(range(6))
+
+
+def small_student():
+    return build_student(input_size=SIZE, alpha=0.35, head_channels=8)
+
+
+def test_view_schedule_uses_every_view_once_per_cycle():
+    views = np.array([[int(view_of(7, e, i, 4)) for e in range(8)] for i in range(3)])
+    for row in views:
+        assert sorted(row[:4]) == [0, 1, 2, 3] and sorted(row[4:]) == [0, 1, 2, 3]
+    assert len({tuple(r[:4]) for r in views}) > 1, "faces walk their views in different orders"
+
+
+def test_cached_losses_equal_online_losses_on_the_same_views(faces, tmp_path):
+    keras.utils.set_random_seed(0)
+    teacher = tiny_teacher()
+    cache = load_or_build(teacher, faces, LAYOUT, SIZE, AugmentConfig(), 3, 0, root=tmp_path,
+                          log=quiet)
+    ds = make_dataset(faces, LAYOUT, SIZE, batch_size=6, seed=0, initial_epoch=2, epochs=3,
+                      views=3)
+    images, _, rows = next(iter(ds))
+    assert sorted((rows.numpy() // 3).tolist()) == list(range(6))
+    model = RegularizedLandmarkModel(small_student(), teacher)
+    model.compile("adam", regularizers="cls,feat,sa,ca")
+    outputs = model.student(images, training=False)
+    online = model._regularizer_losses(outputs, model.teacher_outputs(images))
+    model.use_teacher_cache(cache)
+    stored = cache.lookup(rows)
+    assert all(v.dtype == tf.float16 for v in stored.values())
+    cached = model._regularizer_losses(outputs, model.teacher_outputs(images, rows))
+    assert set(cached) == {"cls", "feat", "sa", "ca"}
+    for name in cached:
+        assert float(online[name]) > 1e-3, name
+        np.testing.assert_allclose(float(cached[name]), float(online[name]), rtol=2e-3,
+                                   err_msg=name)
+    with pytest.raises(ValueError, match="rows"):
+        model.teacher_outputs(images)
+
+
+def test_teacher_never_runs_in_fit_with_the_cache_and_no_checkpoint_holds_it(
+    faces, tmp_path
+):
+    keras.utils.set_random_seed(0)
+    teacher = counting_tiny_teacher()
+    cache = load_or_build(teacher, faces, LAYOUT, SIZE, AugmentConfig(), 2, 0, root=tmp_path,
+                          log=quiet)
+    model = RegularizedLandmarkModel(small_student(), teacher)
+    model.compile(keras.optimizers.Adam(1e-3), regularizers="cls,feat,sa,ca")
+    weights = len(model.weights)
+    model.optimizer.build(model.trainable_variables)
+    model.save_weights(tmp_path / "before.weights.h5")
+    model.use_teacher_cache(cache)
+    assert len(model.weights) == weights, "the cache is not a model variable"
+    ds = make_dataset(faces, LAYOUT, SIZE, batch_size=4, seed=0, epochs=2, views=2)
+    CountingTeacher.calls = 0
+    logs = model.fit(ds, epochs=2, steps_per_epoch=2, verbose=0).history
+    assert CountingTeacher.calls == 0
+    for k in ("cls_loss", "feat_loss", "sa_loss", "ca_loss"):
+        assert len(logs[k]) == 2 and np.isfinite(logs[k][-1]) and logs[k][-1] > 0, k
+    model.save_weights(tmp_path / "after.weights.h5")
+    size = os.path.getsize
+    assert size(tmp_path / "after.weights.h5") == size(tmp_path / "before.weights.h5")
+    model.use_teacher_cache(None)
+    online = make_dataset(faces, LAYOUT, SIZE, batch_size=4, seed=0)
+    model.fit(online.take(1), epochs=1, verbose=0)
+    assert CountingTeacher.calls > 0, "without the cache the step runs the teacher"
+
+
+def test_same_key_builds_nothing_and_a_changed_key_rebuilds(faces, tmp_path):
+    keras.utils.set_random_seed(0)
+    teacher = tiny_teacher()
+    args = (teacher, faces, LAYOUT, SIZE, AugmentConfig(), 2, 0)
+    first = load_or_build(*args, root=tmp_path, log=quiet)
+    again = load_or_build(*args, root=tmp_path, log=quiet)
+    assert first.built and not again.built and again.key == first.key
+    assert first.nbytes == 6 * 2 * 2 * (12 + 6 * 6 * 16 + 3 * 3 * 24 + 2 * 2 * 32)
+    for name in first.arrays:
+        assert np.abs(np.asarray(first.arrays[name], np.float32)).max() > 0
+        np.testing.assert_array_equal(first.arrays[name], again.arrays[name])
+    changed = {
+        "seed": (teacher, faces, LAYOUT, SIZE, AugmentConfig(), 2, 1),
+        "views": (teacher, faces, LAYOUT, SIZE, AugmentConfig(), 3, 0),
+        "augment": (teacher, faces, LAYOUT, SIZE, AugmentConfig(rotation=10.0), 2, 0),
+        "data": (teacher, faces.subset(range(5)), LAYOUT, SIZE, AugmentConfig(), 2, 0),
+        "teacher weights": (tiny_teacher(), faces, LAYOUT, SIZE, AugmentConfig(), 2, 0),
+    }
+    keys = {first.key}
+    for what, other in changed.items():
+        rebuilt = load_or_build(*other, root=tmp_path, log=quiet)
+        assert rebuilt.built, f"a changed {what} must rebuild"
+        keys.add(rebuilt.key)
+    assert len(keys) == 1 + len(changed)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keys), "no temp folder left"
+
+
+def test_an_interrupted_build_leaves_nothing(faces, tmp_path, monkeypatch):
+    import fas_tf.data
+
+    teacher = tiny_teacher()
+    real_views = fas_tf.data.view_dataset
+
+    def interrupted_after_one_batch(*args, **kwargs):
+        yield next(iter(real_views(*args, **kwargs)))
+        raise KeyboardInterrupt()  # Ctrl-C (or SIGTERM, see fas_tf.cli) during the build
+
+    # A build killed with -9 earlier (its process is gone) left its temp folder behind.
+    stale = tmp_path / f".{'0' * 32}.tmp-999999999"
+    stale.mkdir()
+    monkeypatch.setattr(fas_tf.data, "view_dataset", interrupted_after_one_batch)
+    with pytest.raises(KeyboardInterrupt):
+        load_or_build(teacher, faces, LAYOUT, SIZE, AugmentConfig(), 4, 0, root=tmp_path,
+                      batch_size=8, log=quiet)
+    assert [p.name for p in tmp_path.iterdir()] == [stale.name], "nothing half-written"
+    monkeypatch.setattr(fas_tf.data, "view_dataset", real_views)
+    cache = load_or_build(teacher, faces, LAYOUT, SIZE, AugmentConfig(), 4, 0, root=tmp_path,
+                          batch_size=8, log=quiet)
+    assert cache.built
+    shutil.rmtree(tmp_path / cache.key)
+    stale.rename(tmp_path / f".{cache.key}.tmp-999999999")
+    load_or_build(teacher, faces, LAYOUT, SIZE, AugmentConfig(), 4, 0, root=tmp_path,
+                  log=quiet)
+    assert [p.name for p in tmp_path.iterdir()] == [cache.key], "stale temp folder removed"
+
+
+def test_train_with_the_cache_reuses_it_and_resumes_seeded(tmp_path, demo_faces, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(train_module, "select_teacher", lambda config, log: tiny_teacher())
+    lines = []
+
+    def run(name, **changes):
+        config = train_module.TrainConfig(
+            output_dir=str(tmp_path / name), data=str(demo_faces), teacher="dlib", epochs=2,
+            batch_size=3, input_size=SIZE, alpha=0.35, head_channels=8, seed=1, verbose=0,
+            train_limit=7, teacher_cache=2, **changes,
+        )
+        metrics = train_module.train(config, log=lines.append)
+        record = json.loads((tmp_path / name / "config.json").read_text())["teacher_cache"]
+        assert metrics["teacher_cache"] == record
+        return record, (tmp_path / name / "history.csv").read_text()
+
+    first, straight = run("a")
+    assert first["built"] and first["bytes"] > 0
+    assert (first["faces"], first["views_per_face"]) == (7, 2)
+    assert "cls_loss" in straight and len(straight.splitlines()) == 3
+
+    class Interrupt(Exception):
+        pass
+
+    real_checkpoint = train_module.student_checkpoint
+
+    def checkpoint_then_die_in_epoch_2(student, path):
+        class Die(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 1:
+                    raise Interrupt()
+
+        return keras.callbacks.CallbackList([real_checkpoint(student, path), Die()])
+
+    monkeypatch.setattr(train_module, "student_checkpoint", checkpoint_then_die_in_epoch_2)
+    with pytest.raises(Interrupt):
+        run("b")
+    monkeypatch.setattr(train_module, "student_checkpoint", real_checkpoint)
+    second, resumed = run("b", resume=True)
+    assert not second["built"] and second["key"] == first["key"]
+    assert resumed == straight, "a killed and resumed cached run equals the straight one"
+    assert sum(line.startswith("teacher cache: built") for line in lines) == 1
+    assert sum(line.startswith("teacher cache: reused") for line in lines) == 2
+
+
+def test_multiworker_refuses_the_cache():
+    config = train_module.TrainConfig(strategy="multiworker", teacher_cache=4)
+    with pytest.raises(train_module.cli.UsageError, match="--teacher_cache"):
+        config.validate()
+
+
+def test_cached_step_under_mixed_precision(faces, tmp_path):
+    teacher = counting_tiny_teacher()
+    cache = load_or_build(teacher, faces, LAYOUT, SIZE, AugmentConfig(), 2, 0, root=tmp_path,
+                          log=quiet)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = RegularizedLandmarkModel(small_student(), teacher)
+        model.compile(keras.optimizers.Adam(1e-3), regularizers="cls,feat,sa,ca")
+        model.use_teacher_cache(cache)
+        ds = make_dataset(faces, LAYOUT, SIZE, batch_size=3, seed=0, views=2)
+        images, _, rows = next(iter(ds))
+        assert model.teacher_outputs(images, rows)["tap_8"].dtype == tf.float16
+        CountingTeacher.calls = 0
+        logs = model.fit(ds, epochs=1, verbose=0).history
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert CountingTeacher.calls == 0
+    assert all(np.isfinite(v[-1]) and v[-1] > 0 for v in logs.values())

@@ -1,0 +1,52 @@
+"""Seeded runs: the same seed gives the same history, also across a kill and ``--resume``."""
+
+import keras
+import pytest
+
+import fas_tf.train as train_module
+
+from .conftest import tiny_teacher
+
+
+class Interrupt(Exception):
+    pass
+
+
+def run(tmp_path, demo_faces, name: str, seed: int, **changes) -> str:
+    config = train_module.TrainConfig(
+        output_dir=str(tmp_path / name), data=str(demo_faces), teacher="dlib", epochs=2,
+        batch_size=3, input_size=32, alpha=0.35, head_channels=8, seed=seed, verbose=0,
+        train_limit=7, **changes,
+    )
+    train_module.train(config, log=lambda *a: None)
+    return (tmp_path / name / "history.csv").read_text()
+
+
+def test_one_seed_gives_one_history_also_after_a_kill_and_resume(
+    tmp_path, demo_faces, monkeypatch
+):
+    monkeypatch.setattr(train_module, "select_teacher", lambda config, log: tiny_teacher())
+    straight = run(tmp_path, demo_faces, "a", seed=1)
+    rows = straight.splitlines()
+    assert len(rows) == 3 and "cls_loss" in rows[0] and rows[1] != rows[2]
+
+    real_checkpoint = train_module.student_checkpoint
+
+    def checkpoint_then_die_in_epoch_2(student, path):
+        class Die(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 1:
+                    raise Interrupt()
+
+        return keras.callbacks.CallbackList([real_checkpoint(student, path), Die()])
+
+    monkeypatch.setattr(train_module, "student_checkpoint", checkpoint_then_die_in_epoch_2)
+    with pytest.raises(Interrupt):
+        run(tmp_path, demo_faces, "b", seed=1)
+    assert len((tmp_path / "b" / "history.csv").read_text().splitlines()) == 2
+    monkeypatch.setattr(train_module, "student_checkpoint", real_checkpoint)
+    resumed = run(tmp_path, demo_faces, "b", seed=1, resume=True)
+    assert resumed == straight
+
+    other = run(tmp_path, demo_faces, "c", seed=2).splitlines()
+    assert other[0] == rows[0] and other[1:] != rows[1:]
