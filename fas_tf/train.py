@@ -339,8 +339,6 @@ def backup_and_restore(backup_dir: Path, restart_hint: str):
     """
     import keras
 
-    from fas_tf.errors import DataError
-
     class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         def _save_model(self):
             os.makedirs(self.backup_dir, exist_ok=True)
