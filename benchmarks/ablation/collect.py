@@ -103,9 +103,18 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 def append_row(path: Path, row: dict) -> None:
     """Add one row to ``rows.csv`` (replacing a row with the same key); existing rows are kept
-    as text, byte for byte."""
-    rows = [r for r in read_rows(path) if row_key(r) != row_key(row)]
-    write_rows(path, [*rows, row])
+    as text, byte for byte. The folder is locked meanwhile, so two processes appending at once
+    both keep their row."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        rows = [r for r in read_rows(path) if row_key(r) != row_key(row)]
+        write_rows(path, [*rows, row])
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_per_face(path: Path, stems: list[str], nmes: list[float]) -> None:

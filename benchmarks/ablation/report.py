@@ -109,16 +109,19 @@ def plot_nme_vs_n(points: list[dict], diffs: list[dict], path: Path) -> None:
                         [p["nme_mean"] - p["iv"].lo, p["iv"].hi - p["nme_mean"]]
                         for p in pts]).T * 100
         style = "--" if pts[0]["config"] in CONTROL_ARMS else "-"
-        ax.errorbar(xs, ys, yerr=err, fmt=f"o{style}", capsize=3, label=label, alpha=0.85)
+        ax.errorbar(xs, ys, yerr=err, fmt=f"o{style}", capsize=3, label=label, alpha=0.85,
+                    color=f"C{i % 10}")
     vs_none = [d for d in diffs if not d["control"]]
     dl = list(dict.fromkeys(d["a"] for d in vs_none))
     for i, label in enumerate(dl):
         ds = [d for d in vs_none if d["a"] == label]
         xs = np.array([d["n"] for d in ds], float) * (1 + 0.015 * (i - len(dl) / 2))
         iv = [d["iv"] for d in ds]
+        style = "--" if ds[0]["a"].split()[0] in CONTROL_ARMS else "-"
         bx.errorbar(xs, [v.mean * 100 for v in iv],
                     yerr=np.array([[v.mean - v.lo, v.hi - v.mean] for v in iv]).T * 100,
-                    fmt="o-", capsize=3, label=f"{label} − none", alpha=0.85)
+                    fmt=f"o{style}", capsize=3, label=f"{label} − none", alpha=0.85,
+                    color=f"C{labels.index(label) % 10 if label in labels else i}")
     bx.axhline(0, color="k", lw=0.8)
     sizes = sorted({p["n"] for p in points})
     for a in (ax, bx):
