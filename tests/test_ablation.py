@@ -227,6 +227,16 @@ def test_schedule_keys_and_arms():
     assert fold.train_sets == ("ads", "youtube2") and fold.val_sets == ("google2",)
     key = collect.run_key(arms.RunKey("facenet_all", 40, 2, "", 0.1), "s2000", "0.5:96:64")
     assert collect.run_name(key) == "facenet_all_l0.1_n40_seed2_s2000_0.5-96-64"
+    cv = arms.RunKey("dlib_all", None, 1, "ads", 0.3)
+    assert collect.run_key(cv, "s2000", "0.5:96:64") == (
+        "dlib_all", "0.3", "", "1", "s2000", "ads", "0.5:96:64")
+    setting = runner.Setting(steps=2000, student="0.5:96:64", teacher_cache=3)
+    assert runner.command_for(cv, setting) == (
+        "python benchmarks/ablation --cv=dlib_all --cv_seeds=1 --cv_folds=ads --steps=2000 "
+        "--student=0.5:96:64 --lambdas=0.3 --teacher_cache=3")
+    again = cli.parse_args(runner.command_for(cv, setting).split()[2:])
+    assert (again.configs, again.cv, again.cv_seeds, again.cv_folds, again.lambdas) == (
+        [], ["dlib_all"], [1], ["ads"], [0.3])
     assert arms.ARMS["facenet_random"].teacher_weights == "random"
     assert arms.ARMS["facenet_all"].teacher_weights is None
     assert arms.grid_configs("dlib")[5:9] == ["dlib_cls", "dlib_feat", "dlib_sa", "dlib_ca"]
