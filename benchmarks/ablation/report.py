@@ -203,8 +203,8 @@ def _setting_section(rows: list[dict], faces: dict[int, dict[str, float]], rows_
     md += ["### Paired differences (same seed, same training subset, same validation faces)",
            ""]
     if not diffs:
-        md += ["No pair of arms with per-face errors at the same N and seed yet (the migrated "
-               "rows have none), so no interval can be given.", ""]
+        md += ["No two arms with per-face errors share an N and a seed yet (migrated rows "
+               "have none), so no interval can be given.", ""]
     else:
         md += ["Mean of (arm − reference) per-face NME in points of %, 95 % percentile "
                "bootstrap interval resampling faces and seeds (numpy, seeded, "
