@@ -1,81 +1,292 @@
-"""benchmarks/ablation: report generation from fake finished runs (no training)."""
+"""benchmarks/ablation: rows that persist, skip before training, migration, bootstrap and the
+report built from rows only (training faked, except one tiny real run)."""
 
 import csv
-import json
+import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from benchmarks.ablation import arms, cli
+from benchmarks.ablation import arms, cli, collect, runner, stats
+
+OLD_ROWS = """\
+kind,config,n,fold,seed,epochs,student,num_train,num_val,teacher,teacher_pretrained,nme,fr_10,auc_10,fit_seconds,epoch_seconds,wall_seconds
+grid,dlib_all,159,,0,200,0.5/96/64,159,51,dlib,True,0.0932019,0.333333,0.207,1836.33,,
+grid,dlib_all,40,,0,200,0.5/96/64,40,51,dlib,True,0.174487,0.647059,0.066549,896.352,4.02576,904.29
+grid,none,159,,0,200,0.5/96/64,159,51,none,,0.108452,0.392157,0.189814,1702.79,,
+grid,none,40,,0,200,0.5/96/64,40,51,none,,0.191574,0.666667,0.0657941,844.663,3.74842,852.832
+"""
+STEMS = [f"google2_{i:02d}" for i in range(8)]
 
 
-def _fake_run(run_dir: Path, n: int, nme: float, teacher: dict | None) -> None:
-    run_dir.mkdir(parents=True)
-    per_face = [nme * f for f in (0.5, 0.8, 1.0, 1.2, 1.5)]
-    val = {"nme": nme, "fr_10": sum(v > 0.1 for v in per_face) / 5, "auc_10": 0.3, "n": 5}
-    (run_dir / "metrics.json").write_text(json.dumps(
-        {"epochs": 3, "fit_seconds_this_process": 12.0, "val": val}))
-    (run_dir / "config.json").write_text(json.dumps(
-        {"num_train": n, "num_val": 5, "teacher": teacher}))
-    (run_dir / "eval.json").write_text(json.dumps({**val, "per_face": per_face}))
-    (run_dir / "run.json").write_text(json.dumps(
-        {"epoch_seconds": 2.0, "fit_seconds": 12.0, "wall_seconds": 20.0}))
+def _data(tmp_path: Path) -> Path:
+    """A data folder with only attributes.csv (enough for the CLI's checks)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = ["stem,image_set,subset,turned,occluded,expressive,tilted"]
+    lines += [f"ads_{i},ads,t,0,0,0,0" for i in range(104)]
+    lines += [f"yt_{i},youtube2,t,0,0,0,0" for i in range(55)]
+    lines += [f"{s},google2,t,{i % 2},0,0,0" for i, s in enumerate(STEMS)]
+    (data / "attributes.csv").write_text("\n".join(lines) + "\n")
+    return data
 
 
-def test_report_from_fake_runs(tmp_path):
-    out, docs = tmp_path / "out", tmp_path / "docs"
-    dlib = {"name": "dlib", "pretrained": True}
-    for arm, teacher, base in (("none", None, 0.12), ("dlib_all", dlib, 0.10)):
-        for n in (20, 159):
-            for seed in (0, 1):
-                key = arms.RunKey(arm, n, seed)
-                _fake_run(out / "e3" / key.rel_dir(), n, base * (20 / n) ** 0.1 + 0.01 * seed,
-                          teacher)
-    cv_key = arms.RunKey("none", None, 0, "ads")
-    _fake_run(out / "e3" / cv_key.rel_dir(), 106, 0.09, None)
+def _fake_train(calls: list, fail: set | None = None):
+    """A stand-in for runner.train_and_evaluate: NME 0.10 for none, 0.09 with a teacher; the
+    runs in ``fail`` raise once."""
 
-    code = cli.main(["--report_only", f"--out={out}", f"--docs={docs}", "--epochs=3",
-                    "--configs=none,dlib_all,transfer", "--sizes=20,159", "--seeds=0,1"])
-    assert code == 0
+    def fake(key, run_dir, setting, log):
+        calls.append((key.arm, key.n, key.seed, key.lam))
+        if fail and (key.arm, key.n, key.seed) in fail:
+            fail.discard((key.arm, key.n, key.seed))  # fails once
+            raise RuntimeError("killed")
+        base = 0.10 if key.arm == "none" else 0.09
+        per_face = [base + 0.01 * (i % 3) for i in range(len(STEMS))]
+        teacher = None if key.arm == "none" else {
+            "name": "facenet", "pretrained": True, "sha256": "ab" * 32}
+        return {
+            "record": {"teacher": teacher, "num_train": key.n,
+                       "regularizers_active": [] if key.arm == "none" else ["cls", "feat"]},
+            "epochs": arms.epochs_for(key.n, setting.steps),
+            "eval": {"nme": float(np.mean(per_face)), "fr_10": 0.25, "auc_10": 0.3,
+                     "n": len(STEMS), "per_face": per_face, "images": STEMS,
+                     "subsets": {"turned": {"nme": base + 0.005}}},
+            "seconds": 12.5, "resumed": False,
+        }
+
+    return fake
+
+
+def test_each_finished_run_appends_one_row_and_is_never_run_again(tmp_path, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(runner, "train_and_evaluate", _fake_train(calls, {("none", 40, 0)}))
+    docs, data = tmp_path / "docs", _data(tmp_path)
+    common = [f"--docs={docs}", f"--out={tmp_path / 'out'}", f"--data={data}", "--steps=31",
+              "--configs=none,facenet_all", "--sizes=20,40"]
+    assert cli.main([*common, "--seeds=0"]) == 1  # one run failed: no row for it
+    assert len(calls) == 4
+    rows = collect.read_rows(docs / "ablation" / "rows.csv")
+    assert len(rows) == 3 and ("none", "40", "0") not in [(r["config"], r["n"], r["seed"])
+                                                         for r in rows]
+    r = next(r for r in rows if r["config"] == "facenet_all" and r["n"] == "20")
+    # 31 steps at 20 faces (2 steps per epoch) -> 16 epochs = 32 steps; at 40 (3) -> 11 = 33
+    assert (r["schedule"], r["epochs"], r["steps"], r["lambda"]) == ("s31", "16", "32", "1")
+    assert r["teacher_sha256"] == "ab" * 32 and r["nme_turned"] == "0.095"
+    assert r["command"] == ("python benchmarks/ablation --configs=facenet_all --sizes=20 "
+                            f"--seeds=0 --steps=31 --student=0.5:96:64 --lambdas=1 --data={data}")
+    assert next(x for x in rows if x["n"] == "40")["steps"] == "33"
+    faces = collect.read_per_face(docs / "ablation" / r["per_face"])
+    assert list(faces) == STEMS and faces[STEMS[2]] == pytest.approx(0.11)
+    assert "none" in {x["config"] for x in rows} and next(
+        x for x in rows if x["config"] == "none")["lambda"] == ""
+
+    calls.clear()  # same grid again: only the failed run is retried
+    assert cli.main([*common, "--seeds=0"]) == 0
+    assert calls == [("none", 40, 0, None)]
+    calls.clear()  # a new seed and a new weight run; nothing finished runs again
+    assert cli.main([*common, "--seeds=0,1", "--lambdas=1,0.1"]) == 0
+    assert sorted(calls) == sorted(
+        [("none", 20, 1, None), ("none", 40, 1, None)]
+        + [("facenet_all", n, s, 0.1) for n in (20, 40) for s in (0, 1)]
+        + [("facenet_all", n, 1, 1.0) for n in (20, 40)])
+    rows = collect.read_rows(docs / "ablation" / "rows.csv")
+    assert len(rows) == 12 and len({collect.row_key(r) for r in rows}) == 12
+    assert len(list((docs / "ablation" / "per_face").glob("*.csv"))) == 12
+    calls.clear()  # another schedule is another run
+    assert cli.main([*common, "--seeds=0", "--configs=none", "--sizes=20", "--steps=40"]) == 0
+    assert calls == [("none", 20, 0, None)]
+
+
+def test_rows_csv_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = tmp_path / "rows.csv"
+    first = {"config": "none", "n": 20, "seed": 0, "schedule": "s30", "nme": 0.1234567891}
+    collect.append_row(path, first)
+    before = path.read_bytes()
+    assert b",0.123457," in before  # 6 significant digits
+
+    def killed(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(collect.os, "fsync", killed)
+    with pytest.raises(KeyboardInterrupt):
+        collect.append_row(path, {**first, "seed": 1})
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["rows.csv"]
+    monkeypatch.undo()
+    collect.append_row(path, {**first, "seed": 1, "nme": 0.2})
+    collect.append_row(path, {**first, "seed": 1, "nme": 0.3})  # same key: replaced
+    rows = collect.read_rows(path)
+    assert [(r["seed"], r["nme"]) for r in rows] == [("0", "0.123457"), ("1", "0.3")]
+    assert path.read_bytes().startswith(before)  # earlier rows kept byte for byte
+
+
+def test_old_rows_are_migrated_with_what_is_missing_marked(tmp_path):
+    old = tmp_path / "ablation_runs.csv"
+    old.write_text(OLD_ROWS)
+    rows = collect.migrate_old_rows(old)
+    got = {(r["config"], r["n"]): r for r in rows}
+    assert len(rows) == 4
+    d40 = got[("dlib_all", "40")]
+    assert (d40["schedule"], d40["epochs"], d40["steps"], d40["lambda"]) == ("e200", 200, 600, "1")
+    assert (d40["student"], d40["seconds"], d40["teacher_sha256"], d40["command"]) == (
+        "0.5:96:64", "904.29", "", "")
+    assert "no teacher sha256" in d40["note"] and "per-face" in d40["note"]
+    assert got[("none", "159")]["steps"] == 2000 and got[("none", "159")]["lambda"] == ""
+    assert got[("none", "159")]["seconds"] == "1702.79"  # no wall time: the fit time
+    docs = tmp_path / "docs"
+    for _ in range(2):  # idempotent
+        assert cli.main(["--report_only", f"--docs={docs}", f"--migrate_from={old}"]) == 0
+    stored = collect.read_rows(docs / "ablation" / "rows.csv")
+    assert len(stored) == 4 and {r["nme"] for r in stored} == {
+        "0.0932019", "0.174487", "0.108452", "0.191574"}
     md = (docs / "results.md").read_text()
-    assert "8 of the 12 runs of the requested grid are finished" in md
-    assert "| `none` |" in md and "±" in md and "test batch" in md
-    assert f"Estimated full grid, schedule e{arms.EPOCHS}" in md
-    assert "Estimated full grid, schedule e3" in md
-    with open(docs / "ablation_summary.csv", newline="") as f:
+    assert "| `none` | 19.16 (1) | 10.85 (1) |" in md
+    assert "| `dlib_all λ=1` | 17.45 (1) | 9.32 (1) |" in md
+    assert "Schedule `e200` (200 epochs)" in md and "no interval can be given" in md
+
+
+def _write_rows(docs: Path, shift: float, seeds: int, n_faces: int = 30) -> None:
+    """rows.csv + per-face files: facenet_all = none + shift; facenet_random = none + noise."""
+    rng = np.random.default_rng(1)
+    rows_dir = docs / "ablation"
+    rows = []
+    for n in (20, 40):
+        for seed in range(seeds):
+            base = 0.12 + 0.03 * rng.random(n_faces)
+            noise = rng.normal(0, 0.01, n_faces)
+            for arm, lam, vals in (("none", "", base), ("facenet_all", "1", base + shift),
+                                   ("facenet_random", "1", base + shift + noise - noise.mean())):
+                key = (arm, lam, str(n), str(seed), "s100", "", "0.5:96:64")
+                name = f"per_face/{collect.run_name(key)}.csv"
+                collect.write_per_face(rows_dir / name, [f"f{i}" for i in range(n_faces)],
+                                       list(vals))
+                rows.append({**dict(zip(collect.KEY_COLUMNS, key, strict=True)),
+                             "nme": float(np.mean(vals)), "fr_10": 0.5, "auc_10": 0.1,
+                             "steps": 100, "seconds": 50.0, "per_face": name,
+                             "date": "2026-11-30T01:00:00+00:00", "commit": "c0ffee"})
+    collect.write_rows(rows_dir / "rows.csv", rows)
+
+
+def test_report_is_built_from_rows_and_per_face_files_only(tmp_path):
+    docs = tmp_path / "docs"
+    _write_rows(docs, shift=-0.02, seeds=3)
+    assert cli.main(["--report_only", f"--docs={docs}", f"--out={tmp_path / 'nothing'}"]) == 0
+    assert not (tmp_path / "nothing").exists()
+    md = (docs / "results.md").read_text()
+    assert "| 20 | `facenet_all λ=1` − `none` | 3 | 30 | -2.00 |" in md
+    assert ("N=40: `facenet_all λ=1` − `none` = -2.00 points NME" in md
+            and "the interval excludes 0, `facenet_all λ=1` has the lower NME" in md)
+    # the random control equals the real teacher up to centred noise: no difference shown
+    assert ("N=20: `facenet_all λ=1` − `facenet_random λ=1` = +0.00 points NME" in md
+            and "contains 0, so no difference between `facenet_all λ=1` and "
+            "`facenet_random λ=1` is shown" in md)
+    assert "| 2026-11-30 | c0ffee | 18 |" in md
+    with open(docs / "ablation" / "summary.csv", newline="") as f:
         summary = list(csv.DictReader(f))
-    assert [(r["config"], r["n"], r["seeds"]) for r in summary] == [
-        ("none", "20", "2"), ("none", "159", "2"), ("dlib_all", "20", "2"),
-        ("dlib_all", "159", "2")]
-    assert abs(float(summary[0]["nme_mean"]) - 0.125) < 1e-6
-    with open(docs / "ablation_runs.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == 9
-    for name in ("ablation_nme_vs_n.png", "ablation_ced_n159.png"):
-        assert (docs / name).stat().st_size > 1000
+    none20 = next(s for s in summary if s["config"] == "none" and s["n"] == "20")
+    assert none20["seeds"] == "3" and float(none20["nme_lo"]) < float(none20["nme_mean"]) < \
+        float(none20["nme_hi"])
+    assert (docs / "ablation" / "nme_vs_n_s100_0.5-96-64.png").stat().st_size > 5000
 
 
-def test_schedule_helpers():
-    assert arms.epochs_for(20, 60, 0) == 60
-    assert arms.epochs_for(20, 60, 600) == 300  # 2 steps per epoch
-    assert arms.epochs_for(159, 60, 600) == 60
-    assert arms.RunKey("cls", 40, 2).rel_dir() == Path("grid/cls/n40/seed2")
+def test_bootstrap_finds_a_known_shift_and_no_shift_in_noise():
+    rng = np.random.default_rng(0)
+    shifted = -0.02 + rng.normal(0, 0.01, (3, 51))
+    iv = stats.bootstrap(shifted)
+    assert iv.lo < -0.02 < iv.hi and iv.hi < 0 and iv.excludes_zero
+    assert iv.hi - iv.lo < 0.01 and (iv.seeds, iv.faces) == (3, 51)
+    constant = stats.bootstrap(np.full((2, 20), 0.005))
+    assert constant.lo == pytest.approx(0.005) and constant.hi == pytest.approx(0.005)
+    noise = rng.normal(0, 0.01, (3, 51))
+    iv0 = stats.bootstrap(noise - noise.mean())
+    assert iv0.lo < 0 < iv0.hi and not iv0.excludes_zero
+    # a shift that differs between seeds: resampling seeds widens the interval
+    seedy = np.array([[-0.03], [0.0], [0.03]]) + rng.normal(0, 0.001, (3, 51))
+    assert stats.bootstrap(seedy).hi - stats.bootstrap(seedy).lo > 0.02
+    assert stats.bootstrap(seedy[:1]).seeds == 1
+    assert stats.bootstrap(shifted) == iv  # seeded
+
+
+def test_paired_matrix_pairs_seeds_and_faces():
+    a = {0: {"x": 0.2, "y": 0.3}, 1: {"x": 0.1, "y": 0.2}, 2: {"x": 0.5}}
+    b = {0: {"x": 0.1, "y": 0.1, "z": 9.0}, 1: {"x": 0.1, "y": 0.1}}
+    m, seeds, stems = stats.paired_matrix(a, b)
+    assert seeds == [0, 1] and stems == ["x", "y"]
+    np.testing.assert_allclose(m, [[0.1, 0.2], [0.0, 0.1]])
+    assert stats.paired_matrix(a, {5: {"x": 1.0}})[0].size == 0
+
+
+def test_schedule_keys_and_arms():
+    assert arms.epochs_for(20, 2000) == 1000  # 2 steps per epoch
+    assert arms.epochs_for(40, 2000) == 667
+    assert arms.epochs_for(159, 2000) == 200
+    keys = arms.grid_keys(["none", "facenet_all"], [20], [0], [0.1, 1.0])
+    assert [(k.arm, k.lam) for k in keys] == [("none", None), ("facenet_all", 0.1),
+                                             ("facenet_all", 1.0)]
     fold = arms.RunKey("none", None, 0, "google2")
     assert fold.train_sets == ("ads", "youtube2") and fold.val_sets == ("google2",)
+    key = collect.run_key(arms.RunKey("facenet_all", 40, 2, "", 0.1), "s2000", "0.5:96:64")
+    assert collect.run_name(key) == "facenet_all_l0.1_n40_seed2_s2000_0.5-96-64"
+    cv = arms.RunKey("dlib_all", None, 1, "ads", 0.3)
+    assert collect.run_key(cv, "s2000", "0.5:96:64") == (
+        "dlib_all", "0.3", "", "1", "s2000", "ads", "0.5:96:64")
+    setting = runner.Setting(steps=2000, student="0.5:96:64", teacher_cache=3)
+    assert runner.command_for(cv, setting) == (
+        "python benchmarks/ablation --cv=dlib_all --cv_seeds=1 --cv_folds=ads --steps=2000 "
+        "--student=0.5:96:64 --lambdas=0.3 --teacher_cache=3")
+    again = cli.parse_args(runner.command_for(cv, setting).split()[2:])
+    assert (again.configs, again.cv, again.cv_seeds, again.cv_folds, again.lambdas) == (
+        [], ["dlib_all"], [1], ["ads"], [0.3])
+    assert arms.ARMS["facenet_random"].teacher_weights == "random"
+    assert arms.ARMS["facenet_all"].teacher_weights is None
+    assert arms.grid_configs("dlib")[5:9] == ["dlib_cls", "dlib_feat", "dlib_sa", "dlib_ca"]
+    assert set(arms.grid_configs()) >= {"none", "facenet_all", "facenet_random", "dlib_all",
+                                        "facenet_ca", "transfer"}
 
 
-def test_student_spec_is_parsed_or_refused():
-    from fas_tf.student import parse_student_spec
+def test_cli_arguments():
+    from fas_tf.train import TrainConfig
 
-    assert parse_student_spec("0.5:96:64") == {"alpha": 0.5, "input_size": 96, "head_channels": 64}
-    assert cli.parse_args(["--student=0.35:128:32"]).student["head_channels"] == 32
-    for bad in ("0.5:96", "a:96:64"):
+    assert arms.BATCH_SIZE == TrainConfig().batch_size
+    args = cli.parse_args(["--lambdas=0.03,0.1,0.3,1", "--single_teacher=dlib"])
+    assert args.lambdas == [0.03, 0.1, 0.3, 1.0] and "dlib_sa" in args.configs
+    assert cli.parse_args(["--cv=none"]).configs == []  # --cv alone: only the CV runs
+    assert cli.parse_args(["--student=0.35:128:32"]).student == "0.35:128:32"
+    for bad in ("--student=0.5:96", "--lambdas=a", "--lambdas=-1", "--configs=nope",
+                "--steps=0", "--teacher_cache=-1", "--cv=none --cv_folds=x"):
         with pytest.raises(SystemExit):
-            cli.parse_args([f"--student={bad}"])
+            cli.parse_args(bad.split())
 
 
-def test_arms_follow_the_training_defaults_and_choose_the_student_by_config():
-    from fas_tf.train import DEFAULT_EPOCHS, TrainConfig
+def test_teacher_cache_option_is_passed_only_when_fas_tf_has_it():
+    import dataclasses
 
-    assert arms.EPOCHS == DEFAULT_EPOCHS and arms.BATCH_SIZE == TrainConfig().batch_size
-    assert arms.ARMS["transfer"].student == "dlib_transfer" and arms.ARMS["transfer"].transfer
-    assert {a.student for n, a in arms.ARMS.items() if n != "transfer"} == {"mobilenetv2"}
+    from fas_tf.train import TrainConfig
+
+    assert runner.cache_option(0) == {}
+    if "teacher_cache" in {f.name for f in dataclasses.fields(TrainConfig)}:
+        assert runner.cache_option(4) == {"teacher_cache": 4}
+    else:
+        with pytest.raises(ValueError, match="teacher_cache"):
+            runner.cache_option(4)
+
+
+def test_a_real_tiny_run_lands_as_a_row(tmp_path, demo_faces):
+    """One real training + evaluation (no teacher, 6 faces, 32 px, 2 steps) through run_one."""
+    stems = sorted(p.stem for p in demo_faces.glob("*.jpg"))
+    sets = ["ads"] * 6 + ["google2"] * (len(stems) - 6)
+    (tmp_path / "attributes.csv").write_text("stem,image_set,turned\n" + "".join(
+        f"{s},{b},{i % 2}\n" for i, (s, b) in enumerate(zip(stems, sets, strict=True))))
+    setting = runner.Setting(steps=2, student="0.35:32:8", data=demo_faces,
+                             attributes=tmp_path / "attributes.csv", out=tmp_path / "out",
+                             rows_dir=tmp_path / "rows", verbose=0)
+    row = runner.run_one(arms.RunKey("none", 6, 0), setting, lambda m: None)
+    stored = collect.read_rows(tmp_path / "rows" / "rows.csv")
+    assert len(stored) == 1 and collect.row_key(stored[0]) == (
+        "none", "", "6", "0", "s2", "", "0.35:32:8")
+    assert (row["epochs"], row["steps"], row["num_val"]) == (2, 2, len(stems) - 6)
+    faces = collect.read_per_face(tmp_path / "rows" / row["per_face"])
+    assert sorted(faces) == stems[6:]
+    assert np.mean(list(faces.values())) == pytest.approx(row["nme"], rel=1e-4)
+    assert row["nme_turned"] is not None and row["teacher"] == "none"
+    assert row["command"].endswith(f"--attributes={tmp_path / 'attributes.csv'}")

@@ -1,42 +1,55 @@
-"""Limited-data ablation of the teacher regularizers on InfAnFace (issue 5).
+"""Limited-data ablation of the teacher regularizers on InfAnFace (issues 5 and 16).
 
-``python benchmarks/ablation [--quick] ...`` (or ``python -m benchmarks.ablation`` from the
-repository root). Modules: :mod:`.arms` (the configurations, run keys and schedule),
-:mod:`.runner` (train and evaluate one run with ``fas_tf.train``), :mod:`.collect` (finished
-runs -> rows, summaries, time estimates), :mod:`.report` (``results.md``, CSVs, plots) and
-:mod:`.cli` (the command line).
+``python benchmarks/ablation [--configs=..] [--sizes=..] [--seeds=..] ...`` (or
+``python -m benchmarks.ablation`` from the repository root). Modules: :mod:`.arms` (the
+configurations, run keys, step schedule), :mod:`.runner` (train and evaluate one run with
+``fas_tf.train`` and record it), :mod:`.collect` (the committed rows: ``rows.csv``, per-face
+files, migration of the old CSV, summaries, time estimates), :mod:`.stats` (paired differences,
+bootstrap over faces and seeds, plain sentences), :mod:`.report` (``results.md`` and plots from
+the rows) and :mod:`.cli` (the command line).
 
-Protocol: train on the InfAnFace batches ``ads`` + ``youtube2`` (159 faces), validate on
-``google2`` (51 faces), with seeded training subsets of N in {20, 40, 80, 159} faces
-(``TrainConfig.train_limit``; the subset and the initialization both follow the seed) and
-seeds 0, 1, 2. Every configuration uses the same schedule and augmentation
-(``fas_tf.train.train``); only the teacher / regularizers (or, for ``transfer``, the
-``TrainConfig.student`` architecture) change:
+Protocol: train on the InfAnFace batches ``ads`` + ``youtube2`` (159 faces), score on
+``google2`` (51 faces) once after training, with seeded training subsets of N in
+{20, 40, 80, 159} faces (``TrainConfig.train_limit``; subset and initialization follow the seed)
+and seeds 0, 1, 2. Every run gets the same number of optimizer steps (``--steps``, default 2000;
+epochs = ceil(steps / steps per epoch), so small N is not under-trained), the same student
+(``--student``, default the 96 px ``0.5:96:64``) and augmentation; only the teacher, its
+regularizers and their weight ``lambda`` (all four jointly; ``--lambdas=0.03,0.1,0.3,1`` runs
+each teacher arm once per weight) change, or for ``transfer`` the architecture:
 
 - ``none``: heatmap loss only;
-- ``cls``, ``feat``, ``sa``, ``ca``: one regularizer with the pretrained dlib teacher;
-- ``dlib_all``: all four with the pretrained dlib teacher;
-- ``dlib_random``: all four with a randomly initialized dlib-architecture teacher (control);
-- ``transfer``: dlib's pretrained trunk fine-tuned with a heatmap head (``fas_tf.transfer``),
-  the "adjusting the pre-trained weights" baseline;
-- ``facenet_random``: all four with a *random* FaceNet (code-path check only).
+- ``facenet_all`` / ``dlib_all``: all four regularizers with the pretrained teacher;
+- ``facenet_random`` / ``dlib_random``: the same with random teacher weights (the controls);
+- ``facenet_cls`` ... ``dlib_ca``: one regularizer (the default grid takes the singles of
+  ``--single_teacher``, FaceNet unless told otherwise);
+- ``transfer``: dlib's pretrained trunk fine-tuned with a heatmap head (``fas_tf.transfer``).
 
-Optionally (``--cv=CONFIG[,CONFIG]``) 3-fold cross-validation by batch: train on two batches
-(all their faces), test on the third.
+``--cv=CONFIG[,CONFIG]``: 3-fold cross-validation by batch (train on two batches, test on the
+third).
 
-Each (config, N, seed) run writes its own directory under ``--out`` (``student.keras``,
-``config.json``, ``metrics.json``, ``history.csv``, ``eval.json`` with per-face NMEs and
-``run.json`` with timings) and is skipped when its ``metrics.json`` exists, so the grid can be
-run in pieces (an interrupted run is resumed from its last epoch). The report (``--docs``:
-``results.md``, CSVs, PNGs) is written after every invocation; ``--report_only`` only writes it.
+Runs that outlive a session: each finished run writes its per-face errors to
+``docs/ablation/per_face/<run>.csv`` and then appends one row to ``docs/ablation/rows.csv``
+(config, lambda, N, seed, schedule, fold, student, teacher and its sha256, epochs, steps,
+seconds, NME, FR@0.10, AUC@0.10, per-subset NME, the reproducing command, code commit, date),
+rewriting the CSV atomically. A run whose key is in ``rows.csv`` is skipped before training.
+Run folders (``--out``, scratch) only serve to resume a run killed within a session. The report
+(``docs/results.md``, ``docs/ablation/summary.csv`` and plots) is built from the rows only.
 
-Quick reduced grid (about 20 minutes on 2 idle CPU cores)::
+A session advances the grid by what fits, then commits the rows::
 
-    python benchmarks/ablation --quick
+    python benchmarks/ablation --configs=none,facenet_all,facenet_random --sizes=20,40 --seeds=0,1,2
+    git add docs/ablation docs/results.md && git commit -m "ablation: rows of this session"
 
-Full grid (can be split with --configs / --sizes / --seeds, e.g. one config per invocation)::
+Other invocations::
 
-    python benchmarks/ablation
-    python benchmarks/ablation --cv=none,dlib_all
-    python benchmarks/ablation --report_only
+    python benchmarks/ablation                        # the whole default grid (120 runs)
+    python benchmarks/ablation --configs=none,facenet_all,dlib_all --sizes=80,159 \\
+        --lambdas=0.03,0.1,0.3,1                      # the weight sweep
+    python benchmarks/ablation --cv=none,facenet_all  # CV by batch
+    python benchmarks/ablation --report_only          # rebuild the report from rows.csv
+    python benchmarks/ablation --quick                # small check, report in docs/quick
+    <a row's command> --docs=/tmp/rerun               # rerun a row that is in rows.csv
+
+``--teacher_cache=K`` passes ``TrainConfig.teacher_cache`` (precomputed teacher outputs) when
+``fas_tf`` has it; 0 (default) runs the teacher online.
 """

@@ -1,4 +1,4 @@
-"""The ablation's command line: ``python benchmarks/ablation [--quick] [--configs=..] ...``."""
+"""The ablation's command line: ``python benchmarks/ablation [--configs=..] [--sizes=..] ...``."""
 
 from __future__ import annotations
 
@@ -13,21 +13,35 @@ from .arms import (
     ARMS,
     BATCHES,
     DATA,
-    EPOCHS,
+    LAMBDA,
     QUICK_CONFIGS,
-    QUICK_EPOCHS,
     QUICK_SEEDS,
     QUICK_SIZES,
+    QUICK_STEPS,
     REPO,
     SEEDS,
     SIZES,
+    STEPS,
+    STUDENT,
+    RunKey,
     cv_keys,
+    grid_configs,
     grid_keys,
     schedule_tag,
 )
-from .collect import collect, estimate_lines
+from .collect import (
+    ROWS_SUBDIR,
+    estimate_seconds,
+    migrate_old_rows,
+    read_rows,
+    row_key,
+    run_key,
+    seconds_per_step,
+    typed,
+    write_rows,
+)
 from .report import write_report
-from .runner import count_sets, run_one
+from .runner import Setting, count_sets, run_one
 
 
 def _list(value: str | None, cast: Callable = str) -> list | None:
@@ -38,104 +52,170 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="benchmarks/ablation",
                                 description=ablation_doc.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="reduced grid: configs "
-                   f"{','.join(QUICK_CONFIGS)}, N {QUICK_SIZES}, seed 0, {QUICK_EPOCHS} epochs")
-    p.add_argument("--configs", help=f"comma list of {','.join(ARMS)} (default: all)")
+                   f"{','.join(QUICK_CONFIGS)}, N {QUICK_SIZES}, seed 0, {QUICK_STEPS} steps, "
+                   "report in docs/quick")
+    p.add_argument("--configs", help=f"comma list of {','.join(ARMS)} (default: the grid of "
+                   "issue 16, see --single_teacher; none with --cv alone)")
+    p.add_argument("--single_teacher", choices=("facenet", "dlib"), default="facenet",
+                   help="teacher of the four single-regularizer arms in the default --configs")
     p.add_argument("--sizes", help=f"comma list of N (default: {','.join(map(str, SIZES))})")
     p.add_argument("--seeds", help=f"comma list of seeds (default: {','.join(map(str, SEEDS))})")
-    p.add_argument("--epochs", type=int, help=f"epochs per run (default {EPOCHS}; "
-                   f"{QUICK_EPOCHS} with --quick)")
-    p.add_argument("--min_steps", type=int, default=0, help="raise the epochs of small N so "
-                   "every run has at least this many optimizer steps (default 0: same epochs)")
-    p.add_argument("--cv", default="", help="comma list of configs for 3-fold CV by batch")
+    p.add_argument("--steps", type=int, help=f"optimizer steps per run, whatever N (default "
+                   f"{STEPS}; {QUICK_STEPS} with --quick); epochs = ceil(steps / steps per epoch)")
+    p.add_argument("--lambdas", default=f"{LAMBDA:g}", help="comma list of regularizer weights "
+                   "(all four jointly); each teacher arm runs once per weight, e.g. "
+                   "0.03,0.1,0.3,1 (default %(default)s)")
+    p.add_argument("--student", default=STUDENT, help="ALPHA:INPUT:HEAD of the student "
+                   "(default %(default)s)")
+    p.add_argument("--teacher_cache", type=int, default=0, help="K precomputed teacher views "
+                   "per face (TrainConfig.teacher_cache, when fas_tf has it); 0: teacher online")
+    p.add_argument("--cv", default="", help="comma list of configs for 3-fold CV by batch "
+                   "(alone: only the CV runs)")
     p.add_argument("--cv_seeds", default="0", help="seeds of the CV runs")
+    p.add_argument("--cv_folds", default=",".join(BATCHES), help="held-out batches of the CV")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"),
-                   help="run directories (a schedule subfolder is added; not committed)")
-    p.add_argument("--docs", default=None,
-                   help="report folder (default docs, or docs/quick with --quick)")
+                   help="scratch run folders (not committed; a killed run resumes from here)")
+    p.add_argument("--docs", default=None, help="report folder (default docs, docs/quick with "
+                   f"--quick); rows go to DOCS/{ROWS_SUBDIR}/rows.csv")
     p.add_argument("--data", default=str(DATA), help="InfAnFace folder (images + .pts)")
     p.add_argument("--attributes", default=None,
                    help="attributes CSV (default DATA/attributes.csv)")
-    p.add_argument("--student", default=None, help="ALPHA:INPUT:HEAD of the student, e.g. "
-                   "0.5:96:64 (default: fas_tf.train's; a non-default student gets its own "
-                   "subfolder of --out)")
+    p.add_argument("--migrate_from", default=None, help="add the rows of an old "
+                   "ablation_runs.csv (run-folder era) to rows.csv, missing fields empty")
     p.add_argument("--report_only", action="store_true", help="only regenerate the report")
     p.add_argument("--verbose", type=int, default=2, help="Keras progress (0, 1, 2)")
     args = p.parse_args(argv)
-    args.configs = _list(args.configs) or list(QUICK_CONFIGS if args.quick else ARMS)
+    default_configs = [] if args.cv and args.configs is None else (
+        list(QUICK_CONFIGS) if args.quick else grid_configs(args.single_teacher))
+    args.configs = _list(args.configs) if args.configs is not None else default_configs
     args.sizes = _list(args.sizes, int) or list(QUICK_SIZES if args.quick else SIZES)
     args.seeds = _list(args.seeds, int) or list(QUICK_SEEDS if args.quick else SEEDS)
     args.cv = _list(args.cv) or []
     args.cv_seeds = _list(args.cv_seeds, int) or [0]
-    if args.epochs is None:
-        args.epochs = QUICK_EPOCHS if args.quick else EPOCHS
+    args.cv_folds = _list(args.cv_folds) or list(BATCHES)
+    try:
+        args.lambdas = _list(args.lambdas, float) or [LAMBDA]
+    except ValueError:
+        p.error(f"--lambdas={args.lambdas}: expected numbers, e.g. 0.03,0.1,0.3,1")
+    if args.steps is None:
+        args.steps = QUICK_STEPS if args.quick else STEPS
     bad = sorted(set(args.configs + args.cv) - set(ARMS))
     if bad:
         p.error(f"unknown config(s) {bad}; choose from {', '.join(ARMS)}")
-    if args.epochs < 1 or any(n < 1 for n in args.sizes):
-        p.error("--epochs and --sizes must be positive")
-    args.data = Path(args.data)
-    args.attributes = Path(args.attributes) if args.attributes else args.data / "attributes.csv"
-    args.docs = Path(args.docs or (REPO / "docs" / ("quick" if args.quick else "")))
-    args.out = Path(args.out)
-    if args.student:
-        from fas_tf.student import parse_student_spec
+    if sorted(set(args.cv_folds) - set(BATCHES)):
+        p.error(f"--cv_folds: choose from {', '.join(BATCHES)}")
+    if args.steps < 1 or any(n < 1 for n in args.sizes) or any(v < 0 for v in args.lambdas):
+        p.error("--steps and --sizes must be positive, --lambdas >= 0")
+    if args.teacher_cache < 0:
+        p.error("--teacher_cache must be >= 0")
+    from fas_tf.student import parse_student_spec
 
-        try:
-            args.student = parse_student_spec(args.student)
-        except ValueError:
-            p.error(f"--student={args.student}: expected ALPHA:INPUT:HEAD, e.g. 0.5:96:64")
+    try:
+        parse_student_spec(args.student)
+    except ValueError:
+        p.error(f"--student={args.student}: expected ALPHA:INPUT:HEAD, e.g. 0.5:96:64")
+    args.data, args.out = Path(args.data), Path(args.out)
+    args.docs = Path(args.docs or (REPO / "docs" / ("quick" if args.quick else "")))
     return args
 
 
 def commands_for(argv: list[str]) -> dict[str, str]:
     s = "python benchmarks/ablation"
     return {
-        "quick reduced grid (~20 min on 2 idle CPU cores), report in docs/quick/": f"{s} --quick",
-        "full grid, all at once or in pieces (each run is skipped once finished)": (
-            f"{s}\n{s} --configs=none,dlib_all --sizes=20,40\n{s} --configs=transfer"),
-        "3-fold cross-validation by batch for chosen configs": f"{s} --cv=none,dlib_all",
-        "regenerate this report from existing runs": f"{s} --report_only",
+        "advance the grid by what fits in a session (finished runs are skipped), then commit "
+        "the rows": (f"{s} --configs=none,facenet_all,facenet_random --sizes=20,40 "
+                     "--seeds=0,1,2\ngit add docs/ablation docs/results.md && "
+                     "git commit -m 'ablation: rows of this session'"),
+        "the regularizer-weight sweep (each teacher arm once per lambda)": (
+            f"{s} --configs=none,facenet_all,dlib_all --sizes=80,159 "
+            "--lambdas=0.03,0.1,0.3,1"),
+        "the whole default grid (none, both teachers + random controls, FaceNet singles, "
+        "transfer; N 20-159; seeds 0-2; 2000 steps)": s,
+        "3-fold cross-validation by batch": f"{s} --cv=none,facenet_all",
+        "rerun one row (its `command` column) although it is in rows.csv": (
+            "<the row's command> --docs=/tmp/rerun"),
+        "regenerate this report from rows.csv": f"{s} --report_only",
         "this report was generated with": " ".join([s, *argv]),
     }
+
+
+def progress_lines(rows: list[dict], keys: list[RunKey], setting: Setting,
+                   counts: dict[str, int]) -> tuple[list[str], list[str]]:
+    """(progress, time estimate) lines for this invocation's runs and the default grid."""
+    done = {row_key(r) for r in rows}
+    full = grid_keys(grid_configs(), list(SIZES), list(SEEDS))
+    full_setting = (schedule_tag(STEPS), STUDENT)
+    rate = seconds_per_step([typed(r) for r in rows])
+
+    def left(ks: list[RunKey], schedule: str, student: str, steps: int) -> tuple[int, float]:
+        todo = [k for k in ks if run_key(k, schedule, student) not in done]
+        return len(todo), sum(estimate_seconds(rate, k, steps, counts) or 0.0 for k in todo)
+
+    n_full, s_full = left(full, *full_setting, STEPS)
+    n_this, s_this = left(keys, setting.schedule, setting.student, setting.steps)
+    progress = [
+        f"Progress: {len(full) - n_full} of the {len(full)} runs of the default grid "
+        f"(schedule {full_setting[0]}, student {full_setting[1]}, λ {LAMBDA:g}) are in rows.csv; "
+        f"{len(keys) - n_this} of the {len(keys)} runs of the invocation that wrote this report.",
+    ]
+    if not rate:
+        return progress, ["No measured run yet, so no time estimate."]
+    estimate = [
+        "Measured wall seconds per optimizer step (whole run, including tracing and "
+        "evaluation; whatever else ran on the machine included): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in sorted(rate.items())) + ".",
+        f"Left of the default grid: {n_full} runs, about {s_full / 3600:.1f} h sequential.",
+        f"Left of this invocation: {n_this} runs, about {s_this / 3600:.1f} h.",
+    ]
+    return progress, estimate
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    tag = schedule_tag(args.epochs, args.min_steps)
-    if args.student:
-        tag += "_s{alpha:g}-{input_size}-{head_channels}".format(**args.student)
-    root = args.out / tag
+    rows_dir = args.docs / ROWS_SUBDIR
+    rows_csv = rows_dir / "rows.csv"
+    setting = Setting(steps=args.steps, student=args.student, data=args.data,
+                      attributes=Path(args.attributes) if args.attributes else None,
+                      out=args.out, rows_dir=rows_dir, teacher_cache=args.teacher_cache,
+                      verbose=args.verbose)
     log = lambda m: print(m, flush=True)  # noqa: E731
-    keys = grid_keys(args.configs, args.sizes, args.seeds) + cv_keys(args.cv, args.cv_seeds)
+    if args.migrate_from:
+        rows = read_rows(rows_csv)
+        have = {row_key(r) for r in rows}
+        new = [r for r in migrate_old_rows(Path(args.migrate_from)) if row_key(r) not in have]
+        write_rows(rows_csv, rows + new)
+        log(f"migrated {len(new)} rows from {args.migrate_from} into {rows_csv}")
+    keys = (grid_keys(args.configs, args.sizes, args.seeds, args.lambdas)
+            + cv_keys(args.cv, args.cv_seeds, args.cv_folds, args.lambdas))
     failures = []
     if not args.report_only:
-        if not (args.attributes.is_file() and args.data.is_dir()):
+        done = {row_key(r) for r in read_rows(rows_csv)}
+        todo = [k for k in keys if run_key(k, setting.schedule, setting.student) not in done]
+        log(f"{len(keys)} runs asked, {len(keys) - len(todo)} already in {rows_csv} (skipped), "
+            f"{len(todo)} to run; schedule {setting.schedule}, student {setting.student}")
+        if todo and not (setting.attributes_csv.is_file() and args.data.is_dir()):
             print(f"{args.data}: InfAnFace data (with attributes.csv) not found", file=sys.stderr)
             return 2
-        root.mkdir(parents=True, exist_ok=True)
-        ignore = args.out / ".gitignore"
-        if not ignore.exists():
-            ignore.write_text("# run directories of benchmarks/ablation (not committed)\n*\n")
-        log(f"{len(keys)} runs, schedule {tag}, in {root}")
-        for i, key in enumerate(keys, 1):
-            log(f"--- run {i}/{len(keys)}")
+        if todo:
+            args.out.mkdir(parents=True, exist_ok=True)
+            ignore = args.out / ".gitignore"
+            if not ignore.exists():
+                ignore.write_text("# run folders of benchmarks/ablation (not committed)\n*\n")
+        for i, key in enumerate(todo, 1):
+            log(f"--- run {i}/{len(todo)}")
             try:
-                run_one(key, root, args, log)
+                run_one(key, setting, log)
             except KeyboardInterrupt:
                 raise
-            except Exception as err:  # keep going; the run can be retried later
+            except Exception as err:  # keep going; the run is retried by the next invocation
                 traceback.print_exc()
-                failures.append(f"{key.rel_dir()}: {err.__class__.__name__}: {err}")
-    counts = count_sets(args.attributes, BATCHES) if args.attributes.is_file() else {
-        "ads": 104, "youtube2": 55, "google2": 51}
-    # Per-step times do not depend on the schedule: use the runs of every schedule.
-    rows = [r for d in sorted(args.out.glob("e*")) if d.is_dir() for r in collect(d)]
-    # Estimates for the default full schedule and for this invocation's epochs.
-    schedules = list(dict.fromkeys((EPOCHS, args.epochs)))
-    estimate = estimate_lines(rows, args.out, schedules, args.min_steps, counts)
-    path = write_report(root, args.docs, tag, keys, estimate, commands_for(argv))
-    for line in estimate:
+                failures.append(f"{key}: {err.__class__.__name__}: {err}")
+    counts = (count_sets(setting.attributes_csv, BATCHES) if setting.attributes_csv.is_file()
+              else {"ads": 104, "youtube2": 55, "google2": 51})
+    progress, estimate = progress_lines(read_rows(rows_csv), keys, setting, counts)
+    path = write_report(args.docs, progress, estimate, commands_for(argv))
+    for line in progress + estimate:
         log(line)
     log(f"wrote {path}")
     for f in failures:

@@ -1,79 +1,187 @@
-"""Finished ablation runs -> one row each, mean/sd summaries, and wall-time estimates."""
+"""The committed record of finished runs: ``rows.csv`` (one row per run), per-face error files,
+the migration of the old ``ablation_runs.csv``, summaries and time estimates.
+
+Layout of a rows folder (``docs/ablation``)::
+
+    rows.csv                 one row per finished run (ROW_COLUMNS)
+    per_face/<run name>.csv  stem,nme of every validation face of that run
+
+A run's per-face file is written before its row; the row is the mark that the run is done.
+"""
 
 from __future__ import annotations
 
-import json
+import csv
 import math
 import os
 import statistics
 from pathlib import Path
 
-from .arms import (
-    ARMS,
-    SEEDS,
-    SIZES,
-    VAL_SETS,
-    RunKey,
-    cv_keys,
-    epochs_for,
-    grid_keys,
-    schedule_tag,
-    steps_for,
-)
+from fas_tf.cli import atomic_path
+from fas_tf.data import steps_per_epoch
 
-DEFAULT_RUN_OVERHEAD_S = 30.0  # data loading, model building, tracing, evaluation
+from .arms import ARMS, BATCH_SIZE, RunKey, epochs_for, lambda_text
+
+ROWS_SUBDIR = "ablation"  # under the docs folder: rows.csv, per_face/, summary.csv, plots
+SUBSET_FLAGS = ("turned", "occluded", "expressive", "tilted")  # InfAnFace attribute flags
+KEY_COLUMNS = ("config", "lambda", "n", "seed", "schedule", "fold", "student")
+ROW_COLUMNS = [
+    *KEY_COLUMNS, "teacher", "teacher_pretrained", "teacher_sha256", "regularizers",
+    "teacher_cache", "epochs", "steps", "num_train", "num_val", "seconds", "nme", "fr_10",
+    "auc_10", *(f"nme_{f}" for f in SUBSET_FLAGS), "per_face", "command", "commit", "date",
+    "note",
+]
+INT_COLUMNS = {"n", "seed", "teacher_cache", "epochs", "steps", "num_train", "num_val"}
+FLOAT_COLUMNS = {"lambda", "seconds", "nme", "fr_10", "auc_10",
+                 *(f"nme_{f}" for f in SUBSET_FLAGS)}
 
 
-def _read_json(path: Path) -> dict | None:
+def run_key(key: RunKey, schedule: str, student: str) -> tuple[str, ...]:
+    """The identity of a run as the cells of its row (KEY_COLUMNS, as text)."""
+    n = "" if key.n is None or key.fold else str(key.n)
+    return (key.arm, lambda_text(key.lam), n, str(key.seed), schedule, key.fold, student)
+
+
+def row_key(row: dict) -> tuple[str, ...]:
+    """KEY_COLUMNS of a row read with :func:`read_rows` (raw text) or built by the runner."""
+    return tuple(_cell(row.get(c)) for c in KEY_COLUMNS)
+
+
+def run_name(key: tuple[str, ...]) -> str:
+    """File-name form of a run key, e.g. ``facenet_all_l0.1_n40_seed2_s2000_0.5-96-64``."""
+    config, lam, n, seed, schedule, fold, student = key
+    parts = [config] + ([f"l{lam}"] if lam else []) + ([f"n{n}"] if n else [])
+    parts += ([f"test_{fold}"] if fold else []) + [f"seed{seed}", schedule, student]
+    return "_".join(parts).replace(":", "-").replace("/", "-")
+
+
+def _cell(value) -> str:
+    """One CSV cell: '' for None/NaN, 6 significant digits for floats."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of ``rows.csv`` as text (empty list when the file does not exist)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def typed(row: dict[str, str]) -> dict:
+    """A row with numbers parsed (empty cells -> None)."""
+    out: dict = {}
+    for k, v in row.items():
+        if v in ("", None):
+            out[k] = None
+        elif k in INT_COLUMNS:
+            out[k] = int(float(v))
+        elif k in FLOAT_COLUMNS:
+            out[k] = float(v)
+        else:
+            out[k] = v
+    return out
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Write the whole CSV atomically: temp file, fsync, rename (a kill leaves the old file)."""
+    extra = [c for r in rows for c in r if c not in ROW_COLUMNS]
+    columns = ROW_COLUMNS + list(dict.fromkeys(extra))
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({c: _cell(r.get(c)) for c in columns})
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def append_row(path: Path, row: dict) -> None:
+    """Add one row to ``rows.csv`` (replacing a row with the same key); existing rows are kept
+    as text, byte for byte. The folder is locked meanwhile, so two processes appending at once
+    both keep their row."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        rows = [r for r in read_rows(path) if row_key(r) != row_key(row)]
+        write_rows(path, [*rows, row])
+    finally:
+        os.close(fd)  # releases the lock
 
 
-def _student_label(cfg: dict) -> str:
-    """``alpha/input/head`` of a run's student, e.g. ``0.35/128/32``."""
-    if "alpha" not in cfg:
-        return "?"
-    return f"{cfg['alpha']:g}/{cfg.get('input_size', '?')}/{cfg.get('head_channels', '?')}"
+def write_per_face(path: Path, stems: list[str], nmes: list[float]) -> None:
+    """``stem,nme`` of every validation face of one run, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["stem", "nme"])
+        writer.writerows((s, f"{v:.6g}") for s, v in zip(stems, nmes, strict=True))
+        f.flush()
+        os.fsync(f.fileno())
 
 
-def collect(root: Path) -> list[dict]:
-    """One row per finished run (grid and CV) under ``root``."""
-    rows = []
-    for metrics_path in sorted(root.glob("*/*/*/seed*/metrics.json")):
-        run_dir = metrics_path.parent
-        kind, arm, cell = run_dir.parts[-4], run_dir.parts[-3], run_dir.parts[-2]
-        metrics = _read_json(metrics_path)
-        if kind not in ("grid", "cv") or not metrics or "val" not in metrics:
-            continue
-        ev = _read_json(run_dir / "eval.json") or {}
-        rec = _read_json(run_dir / "run.json") or {}
-        cfg = (_read_json(run_dir / "config.json") or {})
-        teacher = cfg.get("teacher") or {}
-        val = metrics["val"]
-        rows.append({
-            "kind": kind,
-            "config": arm,
-            "n": int(cell[1:]) if kind == "grid" else cfg.get("num_train"),
-            "fold": cell.removeprefix("test_") if kind == "cv" else "",
-            "seed": int(run_dir.name[4:]),
-            "epochs": metrics.get("epochs"),
-            "num_train": cfg.get("num_train"),
-            "num_val": cfg.get("num_val", val.get("n")),
-            "student": _student_label(cfg.get("config") or {}),
-            "teacher": teacher.get("name", "none"),
-            "teacher_pretrained": teacher.get("pretrained", ""),
-            "nme": val["nme"],
-            "fr_10": val["fr_10"],
-            "auc_10": val["auc_10"],
-            "fit_seconds": rec.get("fit_seconds", metrics.get("fit_seconds_this_process")),
-            "epoch_seconds": rec.get("epoch_seconds"),
-            "wall_seconds": rec.get("wall_seconds"),
-            "per_face": ev.get("per_face"),
-            "dir": str(run_dir),
+def read_per_face(path: Path) -> dict[str, float]:
+    """stem -> NME of one run's per-face file (empty when missing)."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        return {r["stem"]: float(r["nme"]) for r in csv.DictReader(f)}
+
+
+def per_face_of(rows_dir: Path, row: dict) -> dict[str, float]:
+    """The per-face errors of a row (empty for rows without a per-face file)."""
+    return read_per_face(rows_dir / row["per_face"]) if row.get("per_face") else {}
+
+
+MIGRATED_NOTE = ("migrated from docs/ablation_runs.csv (run folder lost): no teacher sha256, "
+                 "per-face errors, subset NMEs, command, commit or date; an epoch schedule "
+                 "(steps = epochs x steps per epoch)")
+
+
+def migrate_old_rows(path: Path) -> list[dict]:
+    """Rows of the old ``ablation_runs.csv`` (run-folder era) in the ``rows.csv`` schema.
+
+    What the old file did not record stays empty and the ``note`` says so; the schedule is
+    ``e<epochs>`` (an epoch schedule, not a step schedule).
+    """
+    out = []
+    for old in read_rows(path):
+        arm = ARMS[old["config"]]
+        epochs = int(old["epochs"])
+        num_train = int(old["num_train"])
+        seconds = old.get("wall_seconds") or old.get("fit_seconds") or ""
+        out.append({
+            "config": old["config"], "lambda": lambda_text(1.0 if arm.weighted else None),
+            "n": old["n"] if not old.get("fold") else "", "seed": old["seed"],
+            "schedule": f"e{epochs}", "fold": old.get("fold", ""),
+            "student": old["student"].replace("/", ":"),
+            "teacher": old["teacher"], "teacher_pretrained": old["teacher_pretrained"],
+            "teacher_sha256": "", "regularizers": arm.regularizers, "teacher_cache": "0",
+            "epochs": epochs, "steps": epochs * steps_per_epoch(num_train, BATCH_SIZE),
+            "num_train": num_train, "num_val": old["num_val"], "seconds": seconds,
+            "nme": old["nme"], "fr_10": old["fr_10"], "auc_10": old["auc_10"],
+            "per_face": "", "command": "", "commit": "", "date": "", "note": MIGRATED_NOTE,
         })
-    return rows
+    return out
+
+
+def setting_of(row: dict) -> tuple[str, str]:
+    """(schedule, student): rows of one setting are comparable."""
+    return row["schedule"], row["student"]
+
+
+def arm_label(row: dict) -> str:
+    """``config`` with its weight when it has one, e.g. ``facenet_all λ=0.1``."""
+    lam = row.get("lambda")
+    return row["config"] + ("" if lam in (None, "") else f" λ={lam:g}" if isinstance(lam, float)
+                            else f" λ={lam}")
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -81,99 +189,52 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return mean, (statistics.stdev(values) if len(values) > 1 else math.nan)
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """Mean and sd over seeds per (config, N) of the grid runs."""
-    groups: dict[tuple[str, int], list[dict]] = {}
-    for r in rows:
-        if r["kind"] == "grid":
-            groups.setdefault((r["config"], r["n"]), []).append(r)
+def arm_order(arm: str) -> int:
     order = list(ARMS)
+    return order.index(arm) if arm in order else len(order)
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean and sd over seeds per (config, lambda, N) of typed grid rows (one setting)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if not r.get("fold"):
+            groups.setdefault((r["config"], r["lambda"], r["n"]), []).append(r)
     out = []
-    for (arm, n), rs in sorted(groups.items(),
-                               key=lambda kv: (arm_order(kv[0][0], order), kv[0][1])):
-        s = {"config": arm, "n": n, "seeds": len(rs),
-             "epochs": "/".join(str(e) for e in sorted({r["epochs"] for r in rs}))}
+    for (arm, lam, n), rs in sorted(groups.items(), key=lambda kv: (
+            arm_order(kv[0][0]), kv[0][1] or 0.0, kv[0][2])):
+        s = {"config": arm, "lambda": lam, "n": n, "seeds": len(rs),
+             "steps": "/".join(str(v) for v in sorted({r["steps"] for r in rs}))}
         for m in ("nme", "fr_10", "auc_10"):
             s[f"{m}_mean"], s[f"{m}_sd"] = mean_sd([r[m] for r in rs])
         out.append(s)
     return out
 
 
-def arm_order(arm: str, order: list[str]) -> int:
-    return order.index(arm) if arm in order else len(order)
-
-
-def time_model(rows: list[dict]) -> dict:
-    """Seconds per (train step + validation batch) per config, and per-run overhead."""
-    per_unit: dict[str, list[float]] = {}
-    overheads = []
+def seconds_per_step(rows: list[dict]) -> dict[str, float]:
+    """Median measured wall seconds per optimizer step (whole run: training, tracing,
+    evaluation), per config, from typed rows."""
+    per: dict[str, list[float]] = {}
     for r in rows:
-        if not r["epochs"] or not r["num_train"] or not r["num_val"]:
-            continue
-        units = steps_for(r["num_train"]) + steps_for(r["num_val"])
-        epoch_s = r["epoch_seconds"] or (r["fit_seconds"] or 0) / r["epochs"]
-        if epoch_s > 0:
-            per_unit.setdefault(r["config"], []).append(epoch_s / units)
-        if r["wall_seconds"]:  # everything but steady-state epochs (includes tracing)
-            overheads.append(r["wall_seconds"] - r["epochs"] * epoch_s)
-    unit = {k: statistics.median(v) for k, v in per_unit.items()}
-    return {"unit": unit, "overhead": statistics.median(overheads) if overheads
-            else DEFAULT_RUN_OVERHEAD_S, "runs": sum(len(v) for v in per_unit.values())}
+        if r.get("seconds") and r.get("steps"):
+            per.setdefault(r["config"], []).append(r["seconds"] / r["steps"])
+    return {k: statistics.median(v) for k, v in per.items()}
 
 
-def estimate_seconds(model: dict, arm: str, n_train: int, n_val: int, epochs: int) -> float | None:
-    """Predicted wall time of one run, from measured times (None when nothing is measured)."""
-    unit = model["unit"]
-    if not unit:
-        return None
-    if arm in unit:
-        u = unit[arm]
-    else:  # same cost class: with a teacher / transfer, or plain student
-        teachered = [v for k, v in unit.items() if ARMS.get(k) and ARMS[k].teacher != "none"]
-        plain = [v for k, v in unit.items() if ARMS.get(k) and ARMS[k].teacher == "none"]
-        pool = teachered if ARMS[arm].teacher != "none" or ARMS[arm].transfer else plain
-        u = max(pool or list(unit.values()))
-    return model["overhead"] + epochs * (steps_for(n_train) + steps_for(n_val)) * u
+def estimate_seconds(rate: dict[str, float], key: RunKey, steps: int,
+                     counts: dict[str, int]) -> float | None:
+    """Predicted wall time of one run from the measured rates (None when nothing is measured).
 
-
-def estimate_lines(rows: list[dict], out: Path, schedules: list[int], min_steps: int,
-                   counts: dict[str, int]) -> list[str]:
-    """Time estimates of the full grid and of a 2-config CV per epoch setting, from measured runs.
-
-    Runs already finished under ``out/<schedule tag>`` count as done.
+    A config not measured yet takes the slowest rate of its cost class (teacher or transfer
+    vs plain student).
     """
-    model = time_model(rows)
-    if not model["unit"]:
-        return ["Time estimate: no measured runs yet (run the quick grid first)."]
-    n_val = sum(counts.get(s, 0) for s in VAL_SETS)
-    lines = [f"Measured seconds per (training step + validation batch) from {model['runs']} "
-             f"runs on this machine ({os.cpu_count()} CPUs; steady-state epochs when a run had "
-             "2 or more, timings include whatever else ran): "
-             + ", ".join(f"{k} {v:.2f}" for k, v in sorted(model["unit"].items()))
-             + f"; per-run overhead (loading, tracing, evaluation) {model['overhead']:.0f} s."]
-
-    def total(keys: list[RunKey], epochs: int, root: Path) -> tuple[float, float, int]:
-        all_s = left_s = 0.0
-        left = 0
-        for k in keys:
-            n_tr = k.n if k.fold is None else sum(counts.get(b, 0) for b in k.train_sets)
-            n_v = n_val if k.fold is None else counts.get(k.fold, 0)
-            s = estimate_seconds(model, k.arm, n_tr, n_v, epochs_for(n_tr, epochs, min_steps))
-            all_s += s or 0.0
-            if not (root / k.rel_dir() / "metrics.json").is_file():
-                left_s += s or 0.0
-                left += 1
-        return all_s, left_s, left
-
-    full = grid_keys(list(ARMS), list(SIZES), list(SEEDS))
-    cv = cv_keys(["none", "dlib_all"], [0])
-    for epochs in schedules:
-        tag = schedule_tag(epochs, min_steps)
-        all_s, left_s, left = total(full, epochs, out / tag)
-        lines.append(f"Estimated full grid, schedule {tag} ({len(ARMS)} configs x N "
-                     f"{list(SIZES)} x seeds {list(SEEDS)} = {len(full)} runs): "
-                     f"{all_s / 3600:.1f} h sequential; {left} runs left, {left_s / 3600:.1f} h.")
-        all_s, left_s, left = total(cv, epochs, out / tag)
-        lines.append(f"Estimated CV, schedule {tag} (--cv=none,dlib_all, seed 0, {len(cv)} "
-                     f"runs): {all_s / 3600:.1f} h; {left} runs left, {left_s / 3600:.1f} h.")
-    return lines
+    if not rate:
+        return None
+    if key.arm in rate:
+        r = rate[key.arm]
+    else:
+        heavy = lambda a: ARMS[a].weighted or ARMS[a].transfer  # noqa: E731
+        pool = [v for k, v in rate.items() if k in ARMS and heavy(k) == heavy(key.arm)]
+        r = max(pool or list(rate.values()))
+    n = key.n if not key.fold else sum(counts.get(b, 0) for b in key.train_sets)
+    return r * epochs_for(n, steps) * steps_per_epoch(n, BATCH_SIZE)

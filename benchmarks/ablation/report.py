@@ -1,18 +1,35 @@
-"""The ablation report: ``results.md``, the run and summary CSVs, NME-vs-N and CED plots."""
+"""The ablation report, built from ``rows.csv`` and the per-face files only (never from run
+folders): ``results.md``, ``summary.csv``, NME-vs-N plots with bootstrap intervals and the
+paired differences in plain sentences."""
 
 from __future__ import annotations
 
 import csv
 import datetime
 import math
+from collections.abc import Iterable
 from pathlib import Path
+
+import numpy as np
 
 from fas_tf.cli import atomic_path
 
-from .arms import ARMS, REPO, TRAIN_SETS, VAL_SETS, RunKey
-from .collect import arm_order, collect, mean_sd, summarize
+from .arms import ARMS, CONTROLS, REPO, TRAIN_SETS, VAL_SETS
+from .collect import (
+    ROWS_SUBDIR,
+    SUBSET_FLAGS,
+    arm_label,
+    arm_order,
+    mean_sd,
+    per_face_of,
+    read_rows,
+    setting_of,
+    summarize,
+    typed,
+)
+from .stats import Interval, bootstrap, paired_matrix, sentence
 
-CONTROL_ARMS = ("facenet_random", "dlib_random")  # drawn dashed
+CONTROL_ARMS = tuple(CONTROLS.values())  # drawn dashed
 
 
 def mean_sd_text(mean: float, sd: float, scale: float, digits: int) -> str:
@@ -27,181 +44,290 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else
+            writer.writerow({k: ("" if v is None or isinstance(v, float) and math.isnan(v) else
                                  f"{v:.6g}" if isinstance(v, float) else v)
                              for k, v in r.items() if k in columns})
 
 
-def plot_nme_vs_n(summary: list[dict], path: Path) -> None:
-    """NME (mean ± sd over seeds) vs training-set size, one line per config."""
+def _arm_key(row: dict) -> tuple[str, float | None]:
+    return row["config"], row["lambda"]
+
+
+def _faces_by_seed(rows: Iterable[dict], faces: dict[int, dict[str, float]],
+                   config: str, lam: float | None, n: int) -> dict[int, dict[str, float]]:
+    """seed -> per-face NMEs of the grid rows of one (config, lambda, N) with a per-face file."""
+    return {r["seed"]: faces[id(r)] for r in rows if not r["fold"] and r["n"] == n
+            and _arm_key(r) == (config, lam) and faces.get(id(r))}
+
+
+def comparisons(rows: list[dict], faces: dict[int, dict[str, float]]) -> list[dict]:
+    """Paired differences of one setting's grid rows, per N: every arm vs ``none`` and every
+    pretrained teacher vs its random control (same lambda), with bootstrap intervals."""
+    out = []
+    arms = sorted({_arm_key(r) for r in rows if not r["fold"]},
+                  key=lambda k: (arm_order(k[0]), k[1] or 0.0))
+    for n in sorted({r["n"] for r in rows if not r["fold"]}):
+        pairs = [((c, lam), ("none", None)) for c, lam in arms if c != "none"]
+        pairs += [((c, lam), (CONTROLS[c], lam)) for c, lam in arms if c in CONTROLS]
+        for a, b in pairs:
+            m, _, _ = paired_matrix(_faces_by_seed(rows, faces, *a, n),
+                                    _faces_by_seed(rows, faces, *b, n))
+            if m.size:
+                la, lb = (arm_label({"config": c, "lambda": lam}) for c, lam in (a, b))
+                out.append({"a": la, "b": lb, "n": n, "control": b[0] != "none",
+                            "iv": bootstrap(m)})
+    return out
+
+
+def nme_intervals(rows: list[dict], faces: dict[int, dict[str, float]]) -> list[dict]:
+    """Mean NME per (config, lambda, N) with a bootstrap interval when per-face files exist."""
+    out = []
+    for s in summarize(rows):
+        by_seed = _faces_by_seed(rows, faces, s["config"], s["lambda"], s["n"])
+        stems = sorted(set.intersection(*(set(v) for v in by_seed.values()))) if by_seed else []
+        iv = (bootstrap(np.array([[v[t] for t in stems] for v in by_seed.values()]))
+              if stems else None)
+        out.append({**s, "label": arm_label(s), "iv": iv})
+    return out
+
+
+def plot_nme_vs_n(points: list[dict], diffs: list[dict], path: Path) -> None:
+    """Left: NME vs N per arm (95 % bootstrap interval over faces and seeds when per-face
+    errors exist); right: paired difference arm − none vs N with its interval."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for arm in dict.fromkeys(s["config"] for s in summary):
-        pts = [s for s in summary if s["config"] == arm]
-        xs = [s["n"] for s in pts]
-        ys = [s["nme_mean"] * 100 for s in pts]
-        err = [0.0 if math.isnan(s["nme_sd"]) else s["nme_sd"] * 100 for s in pts]
-        label = ARMS[arm].label if arm in ARMS else arm
-        style = "--" if arm in CONTROL_ARMS else "-"
-        ax.errorbar(xs, ys, yerr=err, fmt=f"o{style}", capsize=3, label=label, alpha=0.85)
-    ax.set_xscale("log", base=2)
-    sizes = sorted({s["n"] for s in summary})
-    ax.set_xticks(sizes, [str(n) for n in sizes])
-    ax.set_xlabel("training faces N (ads + youtube2 subset)")
-    ax.set_ylabel("validation NME on google2 (%, interocular)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8))
+    labels = list(dict.fromkeys(p["label"] for p in points))
+    for i, label in enumerate(labels):
+        pts = [p for p in points if p["label"] == label]
+        xs = np.array([p["n"] for p in pts], float) * (1 + 0.015 * (i - len(labels) / 2))
+        ys = np.array([p["nme_mean"] * 100 for p in pts])
+        err = np.array([[0.0, 0.0] if p["iv"] is None else
+                        [p["nme_mean"] - p["iv"].lo, p["iv"].hi - p["nme_mean"]]
+                        for p in pts]).T * 100
+        style = "--" if pts[0]["config"] in CONTROL_ARMS else "-"
+        ax.errorbar(xs, ys, yerr=err, fmt=f"o{style}", capsize=3, label=label, alpha=0.85,
+                    color=f"C{i % 10}")
+    vs_none = [d for d in diffs if not d["control"]]
+    dl = list(dict.fromkeys(d["a"] for d in vs_none))
+    for i, label in enumerate(dl):
+        ds = [d for d in vs_none if d["a"] == label]
+        xs = np.array([d["n"] for d in ds], float) * (1 + 0.015 * (i - len(dl) / 2))
+        iv = [d["iv"] for d in ds]
+        style = "--" if ds[0]["a"].split()[0] in CONTROL_ARMS else "-"
+        bx.errorbar(xs, [v.mean * 100 for v in iv],
+                    yerr=np.array([[v.mean - v.lo, v.hi - v.mean] for v in iv]).T * 100,
+                    fmt=f"o{style}", capsize=3, label=f"{label} − none", alpha=0.85,
+                    color=f"C{labels.index(label) % 10 if label in labels else i}")
+    bx.axhline(0, color="k", lw=0.8)
+    sizes = sorted({p["n"] for p in points})
+    for a in (ax, bx):
+        a.set_xscale("log", base=2)
+        a.set_xticks(sizes, [str(n) for n in sizes])
+        a.set_xlabel(f"training faces N ({' + '.join(TRAIN_SETS)} subset)")
+        a.grid(alpha=0.3)
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=7)
+    ax.set_ylabel(f"validation NME on {', '.join(VAL_SETS)} (%, interocular)")
+    bx.set_ylabel("paired difference vs none (NME points)")
+    ax.set_title("NME, 95 % bootstrap interval (faces × seeds)", fontsize=9)
+    bx.set_title("same seed and subset, 95 % bootstrap interval", fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
-
-
-def plot_ced_configs(rows: list[dict], n: int, path: Path) -> None:
-    """CED up to NME 0.10 at training size ``n``, per config (faces pooled over seeds)."""
-    from fas_tf.evaluate import plot_ced
-
-    curves, dashed = {}, set()
-    for arm in (a for a in ARMS if any(r["config"] == a for r in rows)):
-        faces = [e for r in rows if r["config"] == arm for e in (r["per_face"] or [])]
-        if not faces:
-            continue
-        seeds = sum(1 for r in rows if r["config"] == arm and r["per_face"])
-        label = f"{ARMS[arm].label} ({seeds} seeds)"
-        curves[label] = faces
-        if arm in CONTROL_ARMS:
-            dashed.add(label)
-    plot_ced(curves, path, title=f"CED on google2, N={n}", dashed=dashed)
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
 
 
-RUN_COLUMNS = ["kind", "config", "n", "fold", "seed", "epochs", "student", "num_train",
-               "num_val", "teacher", "teacher_pretrained", "nme", "fr_10", "auc_10", "fit_seconds",
-               "epoch_seconds", "wall_seconds"]
-SUMMARY_COLUMNS = ["config", "n", "seeds", "epochs", "nme_mean", "nme_sd", "fr_10_mean",
-                   "fr_10_sd", "auc_10_mean", "auc_10_sd"]
+SUMMARY_COLUMNS = ["schedule", "student", "config", "lambda", "n", "seeds", "steps", "nme_mean",
+                   "nme_sd", "nme_lo", "nme_hi", "fr_10_mean", "fr_10_sd", "auc_10_mean",
+                   "auc_10_sd"]
 
 
-def write_report(root: Path, docs: Path, tag: str, expected: list[RunKey],
-                 estimate: list[str], commands: dict[str, str]) -> Path:
-    """Write ``results.md``, the CSVs and the PNG plots for the runs found under ``root``."""
-    rows = collect(root)
-    grid = [r for r in rows if r["kind"] == "grid"]
-    cv = [r for r in rows if r["kind"] == "cv"]
-    summary = summarize(rows)
-    docs.mkdir(parents=True, exist_ok=True)
-    write_csv(docs / "ablation_runs.csv", rows, RUN_COLUMNS)
-    write_csv(docs / "ablation_summary.csv", summary, SUMMARY_COLUMNS)
-    nme_png, ced_png = docs / "ablation_nme_vs_n.png", None
-    if summary:
-        plot_nme_vs_n(summary, nme_png)
-        n_max = max(r["n"] for r in grid)
-        ced_png = docs / f"ablation_ced_n{n_max}.png"
-        plot_ced_configs([r for r in grid if r["n"] == n_max], n_max, ced_png)
-
-    done = sum((root / k.rel_dir() / "metrics.json").is_file() for k in expected)
-    sizes = sorted({s["n"] for s in summary})
-    arms = [a for a in ARMS if any(s["config"] == a for s in summary)]
-    arms += sorted({s["config"] for s in summary} - set(arms))
-    cell = {(s["config"], s["n"]): s for s in summary}
-    students = ", ".join(sorted({r["student"] for r in rows})) or "the `fas_tf.train` default"
-    md = [
-        "# Limited-data ablation: teacher regularizers on InfAnFace",
-        "",
-        f"Generated by `benchmarks/ablation` on "
-        f"{datetime.datetime.now().isoformat(timespec='minutes')} from the runs in "
-        f"`{_display(root)}` (schedule `{tag}`). Do not edit by hand; rerun with `--report_only`.",
-        "",
-        "## Protocol",
-        "",
-        f"- Train on InfAnFace batches {' + '.join(TRAIN_SETS)} (159 faces), validate on "
-        f"{', '.join(VAL_SETS)} (51 faces); training subsets of N faces drawn with the run's "
-        "seed (`TrainConfig.train_limit`), so each seed changes the subset (N < 159), the "
-        "initialization and the augmentation order. At N = 159 only the latter two change.",
-        f"- Same student ({students}; MobileNetV2 alpha / input px / head channels, stride-4 "
-        "heatmaps), schedule "
-        "(AdamW, warmup + cosine decay, peak lr 2e-3, batch 16), augmentation and heatmap loss "
-        "for every configuration (`fas_tf.train.train` defaults); regularizer weights 1.0.",
-        f"- Epochs per run: schedule `{tag}` (see the `epochs` column of the CSV). By default "
-        "every N gets the same number of epochs, so small N also gets fewer optimizer steps; "
-        "`--min_steps=K` raises the epochs of small N to at least K steps (tag `_minK`).",
-        "- Metrics on the validation batch, interocular normalization: NME, FR@0.10 (share of "
-        "faces with NME > 0.10) and AUC@0.10 of the CED; mean ± sd over seeds (sd blank with "
-        "one seed).",
-        "",
-        "| config | what | teacher | regularizers | note |",
-        "|---|---|---|---|---|",
-    ]
+def _arms_table() -> list[str]:
+    md = ["| config | what | teacher | regularizers | note |", "|---|---|---|---|---|"]
     for a in ARMS.values():
         teacher = "none" if a.teacher == "none" else (
             f"{a.teacher} ({'random' if a.teacher_weights == 'random' else 'pretrained'})")
         if a.transfer:
             teacher = "dlib trunk (pretrained, trained)"
         md.append(f"| `{a.name}` | {a.label} | {teacher} | {a.regularizers} | {a.note} |")
-    md += ["", "## Commands", "", "```bash"]
-    md += [f"# {k}\n{v}" for k, v in commands.items()]
-    md += ["```", "", "## Results", ""]
-    md.append(f"{done} of the {len(expected)} runs of the requested grid are finished; "
-              f"{len(grid)} grid and {len(cv)} cross-validation runs found in total.")
-    md.append("")
-    if not summary:
-        md += ["**No finished runs yet**: the tables and plots appear here once the grid has "
-               "been run (see Commands).", ""]
-    else:
-        for metric, title, scale, digits in (("nme", "NME (%)", 100, 2),
-                                             ("fr_10", "FR@0.10 (%)", 100, 1),
-                                             ("auc_10", "AUC@0.10", 1, 3)):
-            md += [f"### {title}, mean ± sd over seeds", "",
-                   "| config | " + " | ".join(f"N={n}" for n in sizes) + " |",
-                   "|---|" + "---|" * len(sizes)]
-            for arm in arms:
-                cells = []
-                for n in sizes:
-                    s = cell.get((arm, n))
-                    cells.append("–" if s is None else mean_sd_text(
-                        s[f"{metric}_mean"], s[f"{metric}_sd"], scale, digits)
-                        + f" ({s['seeds']})")
-                md.append(f"| `{arm}` | " + " | ".join(cells) + " |")
-            md.append("")
-        md += ["(k) = number of seeds. `facenet_random` is a **code-path check only** (random "
-               "weights); `dlib_random` is the random-teacher control.", "",
-               f"![NME vs N]({nme_png.name})", ""]
-        if ced_png is not None:
-            md += [f"![CED]({ced_png.name})", "",
-                   "CED curves pool the validation faces of all seeds of a config.", ""]
-    if cv:
-        md += ["### 3-fold cross-validation by batch (train on two batches, test on the third)",
-               "", "| config | test batch | seeds | NME (%) | FR@0.10 (%) | AUC@0.10 |",
-               "|---|---|---|---|---|---|"]
-        folds: dict[tuple[str, str], list[dict]] = {}
-        for r in cv:
-            folds.setdefault((r["config"], r["fold"]), []).append(r)
-        for (arm, fold), rs in sorted(folds.items(),
-                                      key=lambda kv: (arm_order(kv[0][0], list(ARMS)), kv[0][1])):
-            stats = [mean_sd([r[m] for r in rs]) for m in ("nme", "fr_10", "auc_10")]
-            md.append(f"| `{arm}` | {fold} | {len(rs)} | {mean_sd_text(*stats[0], 100, 2)} | "
-                      f"{mean_sd_text(*stats[1], 100, 1)} | {mean_sd_text(*stats[2], 1, 3)} |")
+    return md
+
+
+def _setting_section(rows: list[dict], faces: dict[int, dict[str, float]], rows_dir: Path,
+                     schedule: str, student: str, summary_out: list[dict]) -> list[str]:
+    grid = [r for r in rows if not r["fold"]]
+    if not grid:
+        return []
+    points = nme_intervals(grid, faces)
+    diffs = comparisons(grid, faces)
+    summary_out += [{"schedule": schedule, "student": student, **p,
+                     "nme_lo": p["iv"].lo if p["iv"] else None,
+                     "nme_hi": p["iv"].hi if p["iv"] else None} for p in points]
+    sizes = sorted({p["n"] for p in points})
+    labels = list(dict.fromkeys(p["label"] for p in points))
+    cell = {(p["label"], p["n"]): p for p in points}
+    kind = "epochs" if schedule.startswith("e") else "optimizer steps"
+    md = [f"## Schedule `{schedule}` ({schedule[1:]} {kind}), student `{student}`", ""]
+    for metric, title, scale, digits in (("nme", "NME (%)", 100, 2),
+                                         ("fr_10", "FR@0.10 (%)", 100, 1),
+                                         ("auc_10", "AUC@0.10", 1, 3)):
+        md += [f"### {title}, mean ± sd over seeds (k seeds)", "",
+               "| config | " + " | ".join(f"N={n}" for n in sizes) + " |",
+               "|---|" + "---|" * len(sizes)]
+        for label in labels:
+            cells = []
+            for n in sizes:
+                p = cell.get((label, n))
+                cells.append("–" if p is None else mean_sd_text(
+                    p[f"{metric}_mean"], p[f"{metric}_sd"], scale, digits) + f" ({p['seeds']})")
+            md.append(f"| `{label}` | " + " | ".join(cells) + " |")
         md.append("")
+    subsets = [(label, n, [r for r in grid if arm_label(r) == label and r["n"] == n])
+               for label in labels for n in sizes]
+    if any(r.get(f"nme_{f}") is not None for _, _, rs in subsets for r in rs
+           for f in SUBSET_FLAGS):
+        md += ["### NME (%) per attribute subset of the validation faces, mean over seeds", "",
+               "| config | N | " + " | ".join(SUBSET_FLAGS) + " |",
+               "|---|---|" + "---|" * len(SUBSET_FLAGS)]
+        for label, n, rs in subsets:
+            vals = [[r[f"nme_{f}"] for r in rs if r.get(f"nme_{f}") is not None]
+                    for f in SUBSET_FLAGS]
+            if any(vals):
+                md.append(f"| `{label}` | {n} | " + " | ".join(
+                    f"{np.mean(v) * 100:.2f}" if v else "–" for v in vals) + " |")
+        md.append("")
+    md += ["### Paired differences (same seed, same training subset, same validation faces)",
+           ""]
+    if not diffs:
+        md += ["No two arms with per-face errors share an N and a seed yet (migrated rows "
+               "have none), so no interval can be given.", ""]
+    else:
+        md += ["Mean of (arm − reference) per-face NME in points of %, 95 % percentile "
+               "bootstrap interval resampling faces and seeds (numpy, seeded, "
+               f"{len(diffs)} comparisons).", "",
+               "| N | arm − reference | seeds | faces | mean | 95 % interval | excludes 0 |",
+               "|---|---|---|---|---|---|---|"]
+        for d in diffs:
+            iv: Interval = d["iv"]
+            md.append(f"| {d['n']} | `{d['a']}` − `{d['b']}` | {iv.seeds} | {iv.faces} | "
+                      f"{iv.mean * 100:+.2f} | {iv.lo * 100:+.2f} to {iv.hi * 100:+.2f} | "
+                      f"{'yes' if iv.excludes_zero else 'no'} |")
+        md += ["", "In words:", ""] + [f"- {sentence(d['a'], d['b'], d['n'], d['iv'])}"
+                                       for d in diffs] + [""]
+    png = rows_dir / f"nme_vs_n_{schedule}_{student.replace(':', '-')}.png"
+    plot_nme_vs_n(points, diffs, png)
+    md += [f"![NME vs N]({rows_dir.name}/{png.name})", ""]
+    return md
+
+
+def _cv_section(cv: list[dict]) -> list[str]:
+    md = ["## 3-fold cross-validation by batch (train on two batches, test on the third)", "",
+          "| config | schedule | student | test batch | seeds | NME (%) | FR@0.10 (%) | AUC@0.10 |",
+          "|---|---|---|---|---|---|---|---|"]
+    folds: dict[tuple, list[dict]] = {}
+    for r in cv:
+        folds.setdefault((arm_label(r), r["schedule"], r["student"], r["fold"]), []).append(r)
+    for (label, sch, stu, fold), rs in sorted(folds.items()):
+        stats = [mean_sd([r[m] for r in rs]) for m in ("nme", "fr_10", "auc_10")]
+        md.append(f"| `{label}` | {sch} | {stu} | {fold} | {len(rs)} | "
+                  f"{mean_sd_text(*stats[0], 100, 2)} | {mean_sd_text(*stats[1], 100, 1)} | "
+                  f"{mean_sd_text(*stats[2], 1, 3)} |")
+    return md + [""]
+
+
+def _sessions(rows: list[dict]) -> list[str]:
+    groups: dict[tuple[str, str], int] = {}
+    for r in rows:
+        k = ((r.get("date") or "")[:10] or "unknown", (r.get("commit") or "")[:12] or "unknown")
+        groups[k] = groups.get(k, 0) + 1
+    md = ["## Rows per session (date, code commit)", "", "| date | commit | rows |",
+          "|---|---|---|"]
+    md += [f"| {d} | {c} | {k} |" for (d, c), k in sorted(groups.items())]
+    return md + ["", "Every row's `command` column reproduces it (rows without one were "
+                 "migrated from the run-folder era).", ""]
+
+
+def write_report(docs: Path, progress: list[str], estimate: list[str],
+                 commands: dict[str, str]) -> Path:
+    """Write ``docs/results.md``, ``docs/ablation/summary.csv`` and the plots from
+    ``docs/ablation/rows.csv`` and its per-face files only."""
+    rows_dir = docs / ROWS_SUBDIR
+    raw = read_rows(rows_dir / "rows.csv")
+    rows = [typed(r) for r in raw]
+    faces = {id(r): per_face_of(rows_dir, r) for r in rows}
+    docs.mkdir(parents=True, exist_ok=True)
+    settings = sorted({setting_of(r) for r in rows},
+                      key=lambda s: -sum(setting_of(r) == s for r in rows))
+    md = [
+        "# Limited-data ablation: teacher regularizers on InfAnFace",
+        "",
+        f"Generated by `benchmarks/ablation` on "
+        f"{datetime.datetime.now(datetime.UTC).isoformat(timespec='minutes')} from "
+        f"`{_display(rows_dir / 'rows.csv', REPO)}` ({len(rows)} runs) and its per-face files; "
+        "run folders are not used. Do not edit by hand; rerun with `--report_only`.",
+        "",
+        "## How a session advances the grid",
+        "",
+        "Each finished run appends one row (and a per-face file) to the committed "
+        "`docs/ablation/rows.csv`; a run whose (config, lambda, N, seed, schedule, fold, "
+        "student) is already there is skipped before training, so the grid advances over "
+        "sessions even though run folders do not survive one. Run what fits, then commit the "
+        "rows:",
+        "",
+        "```bash",
+    ]
+    md += [f"# {k}\n{v}" for k, v in commands.items()]
+    md += ["```", "", *progress, "", "## Protocol", "",
+           f"- Train on InfAnFace batches {' + '.join(TRAIN_SETS)} (159 faces), validate on "
+           f"{', '.join(VAL_SETS)} (51 faces); training subsets of N faces drawn with the run's "
+           "seed (`TrainConfig.train_limit`), so each seed changes the subset (N < 159), the "
+           "initialization and the augmentation order. At N = 159 only the latter two change.",
+           "- Same student, optimizer (AdamW, warmup + cosine decay, peak lr 2e-3, batch 16), "
+           "augmentation and heatmap loss for every configuration (`fas_tf.train.train`); only "
+           "the teacher, its regularizers and their weight λ (all four jointly, column "
+           "`lambda`) change, or for `transfer` the architecture.",
+           "- Schedule `sK`: K optimizer steps for every N (epochs = ceil(K / steps per epoch), "
+           "so small N is not under-trained); `eK` (migrated rows): K epochs for every N.",
+           "- Metrics on the validation batch, scored once after training (the last weights; "
+           "no per-epoch validation in `s` schedules), interocular normalization: NME, FR@0.10 "
+           "(share of faces with NME > 0.10), AUC@0.10 of the CED.",
+           "", *_arms_table(), ""]
+    summary: list[dict] = []
+    for schedule, student in settings:
+        part = [r for r in rows if setting_of(r) == (schedule, student)]
+        md += _setting_section(part, faces, rows_dir, schedule, student, summary)
+    if not rows:
+        md += ["**No finished runs yet**: the tables and plots appear once rows exist.", ""]
+    cv = [r for r in rows if r["fold"]]
+    if cv:
+        md += _cv_section(cv)
+    md += ["## What is and is not shown", "",
+           "- An interval that excludes 0 shows a difference in NME on these validation faces "
+           "for the seeds run, at that N, schedule and student; one that contains 0 shows no "
+           "difference, which is not proof of no effect (few seeds, 51 faces).",
+           "- With one seed the interval covers the faces only, not the variation between "
+           "training subsets and initializations.",
+           f"- All grid numbers are on one batch ({', '.join(VAL_SETS)}); the cross-validation "
+           "by batch is the check that they carry over to other batches. Weights λ chosen on "
+           f"{', '.join(VAL_SETS)} are not an unbiased estimate there.", ""]
+    md += _sessions(rows)
     md += ["## Time", ""] + [f"- {line}" for line in estimate] + [
-        "", "Files: `ablation_runs.csv` (one row per run), `ablation_summary.csv` (mean/sd per "
-        "config and N), the PNG plots. Run directories are not committed.", ""]
+        "", f"Files in `{_display(rows_dir, REPO)}`: `rows.csv` (one row per run), "
+        "`per_face/` (per-face NME of each run), `summary.csv` (per config, λ and N), the PNG "
+        "plots.", ""]
+    write_csv(rows_dir / "summary.csv", summary, SUMMARY_COLUMNS)
     path = docs / "results.md"
     with atomic_path(path) as tmp:
         Path(tmp).write_text("\n".join(md), encoding="utf-8")
     return path
 
 
-def _display(path: Path) -> str:
+def _display(path: Path, base: Path) -> str:
     try:
-        return str(path.resolve().relative_to(REPO))
+        return str(path.resolve().relative_to(base.resolve()))
     except ValueError:
         return str(path)

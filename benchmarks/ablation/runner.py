@@ -1,104 +1,181 @@
-"""Train and evaluate one ablation run through the normal training path (``fas_tf.train``)."""
+"""Train and evaluate one ablation run through the normal training path (``fas_tf.train``) and
+record it: per-face file, then its row in ``rows.csv``."""
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import datetime
-import itertools
-import json
-import statistics
+import shlex
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fas_tf.data import read_attributes, stems_in_sets
+from fas_tf.data import read_attributes, stems_in_sets, steps_per_epoch
 
-from .arms import ARMS, BATCH_SIZE, RunKey, epochs_for
-
-
-def epoch_times(log_dir: Path) -> list[float]:
-    """Wall-clock durations of epochs 2.. (train + validation) from the TensorBoard events."""
-    import tensorflow as tf
-    from tensorflow.core.util import event_pb2
-
-    ends: dict[int, float] = {}
-    for path in sorted((log_dir / "train").glob("events.out.tfevents.*")):
-        try:
-            for raw in tf.data.TFRecordDataset(str(path)):
-                event = event_pb2.Event.FromString(raw.numpy())
-                if any(v.tag == "epoch_loss" for v in event.summary.value):
-                    ends[int(event.step)] = float(event.wall_time)
-        except Exception:  # a truncated event file after a kill
-            continue
-    steps = sorted(ends)
-    return [ends[b] - ends[a] for a, b in itertools.pairwise(steps) if b == a + 1]
+from .arms import ARMS, BATCH_SIZE, DATA, REPO, RunKey, epochs_for, lambda_text, schedule_tag
+from .collect import SUBSET_FLAGS, append_row, run_key, run_name, write_per_face
 
 
-def evaluate_run(run_dir: Path, key: RunKey, data: Path, attributes: Path) -> dict:
-    """Per-face validation NMEs of a finished run, written to ``eval.json``."""
-    import fas_tf.transfer  # noqa: F401  (registers the layers a transfer model needs)
-    from fas_tf import cli
-    from fas_tf.evaluate import evaluate_model
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """What every run of one invocation shares."""
 
-    metrics, _ = evaluate_model(run_dir / "student.keras", data, str(attributes),
-                                list(key.val_sets))
-    keep = ("nme", "fr_08", "fr_10", "auc_10", "n", "normalization", "per_face", "images")
-    result = {k: metrics[k] for k in keep if k in metrics}
-    cli.write_json(run_dir / "eval.json", result)
-    return result
+    steps: int  # optimizer steps per run (rounded up to whole epochs)
+    student: str  # ALPHA:INPUT:HEAD
+    data: Path = DATA
+    attributes: Path | None = None  # default: data/attributes.csv
+    out: Path = REPO / "benchmarks" / "results"  # run folders (scratch, not committed)
+    rows_dir: Path = REPO / "docs" / "ablation"  # rows.csv + per_face/ (committed)
+    teacher_cache: int = 0  # TrainConfig.teacher_cache when fas_tf has it; 0: teacher online
+    verbose: int = 2
 
+    @property
+    def schedule(self) -> str:
+        return schedule_tag(self.steps)
 
-def run_one(key: RunKey, root: Path, args: argparse.Namespace, log: Callable[[str], None]) -> str:
-    """Train and evaluate one run unless its ``metrics.json`` exists; returns what was done."""
-    import keras
-
-    from fas_tf import cli
-    from fas_tf.train import TrainConfig, train
-
-    arm = ARMS[key.arm]
-    run_dir = root / key.rel_dir()
-    done = (run_dir / "metrics.json").is_file()
-    status = "skipped (done)"
-    if not done:
-        n_train = key.n if key.n is not None else 0
-        if key.fold is not None:  # all faces of the two training batches
-            n_train = sum(count_sets(args.attributes, key.train_sets).values())
-        epochs = epochs_for(n_train, args.epochs, args.min_steps)
-        config = TrainConfig(
-            output_dir=str(run_dir), data=str(args.data), attributes=str(args.attributes),
-            train_sets=list(key.train_sets), val_sets=list(key.val_sets), teacher=arm.teacher,
-            teacher_weights=arm.teacher_weights, regularizers=arm.regularizers, epochs=epochs,
-            batch_size=BATCH_SIZE, seed=key.seed, train_limit=key.n,
-            resume=(run_dir / "config.json").is_file(), verbose=args.verbose,
-            allow_download=False, student=arm.student, **(args.student or {}),
-        )
-        log(f"[{key.rel_dir()}] training {arm.label}, {epochs} epochs"
-            + (" (resuming)" if config.resume else ""))
-        start = time.time()
-        metrics = train(config, log=lambda m: log(f"  {m}"))
-        wall = time.time() - start
-        durations = epoch_times(run_dir / "logs")
-        record = {
-            "arm": key.arm, "n": key.n, "seed": key.seed, "fold": key.fold,
-            "epochs": metrics["epochs"], "wall_seconds": wall,
-            "fit_seconds": metrics["fit_seconds_this_process"],
-            "epoch_seconds": statistics.median(durations) if durations else None,
-            "resumed": config.resume,
-            "finished": datetime.datetime.now().isoformat(timespec="seconds"),
-        }
-        cli.write_json(run_dir / "run.json", record)
-        keras.backend.clear_session()
-        status = f"trained in {wall / 60:.1f} min"
-    if not (run_dir / "eval.json").is_file():
-        evaluate_run(run_dir, key, args.data, args.attributes)
-        keras.backend.clear_session()
-    ev = json.loads((run_dir / "eval.json").read_text())
-    log(f"[{key.rel_dir()}] {status}: NME {ev['nme'] * 100:.2f}% FR@0.10 "
-        f"{ev['fr_10'] * 100:.1f}% AUC@0.10 {ev['auc_10']:.3f} n={ev['n']}")
-    return status
+    @property
+    def attributes_csv(self) -> Path:
+        return self.attributes or self.data / "attributes.csv"
 
 
 def count_sets(attributes: Path, sets: tuple[str, ...]) -> dict[str, int]:
     """Number of faces per ``image_set`` in the attributes CSV (for the sets asked)."""
     rows = read_attributes(attributes)
     return {s: len(stems_in_sets(rows, [s])) for s in sets}
+
+
+def cache_option(k: int) -> dict[str, int]:
+    """``{"teacher_cache": k}`` for TrainConfig, or {} for 0; an error when fas_tf lacks it."""
+    if not k:
+        return {}
+    from fas_tf.train import TrainConfig
+
+    if "teacher_cache" not in {f.name for f in dataclasses.fields(TrainConfig)}:
+        raise ValueError("--teacher_cache needs fas_tf.train.TrainConfig.teacher_cache, which "
+                         "this fas_tf does not have; use --teacher_cache=0")
+    return {"teacher_cache": k}
+
+
+def train_and_evaluate(key: RunKey, run_dir: Path, setting: Setting,
+                       log: Callable[[str], None]) -> dict:
+    """Train one run into ``run_dir`` (resuming a killed one) and evaluate it.
+
+    Returns ``{"record": config.json, "epochs", "eval": evaluate_model's metrics,
+    "seconds", "resumed"}``.
+    """
+    import json
+
+    import keras
+
+    import fas_tf.transfer  # noqa: F401  (registers the layers a transfer model needs)
+    from fas_tf.evaluate import evaluate_model
+    from fas_tf.student import parse_student_spec
+    from fas_tf.train import TrainConfig, train
+
+    arm = ARMS[key.arm]
+    n_train = key.n if not key.fold else sum(
+        count_sets(setting.attributes_csv, key.train_sets).values())
+    epochs = epochs_for(n_train, setting.steps)
+    lam = key.lam if key.lam is not None else 1.0
+    config = TrainConfig(
+        output_dir=str(run_dir), data=str(setting.data),
+        attributes=str(setting.attributes_csv), train_sets=list(key.train_sets),
+        val_sets=[],  # scored once, after training: per-epoch validation would cost small N
+        teacher=arm.teacher, teacher_weights=arm.teacher_weights,
+        regularizers=arm.regularizers, lambda_cls=lam, lambda_feat=lam, lambda_sa=lam,
+        lambda_ca=lam, epochs=epochs, batch_size=BATCH_SIZE, seed=key.seed,
+        train_limit=key.n if not key.fold else None,
+        resume=(run_dir / "config.json").is_file(), verbose=setting.verbose,
+        allow_download=False, student=arm.student, **parse_student_spec(setting.student),
+        **(cache_option(setting.teacher_cache) if arm.weighted else {}),
+    )
+    log(f"[{run_dir.name}] training {arm.label}, {epochs} epochs"
+        + (" (resuming)" if config.resume else ""))
+    start = time.time()
+    train(config, log=lambda m: log(f"  {m}"))
+    keras.backend.clear_session()
+    metrics, _ = evaluate_model(run_dir / "student.keras", setting.data,
+                                str(setting.attributes_csv), list(key.val_sets))
+    keras.backend.clear_session()
+    record = json.loads((run_dir / "config.json").read_text())
+    return {"record": record, "epochs": epochs, "eval": metrics,
+            "seconds": time.time() - start, "resumed": config.resume}
+
+
+def code_commit() -> str:
+    """``git rev-parse HEAD`` of the repository (+ ``-dirty`` when code outside docs/ has
+    uncommitted changes); '' without git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":(exclude)docs"],
+                               cwd=REPO, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return head + ("-dirty" if dirty.strip() else "")
+
+
+def command_for(key: RunKey, setting: Setting) -> str:
+    """The command that runs exactly this run (with ``--docs`` of a fresh folder it reruns it
+    even when the row exists)."""
+    parts = ["python", "benchmarks/ablation"]
+    if key.fold:
+        parts += [f"--cv={key.arm}", f"--cv_seeds={key.seed}", f"--cv_folds={key.fold}"]
+    else:
+        parts += [f"--configs={key.arm}", f"--sizes={key.n}", f"--seeds={key.seed}"]
+    parts += [f"--steps={setting.steps}", f"--student={setting.student}"]
+    if key.lam is not None:
+        parts.append(f"--lambdas={lambda_text(key.lam)}")
+    if setting.teacher_cache and ARMS[key.arm].weighted:
+        parts.append(f"--teacher_cache={setting.teacher_cache}")
+    if Path(setting.data) != DATA:
+        parts.append(f"--data={setting.data}")
+    if setting.attributes is not None:
+        parts.append(f"--attributes={setting.attributes}")
+    return shlex.join(parts)
+
+
+def build_row(key: RunKey, setting: Setting, result: dict, per_face: str) -> dict:
+    """The ``rows.csv`` row of a finished run (see :data:`.collect.ROW_COLUMNS`)."""
+    cells = run_key(key, setting.schedule, setting.student)
+    record, ev = result["record"], result["eval"]
+    teacher = record.get("teacher") or {}
+    subsets = ev.get("subsets") or {}
+    arm = ARMS[key.arm]
+    num_train = record.get("num_train")
+    return {
+        **dict(zip(("config", "lambda", "n", "seed", "schedule", "fold", "student"), cells,
+                   strict=True)),
+        "teacher": teacher.get("name", "none"),
+        "teacher_pretrained": teacher.get("pretrained", ""),
+        "teacher_sha256": teacher.get("sha256") or "",
+        "regularizers": ",".join(record.get("regularizers_active") or []) or "none",
+        "teacher_cache": setting.teacher_cache if arm.weighted else 0,
+        "epochs": result["epochs"],
+        "steps": result["epochs"] * steps_per_epoch(num_train, BATCH_SIZE) if num_train else "",
+        "num_train": num_train, "num_val": ev.get("n"),
+        "seconds": float(result["seconds"]),
+        "nme": float(ev["nme"]), "fr_10": float(ev["fr_10"]), "auc_10": float(ev["auc_10"]),
+        **{f"nme_{f}": float(subsets[f]["nme"]) if f in subsets else None
+           for f in SUBSET_FLAGS},
+        "per_face": per_face, "command": command_for(key, setting), "commit": code_commit(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "note": "resumed after a kill: seconds are of the last part only"
+        if result.get("resumed") else "",
+    }
+
+
+def run_one(key: RunKey, setting: Setting, log: Callable[[str], None]) -> dict:
+    """Train and evaluate one run, write its per-face file, then append its row; returns it."""
+    name = run_name(run_key(key, setting.schedule, setting.student))
+    result = train_and_evaluate(key, setting.out / name, setting, log)
+    ev = result["eval"]
+    per_face = f"per_face/{name}.csv"
+    write_per_face(setting.rows_dir / per_face, list(ev["images"]), list(ev["per_face"]))
+    row = build_row(key, setting, result, per_face)
+    append_row(setting.rows_dir / "rows.csv", row)
+    log(f"[{name}] NME {row['nme'] * 100:.2f}% FR@0.10 {row['fr_10'] * 100:.1f}% "
+        f"AUC@0.10 {row['auc_10']:.3f} n={row['num_val']}, {row['seconds'] / 60:.1f} min: "
+        f"row added to {setting.rows_dir / 'rows.csv'}")
+    return row
