@@ -43,6 +43,27 @@ def tiny_teacher():
     return Teacher("tiny", 48, 12, model, pretrained=False, weights_source="random")
 
 
+class Interrupt(Exception):
+    """Stands for a kill in the middle of training (tests only)."""
+
+
+def killed_in_epoch(real_checkpoint, epoch: int = 1):
+    """A ``fas_tf.train.student_checkpoint`` replacement: checkpoints as usual, then raises
+    :class:`Interrupt` when epoch ``epoch`` (0-based) begins, i.e. after the backup of the one
+    before (a kill mid-run, for ``--resume`` tests)."""
+    import keras
+
+    def checkpoint(student, path):
+        class Die(keras.callbacks.Callback):
+            def on_epoch_begin(self, e, logs=None):
+                if e == epoch:
+                    raise Interrupt()
+
+        return keras.callbacks.CallbackList([real_checkpoint(student, path), Die()])
+
+    return checkpoint
+
+
 def pytest_configure(config):
     """Skip Grappler's graph rewrites in-process: they dominate tracing time on 2 CPU cores."""
     import tensorflow as tf

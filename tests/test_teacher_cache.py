@@ -19,7 +19,7 @@ from fas_tf.student import build_student
 from fas_tf.teacher_cache import load_or_build
 from fas_tf.teachers import Teacher
 
-from .conftest import tiny_teacher
+from .conftest import Interrupt, killed_in_epoch, tiny_teacher
 
 SIZE = 32
 LAYOUT = layout_for(68)
@@ -192,20 +192,8 @@ def test_train_with_the_cache_reuses_it_and_resumes_seeded(tmp_path, demo_faces,
     assert (first["faces"], first["views_per_face"]) == (7, 2)
     assert "cls_loss" in straight and len(straight.splitlines()) == 3
 
-    class Interrupt(Exception):
-        pass
-
     real_checkpoint = train_module.student_checkpoint
-
-    def checkpoint_then_die_in_epoch_2(student, path):
-        class Die(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                if epoch == 1:
-                    raise Interrupt()
-
-        return keras.callbacks.CallbackList([real_checkpoint(student, path), Die()])
-
-    monkeypatch.setattr(train_module, "student_checkpoint", checkpoint_then_die_in_epoch_2)
+    monkeypatch.setattr(train_module, "student_checkpoint", killed_in_epoch(real_checkpoint))
     with pytest.raises(Interrupt):
         run("b")
     monkeypatch.setattr(train_module, "student_checkpoint", real_checkpoint)

@@ -1,15 +1,10 @@
 """Seeded runs: the same seed gives the same history, also across a kill and ``--resume``."""
 
-import keras
 import pytest
 
 import fas_tf.train as train_module
 
-from .conftest import tiny_teacher
-
-
-class Interrupt(Exception):
-    pass
+from .conftest import Interrupt, killed_in_epoch, tiny_teacher
 
 
 def run(tmp_path, demo_faces, name: str, seed: int, **changes) -> str:
@@ -31,16 +26,7 @@ def test_one_seed_gives_one_history_also_after_a_kill_and_resume(
     assert len(rows) == 3 and "cls_loss" in rows[0] and rows[1] != rows[2]
 
     real_checkpoint = train_module.student_checkpoint
-
-    def checkpoint_then_die_in_epoch_2(student, path):
-        class Die(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                if epoch == 1:
-                    raise Interrupt()
-
-        return keras.callbacks.CallbackList([real_checkpoint(student, path), Die()])
-
-    monkeypatch.setattr(train_module, "student_checkpoint", checkpoint_then_die_in_epoch_2)
+    monkeypatch.setattr(train_module, "student_checkpoint", killed_in_epoch(real_checkpoint))
     with pytest.raises(Interrupt):
         run(tmp_path, demo_faces, "b", seed=1)
     assert len((tmp_path / "b" / "history.csv").read_text().splitlines()) == 2
