@@ -25,6 +25,10 @@ BACKBONE_TAPS = {
     32: "out_relu",
 }
 FEATURE_STRIDES = (8, 16, 32)
+# The lite student's stride-32 feature: block 16's projection (320 * alpha channels) instead of
+# MobileNetV2's last 1x1 expansion to 1280 channels, whose weights (and those of the 1280-wide
+# lateral) are a third of the default student's size.
+LITE_TOP = "block_16_project_BN"
 
 
 def _separable(x, channels: int, name: str, momentum: float):
@@ -89,6 +93,7 @@ def build_student(
     batch_size: int | None = None,
     bn_momentum: float = 0.9,
     name: str = "student",
+    lite: bool = False,
 ) -> keras.Model:
     """Build the student network.
 
@@ -101,6 +106,8 @@ def build_student(
         batch_size: static batch size (1 for int8 TFLite export), None for dynamic.
         bn_momentum: BatchNormalization momentum of every layer (small data: 0.9).
         name: model name.
+        lite: take the stride-32 feature before MobileNetV2's 1280-channel expansion
+            (:data:`LITE_TOP`): the phone-sized student.
     """
     if input_size % 32:
         raise ValueError(f"input_size must be a multiple of 32, got {input_size}")
@@ -111,9 +118,10 @@ def build_student(
         include_top=False,
         weights=backbone_weights,
     )
+    tap_names = {**BACKBONE_TAPS, **({32: LITE_TOP} if lite else {})}
     taps = keras.Model(
         backbone.input,
-        [backbone.get_layer(BACKBONE_TAPS[s]).output for s in (4, 8, 16, 32)],
+        [backbone.get_layer(tap_names[s]).output for s in (4, 8, 16, 32)],
         name="backbone",
     )
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(image)
@@ -131,7 +139,7 @@ def build_student(
 
 
 # Student architectures a training run can choose (``TrainConfig.student``).
-ARCHITECTURES = ("mobilenetv2", "dlib_transfer")
+ARCHITECTURES = ("mobilenetv2", "mobilenetv2_lite", "dlib_transfer")
 
 
 def build_architecture(
@@ -141,12 +149,14 @@ def build_architecture(
     alpha: float = 0.5,
     head_channels: int = 64,
 ) -> keras.Model:
-    """The student of a training run: ``"mobilenetv2"`` (:func:`build_student`, the default) or
+    """The student of a training run: ``"mobilenetv2"`` (:func:`build_student`, the default),
+    ``"mobilenetv2_lite"`` (the same without the 1280-channel top, for phones) or
     ``"dlib_transfer"`` (:func:`fas_tf.transfer.build_transfer_model`, dlib's pretrained trunk
     fine-tuned with the same head; the transfer-learning baseline).
     """
-    if architecture == "mobilenetv2":
-        return build_student(num_landmarks, input_size, alpha, head_channels)
+    if architecture in ("mobilenetv2", "mobilenetv2_lite"):
+        lite = architecture == "mobilenetv2_lite"
+        return build_student(num_landmarks, input_size, alpha, head_channels, lite=lite)
     if architecture == "dlib_transfer":
         from fas_tf.transfer import build_transfer_model  # imports this module
 

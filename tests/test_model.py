@@ -113,3 +113,19 @@ def test_jit_compiled_step(teacher, dataset):
     model.compile(keras.optimizers.Adam(1e-3), regularizers="sa,ca,feat,cls", jit_compile=True)
     logs = model.fit(dataset.take(1), epochs=1, verbose=0).history
     assert all(np.isfinite(v[-1]) for v in logs.values())
+
+
+def test_lite_student_drops_the_1280_channel_top_and_trains(teacher, dataset):
+    full = build_student(input_size=SIZE, alpha=0.35, head_channels=16)
+    lite = build_student(input_size=SIZE, alpha=0.35, head_channels=16, lite=True)
+    # stride-32 feature: block 16's projection, 320 * 0.35 = 112 channels, not 1280
+    assert lite.output["feat_32"].shape[1:] == (2, 2, 112)
+    assert full.output["feat_32"].shape[1:] == (2, 2, 1280)
+    assert "Conv_1" not in [layer.name for layer in lite.get_layer("backbone").layers]
+    # saved: the 112 -> 1280 expansion (143,360 + 2 * 1280 BN + ...) and most of the lateral
+    saved = full.count_params() - lite.count_params()
+    assert 112 * 1280 + (1280 - 112) * 16 <= saved <= 112 * 1280 + 1280 * 4 + 1280 * 16
+    model = RegularizedLandmarkModel(lite, teacher)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0).history
+    assert np.isfinite(history["loss"]).all() and history["feat_loss"][0] > 0
