@@ -228,3 +228,20 @@ def test_cached_step_under_mixed_precision(faces, tmp_path):
         keras.mixed_precision.set_global_policy("float32")
     assert CountingTeacher.calls == 0
     assert all(np.isfinite(v[-1]) and v[-1] > 0 for v in logs.values())
+
+
+def test_upright_training_faces_are_part_of_the_key(faces, demo_faces):
+    from fas_tf.teacher_cache import cache_key
+
+    keras.utils.set_random_seed(0)
+    teacher = tiny_teacher()
+    upright = load_faces(demo_faces, input_size=SIZE, upright=True).subset(range(6))
+    args = (LAYOUT, SIZE, AugmentConfig(rotation=10.0), 2, 0)
+    keys = {
+        cache_key(teacher, faces, *args),
+        cache_key(teacher, faces, *args, upright=True),
+        cache_key(teacher, upright, *args, upright=True),
+    }
+    assert len(keys) == 3
+    assert cache_key(teacher, upright, *args, upright=True) == cache_key(
+        teacher, upright, *args, upright=True)
