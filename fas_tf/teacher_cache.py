@@ -139,14 +139,12 @@ def cache_key(
     augment: AugmentConfig,
     views: int,
     seed: int,
-    upright: bool = False,
 ) -> str:
     """The key of a cache: a sha256 over everything its stored numbers depend on.
 
     Teacher (name, input size, weight values, output dtype), data (file names, framed canvases
-    and landmarks, flip pairs, whether the canvases were cut ``upright``), augmentation
-    settings, ``views``, ``seed``, the student input size, :data:`CACHE_VERSION`, the sources
-    of :data:`_CODE` and the TensorFlow version.
+    and landmarks, flip pairs), augmentation settings, ``views``, ``seed``, the student input
+    size, :data:`CACHE_VERSION`, the sources of :data:`_CODE` and the TensorFlow version.
     """
     import tensorflow as tf
 
@@ -164,7 +162,6 @@ def cache_key(
         "flip": layout.flip_permutation().tolist() if layout.can_flip else None,
         "views": int(views),
         "seed": int(seed),
-        "upright": bool(upright),
     }
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode())
     digest.update(np.ascontiguousarray(faces.canvases).tobytes())
@@ -213,7 +210,6 @@ def load_or_build(
     root: str | os.PathLike | None = None,
     batch_size: int = 32,
     log=print,
-    upright: bool = False,
 ) -> TeacherCache:
     """The teacher cache of these settings: reused from ``root`` when its key exists, else built.
 
@@ -221,7 +217,7 @@ def load_or_build(
     ``batch_size`` and writes its outputs as float16 into a temporary folder, renamed to
     ``root/<key>`` only when complete: an interrupted build leaves nothing behind (a killed
     one's folder is removed by the next build of that key). An unreadable cache is rebuilt.
-    Logs one line. ``upright``: the faces were loaded upright (part of the key).
+    Logs one line.
     """
     import tensorflow as tf
 
@@ -230,7 +226,7 @@ def load_or_build(
     if views < 1:
         raise ValueError(f"a teacher cache needs at least 1 view per face, got {views}")
     root = Path(root) if root is not None else cache_root()
-    key = cache_key(teacher, faces, layout, input_size, augment, views, seed, upright)
+    key = cache_key(teacher, faces, layout, input_size, augment, views, seed)
     folder = root / key
     rows = len(faces) * views
     shapes = _shapes(teacher)

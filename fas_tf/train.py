@@ -503,7 +503,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
         from fas_tf.teacher_cache import load_or_build
 
         cache = load_or_build(teacher, train_faces, layout, config.input_size, augment,
-                              config.teacher_cache, config.seed, log=log, upright=config.upright)
+                              config.teacher_cache, config.seed, log=log)
         model.use_teacher_cache(cache)
     elif config.teacher_cache:
         log("teacher cache: not used (no teacher or no regularizer to feed)")
