@@ -2,7 +2,11 @@
 
 ``python -m export --model=RUN_DIR/student.keras --output=model.tflite
 --quantize={float32,float16,dynamic,int8} [--representative_data=PATH] [--representative_sets=..]
-[--val_data=PATH] [--val_sets=google2] [--num_calibration=200] [--max_nme_drift=0.5] [--force]``
+[--val_data=PATH] [--val_sets=google2] [--num_calibration=200] [--max_nme_drift=0.5] [--force]
+[--flip]``
+
+``--flip`` builds test-time flip into the graph (the mean of the crop's and its mirror image's
+landmarks; same input and outputs, about twice the work).
 
 Exit status: 0 written; 2 bad input or parity failure (one ``error: ...`` line, nothing written).
 """
@@ -32,6 +36,8 @@ flags.DEFINE_integer("num_calibration", 200, "int8 calibration crops (framing-ru
                      "topped up with augmented ones)")
 flags.DEFINE_float("max_nme_drift", 0.5, "refuse when TFLite NME exceeds Keras NME by more "
                    "than this many percentage points")
+flags.DEFINE_bool("flip", False, "test-time flip in the graph: average the crop's landmarks "
+                  "with its mirror image's (two network runs per call); model.json records it")
 flags.DEFINE_bool("force", False, "write the model even when the parity check fails")
 
 
@@ -47,6 +53,7 @@ def main(argv: list[str]) -> None:
     export_model(
         f.model, f.output, f.quantize, f.representative_data, f.representative_sets,
         f.val_data, f.val_sets, f.attributes, f.num_calibration, f.max_nme_drift, f.force,
+        flip=f.flip,
     )
 
 

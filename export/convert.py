@@ -6,7 +6,8 @@ The exported graph takes one framing-rule face crop ``image`` (1, S, S, 3) RGB a
 :func:`fas_tf.heatmaps.decode_heatmaps_int8` (the log-Taylor refinement in ops that all have int8
 kernels). Modes: ``float32``; ``float16`` (float16 weights); ``dynamic`` (int8 weights, float
 activations); ``int8`` (full-integer, calibrated on framing-rule training crops, uint8 input,
-float32 outputs written by the final DEQUANTIZE ops).
+float32 outputs written by the final DEQUANTIZE ops). ``flip``: the graph also runs the mirror
+image and returns the test-time flip average (:func:`export_graph`), same input and outputs.
 """
 
 from __future__ import annotations
@@ -46,27 +47,47 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def export_graph(student, method: str = "int8"):
-    """Batch-1 Keras graph: ``image`` -> {``landmarks``, ``confidence``} with in-graph decoding."""
+def export_graph(student, method: str = "int8", flip: bool = False):
+    """Batch-1 Keras graph: ``image`` -> {``landmarks``, ``confidence``} with in-graph decoding.
+
+    ``flip``: test-time flip in the graph, the answer of :class:`fas_tf.inference.FlipAveraged`:
+    the crop and its mirror image run as one batch of 2, the mirror's answer is mapped back with
+    :func:`fas_tf.inference.mirrored_back` and the two are averaged (same input and outputs).
+    """
     import keras
+    from keras import ops
 
     from fas_tf.heatmaps import HeatmapDecoder
+    from fas_tf.inference import mirror_permutation, mirrored_back
     from fas_tf.student import student_geometry
 
-    size, stride, _ = student_geometry(student)
+    size, stride, n = student_geometry(student)
     image = keras.Input((size, size, 3), batch_size=1, name="image")
     net = keras.Model(student.input, student.output["heatmaps"], name="heatmap_net")
-    outputs = HeatmapDecoder(stride, method=method, name="decode")(net(image))
-    return keras.Model(image, outputs, name="landmarker")
+    decode = HeatmapDecoder(stride, method=method, name="decode")
+    if not flip:
+        return keras.Model(image, decode(net(image)), name="landmarker")
+    permutation = mirror_permutation(n)
+    both = decode(net(ops.concatenate([image, ops.flip(image, axis=2)], axis=0)))
+    pts, mirrored_pts = ops.split(both["landmarks"], 2, axis=0)
+    conf, mirrored_conf = ops.split(both["confidence"], 2, axis=0)
+    back, back_conf = mirrored_back(mirrored_pts, mirrored_conf, permutation, size, take=ops.take)
+    outputs = {"landmarks": (pts + back) * 0.5, "confidence": (conf + back_conf) * 0.5}
+    return keras.Model(image, outputs, name="flip_landmarker")
 
 
-def convert(student, mode: str, calibration: np.ndarray | None = None) -> bytes:
-    """TFLite flatbuffer of the student in ``mode``; ``calibration`` crops (M, S, S, 3) for int8."""
+def convert(
+    student, mode: str, calibration: np.ndarray | None = None, flip: bool = False
+) -> bytes:
+    """TFLite flatbuffer of the student in ``mode``; ``calibration`` crops (M, S, S, 3) for int8.
+
+    ``flip``: with test-time flip in the graph (:func:`export_graph`).
+    """
     import tensorflow as tf
 
     if mode not in MODES:
         raise UsageError(f"--quantize={mode}: choose from {', '.join(MODES)}")
-    converter = tf.lite.TFLiteConverter.from_keras_model(export_graph(student))
+    converter = tf.lite.TFLiteConverter.from_keras_model(export_graph(student, flip=flip))
     if mode == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -181,18 +202,29 @@ def calibration_crops(
 # --------------------------------------------------------------------------- parity
 
 
-def parity(student, tflite_path: str | os.PathLike, crops: np.ndarray, gt: np.ndarray) -> dict:
-    """NME (percent) of the Keras student and the TFLite model on the same crops."""
-    from fas_tf.inference import KerasLandmarker, LiteRTLandmarker
+def parity(
+    student, tflite_path: str | os.PathLike, crops: np.ndarray, gt: np.ndarray,
+    flip: bool = False,
+) -> dict:
+    """NME (percent) of the Keras student and the TFLite model on the same crops.
+
+    ``flip``: the TFLite model has test-time flip built in; the Keras side is then the
+    flip-averaged student (:class:`fas_tf.inference.FlipAveraged`).
+    """
+    from fas_tf.inference import FlipAveraged, KerasLandmarker, Landmarker, LiteRTLandmarker
     from fas_tf.metrics import default_normalization, mean_nme
 
-    keras_pred, _ = KerasLandmarker(student).predict(crops)
+    reference: Landmarker = KerasLandmarker(student)
+    if flip:
+        reference = FlipAveraged(reference)
+    keras_pred, _ = reference.predict(crops)
     lite_pred, _ = LiteRTLandmarker(tflite_path).predict(crops)
     keras_nme = float(mean_nme(keras_pred, gt)) * 100.0
     lite_nme = float(mean_nme(lite_pred, gt)) * 100.0
     shift = np.linalg.norm(lite_pred - keras_pred, axis=-1)
     return {
         "n": int(len(crops)),
+        "flip": bool(flip),
         "normalization": default_normalization(gt.shape[1]),
         "keras_nme_percent": round(keras_nme, 4),
         "tflite_nme_percent": round(lite_nme, 4),
@@ -213,6 +245,7 @@ def build_metadata(
     model_path: Path,
     parity_numbers: dict,
     data_notes: dict,
+    flip: bool = False,
 ) -> dict:
     """The ``model.json`` an app developer needs (see ``export/MOBILE.md``)."""
     from ai_edge_litert.interpreter import Interpreter
@@ -249,6 +282,7 @@ def build_metadata(
         "model_sha256": hashlib.sha256(tflite_bytes).hexdigest(),
         "model_bytes": len(tflite_bytes),
         "quantization": mode,
+        "flip": bool(flip),
         "signature": "serving_default",
         "input": {
             "name": "image",
@@ -338,8 +372,12 @@ def export_model(
     max_nme_drift: float = 0.5,
     force: bool = False,
     log=print,
+    flip: bool = False,
 ) -> ExportResult:
     """Convert, check parity, and write ``output`` (.tflite) and its ``.json`` atomically.
+
+    ``flip``: the graph averages the crop's answer with its mirror image's (test-time flip; two
+    network runs per call), checked against the flip-averaged Keras student.
 
     Raises:
         UsageError: bad input (missing/corrupt model, missing data).
@@ -364,9 +402,12 @@ def export_model(
             raise UsageError(f"{p}: no such data file or folder")
     model_path = Path(model)
     student = load_student(model_path)
+    from fas_tf.inference import mirror_permutation
     from fas_tf.student import student_geometry
 
-    size = student_geometry(student)[0]
+    size, _, num_landmarks = student_geometry(student)
+    if flip:
+        mirror_permutation(num_landmarks, str(model_path))  # --flip needs known mirror pairs
     calibration = None
     notes = {"val_data": str(val_data), "val_sets": val_sets}
     if quantize == "int8":
@@ -381,16 +422,18 @@ def export_model(
     val_path = Path(val_data)
     val_faces = load_faces(val_path, size, stems=_stems(val_path, attributes, val_sets))
     crops, gt = framed_crops(val_faces, size)
-    tflite_bytes = convert(student, quantize, calibration)
+    tflite_bytes = convert(student, quantize, calibration, flip)
 
     json_path = output.with_suffix(".json")
     with atomic_path(output) as tmp_model:
         Path(tmp_model).write_bytes(tflite_bytes)
-        numbers = parity(student, tmp_model, crops, gt)
+        numbers = parity(student, tmp_model, crops, gt, flip)
         numbers["max_nme_drift_points"] = max_nme_drift
+        kind = f"{quantize}, flip" if flip else quantize
         log(
-            f"parity on {numbers['n']} faces: Keras NME {numbers['keras_nme_percent']:.2f}%, "
-            f"TFLite ({quantize}) NME {numbers['tflite_nme_percent']:.2f}%, drift "
+            f"parity on {numbers['n']} faces: Keras{' flip' if flip else ''} NME "
+            f"{numbers['keras_nme_percent']:.2f}%, TFLite ({kind}) NME "
+            f"{numbers['tflite_nme_percent']:.2f}%, drift "
             f"{numbers['drift_points']:+.2f} points (allowed {max_nme_drift})"
         )
         too_far = numbers["drift_points"] > max_nme_drift
@@ -403,7 +446,7 @@ def export_model(
             )
         numbers["forced"] = bool(too_far and force)
         metadata = build_metadata(student, quantize, output, tflite_bytes, model_path, numbers,
-                                  notes)
+                                  notes, flip)
         write_json(json_path, metadata)
         os.chmod(tmp_model, 0o644)
         os.chmod(json_path, 0o644)

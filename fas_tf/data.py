@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from fas_tf.errors import DataError
-from fas_tf.framing import crop_box, cut_square
+from fas_tf.framing import crop_box, cut_square, upright_square
 from fas_tf.landmarks import Layout
 
 if TYPE_CHECKING:  # TensorFlow is imported lazily so that bad input fails fast
@@ -210,7 +210,7 @@ def _check_points(path: str, points: np.ndarray, shape: tuple[int, ...], n: int 
         raise DataError(f"{path}: landmarks are degenerate (all within 2 pixels)")
 
 
-def _load_one(item, canvas_size: int, n: int | None):
+def _load_one(item, canvas_size: int, n: int | None, eyes: tuple[int, int] | None = None):
     image_path, label = item
     if isinstance(label, DataError):
         raise label
@@ -220,8 +220,8 @@ def _load_one(item, canvas_size: int, n: int | None):
         label = read_pts(label)
     image = load_image(image_path)
     _check_points(image_path, label, image.shape, n)
-    cx, cy, side = crop_box(label)
-    canvas, matrix = cut_square(image, cx, cy, side * CANVAS_FACTOR, canvas_size)
+    cx, cy, side, angle = upright_square(label, eyes) if eyes else (*crop_box(label), 0.0)
+    canvas, matrix = cut_square(image, cx, cy, side * CANVAS_FACTOR, canvas_size, angle)
     pts = label.astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]
     return canvas, pts.astype(np.float32)
 
@@ -235,6 +235,7 @@ def load_faces(
     stems: set[str] | None = None,
     num_landmarks: int | None = None,
     workers: int = 4,
+    upright: bool = False,
 ) -> LabelledFaces:
     """Read, check and frame a labelled dataset (a folder of images + .pts, or a CSV).
 
@@ -247,6 +248,9 @@ def load_faces(
         stems: keep only images whose file stem is in this set (e.g. one collection batch).
         num_landmarks: required landmark count; by default the most common count in the data.
         workers: decoding threads.
+        upright: cut each canvas turned so that the face's labelled outer eye corners are level
+            (:func:`fas_tf.framing.upright_square`; 68-point layout only); its central square is
+            then the framing rule in that frame.
 
     Raises:
         DataError: missing path, no usable sample, or (strict) any bad sample.
@@ -271,10 +275,18 @@ def load_faces(
     canvas_size = int(round(CANVAS_FACTOR * input_size))
     if num_landmarks is None:
         num_landmarks = _majority_count(items)
+    eyes = None
+    if upright:
+        from fas_tf.landmarks import layout_for
+
+        eyes = layout_for(num_landmarks).interocular if num_landmarks else None
+        if eyes is None:
+            raise DataError(f"{path}: upright crops need the eye corners of the 68-point layout "
+                            f"(the data has {num_landmarks} landmarks)")
 
     def work(item):
         try:
-            return _load_one(item, canvas_size, num_landmarks)
+            return _load_one(item, canvas_size, num_landmarks, eyes)
         except DataError as err:
             return err
 

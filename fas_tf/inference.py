@@ -180,25 +180,45 @@ class LiteRTLandmarker(Landmarker):
         return landmarks, confidence
 
 
+def mirror_permutation(num_landmarks: int, what: str = "model") -> np.ndarray:
+    """The landmark permutation of a horizontal mirror (the layout's flip pairs).
+
+    Raises UsageError naming ``what`` when the layout has no mirror pairs (not 68 points).
+    """
+    from fas_tf.landmarks import layout_for
+
+    layout = layout_for(num_landmarks)
+    if not layout.can_flip:
+        raise UsageError(
+            f"{what}: no mirror pairs are known for {num_landmarks} landmarks; test-time flip "
+            "needs the 68-point layout"
+        )
+    return layout.flip_permutation()
+
+
+def mirrored_back(points, confidence, permutation: np.ndarray, size: int, take=np.take):
+    """Predictions on a mirrored crop, as predictions on the crop itself.
+
+    The crop's landmark ``k`` is the mirror image's landmark ``permutation[k]`` at
+    ``x = S - 1 - x'`` (pixel centres at integers, the convention of the training flip in
+    :mod:`fas_tf.augment`). ``points`` (B, N, 2), ``confidence`` (B, N): numpy arrays, or graph
+    tensors with ``take=keras.ops.take`` (the ``--flip`` export, :mod:`export.convert`).
+    """
+    perm = np.asarray(permutation, np.int32)
+    pts = take(points, perm, axis=1) * np.float32([-1.0, 1.0]) + np.float32([size - 1.0, 0.0])
+    return pts, take(confidence, perm, axis=1)
+
+
 class FlipAveraged(Landmarker):
     """Test-time flip: the mean of ``base`` on a crop and, mirrored back, on its mirror image.
 
-    A mirrored crop's landmark ``k`` is the original's ``flip_permutation[k]`` at
-    ``x' = S - 1 - x`` (pixel centres at integers, the convention of the training flip in
-    :mod:`fas_tf.augment`). Costs two model runs per crop.
+    The mirror image's answer is mapped back with :func:`mirrored_back`. Costs two model runs
+    per crop. ``python -m export --flip`` builds the same average into the exported graph.
     """
 
     def __init__(self, base: Landmarker, flip_permutation: np.ndarray | None = None):
-        from fas_tf.landmarks import layout_for
-
         if flip_permutation is None:
-            layout = layout_for(base.num_landmarks)
-            if not layout.can_flip:
-                raise UsageError(
-                    f"{base.path or 'model'}: no mirror pairs are known for "
-                    f"{base.num_landmarks} landmarks; test-time flip needs the 68-point layout"
-                )
-            flip_permutation = layout.flip_permutation()
+            flip_permutation = mirror_permutation(base.num_landmarks, base.path or "model")
         self.base = base
         self.permutation = np.asarray(flip_permutation, np.int64)
         self.path, self.input_size = base.path, base.input_size
@@ -208,9 +228,9 @@ class FlipAveraged(Landmarker):
         crops = np.asarray(crops)
         pts, conf = self.base.predict(crops)
         mirrored_pts, mirrored_conf = self.base.predict(crops[:, :, ::-1])
-        back = np.asarray(mirrored_pts)[:, self.permutation].copy()
-        back[..., 0] = (self.input_size - 1) - back[..., 0]
-        return (pts + back) / 2.0, (conf + np.asarray(mirrored_conf)[:, self.permutation]) / 2.0
+        back, back_conf = mirrored_back(np.asarray(mirrored_pts), np.asarray(mirrored_conf),
+                                        self.permutation, self.input_size)
+        return (pts + back) / 2.0, (conf + back_conf) / 2.0
 
 
 def landmarks_in_squares(

@@ -64,6 +64,7 @@ class TrainConfig:
     alpha: float = 0.5
     head_channels: int = 64
     rotation: float = 45.0
+    upright: bool = False  # training canvases cut with the true eyes level (fas_tf.framing)
     seed: int = 0
     teacher_cache: int = 0  # K stored teacher views per face; 0: run the teacher online
     train_limit: int | None = None
@@ -258,7 +259,7 @@ def _load_sets(config: TrainConfig, log=print):
 
     train = load_faces(
         train_path, config.input_size, config.strict, config.train_limit, config.seed,
-        stems=stems(config.train_sets),
+        stems=stems(config.train_sets), upright=config.upright,
     )
     if (line := skipped_summary(train)) is not None:
         print(line, file=sys.stderr, flush=True)
@@ -732,7 +733,7 @@ def config_from_flags() -> TrainConfig:
         lambda_ca=f.lambda_ca, epochs=f.epochs, batch_size=f.batch_size,
         input_size=f.input_size, learning_rate=f.learning_rate, weight_decay=f.weight_decay,
         sigma=f.sigma, alpha=f.alpha, head_channels=f.head_channels, rotation=f.rotation,
-        seed=f.seed, teacher_cache=f.teacher_cache, train_limit=f.train_limit,
+        upright=f.upright, seed=f.seed, teacher_cache=f.teacher_cache, train_limit=f.train_limit,
         resume=f.resume, strategy=f.strategy,
         mixed_precision=f.mixed_precision, jit_compile=f.jit_compile, strict=f.strict,
         verbose=f.verbose,
@@ -765,6 +766,8 @@ def define_flags() -> None:
     flags.DEFINE_float("alpha", d.alpha, "MobileNetV2 width multiplier of the student")
     flags.DEFINE_integer("head_channels", d.head_channels, "channels of the heatmap head")
     flags.DEFINE_float("rotation", d.rotation, "max augmentation rotation, degrees")
+    flags.DEFINE_bool("upright", d.upright, "cut training crops with the face's true eyes level "
+                      "(then --rotation of e.g. 10); validation crops stay framing-rule crops")
     flags.DEFINE_integer("seed", d.seed, "random seed: the same seed gives the same run")
     flags.DEFINE_integer(
         "teacher_cache", d.teacher_cache, "K > 0: compute the teacher's outputs once on K seeded "

@@ -233,3 +233,56 @@ def test_image_set_selection_is_one_protocol():
     rows = {"a": {"image_set": "ads"}, "b": {"image_set": "google2"}, "c": {}}
     assert stems_in_sets(rows, "ads,google2") == {"a", "b"}
     assert stems_in_sets(rows, ["youtube2"]) == set()
+
+
+def eye_angles(landmarks: np.ndarray) -> np.ndarray:
+    """Degrees of the line from outer eye corner 36 to 45 (0 = level), per face."""
+    d = landmarks[:, 45] - landmarks[:, 36]
+    return np.degrees(np.arctan2(d[:, 1], d[:, 0]))
+
+
+def test_upright_training_crops_have_level_true_eyes(demo_faces):
+    layout = layout_for(68)
+    plain = load_faces(demo_faces, input_size=64)
+    upright = load_faces(demo_faces, input_size=64, upright=True)
+    no_rotation = AugmentConfig(rotation=0.0)
+
+    def angles(faces, augment, seed=0):
+        batches = landmark_batches(make_dataset(faces, layout, 64, batch_size=12,
+                                                augment=augment, seed=seed))
+        return eye_angles(np.concatenate(batches))
+
+    # the synthetic faces are tilted by up to 30 degrees; framing-rule crops keep the tilt
+    assert np.abs(angles(plain, no_rotation)).max() > 15.0
+    level = angles(upright, no_rotation)  # scale, shift and flips still drawn
+    assert np.abs(level).max() < 1e-3
+    # the augmentation rotation is then drawn from --rotation around the upright face
+    turned = angles(upright, AugmentConfig(rotation=10.0))
+    assert np.abs(turned).max() <= 10.0 + 1e-3 and np.abs(turned).max() > 3.0
+    # same seed, same crops (the stateless augmentation is untouched)
+    np.testing.assert_array_equal(turned, angles(upright, AugmentConfig(rotation=10.0)))
+    # the unjittered upright crop is the framing rule in the upright frame
+    image, pts = center_crop_sample(upright.canvases[0], upright.landmarks[0], 64)
+    cx, cy, side = crop_box(pts.numpy())
+    assert side == pytest.approx(64, rel=0.02) and (cx, cy) == pytest.approx((31.5, 31.5),
+                                                                             abs=0.05)
+
+
+def test_upright_needs_the_68_point_eyes(tmp_path, demo_faces):
+    src = sorted(demo_faces.glob("*.jpg"))[:2]
+    rows = [f"{p}," + ",".join(f"{v:.3f}" for v in read_pts(p.with_suffix(".pts"))[:5].ravel())
+            for p in src]
+    (tmp_path / "five.csv").write_text("\n".join(rows) + "\n")
+    assert len(load_faces(tmp_path / "five.csv", input_size=64)) == 2
+    with pytest.raises(DataError, match="five.csv: upright crops need the eye corners"):
+        load_faces(tmp_path / "five.csv", input_size=64, upright=True)
+
+
+def test_train_upright_cuts_only_the_training_faces(demo_faces):
+    from fas_tf.train import TrainConfig, _load_sets
+
+    config = TrainConfig(data=str(demo_faces), val_data=str(demo_faces), input_size=64,
+                         upright=True)
+    train, val = _load_sets(config, log=lambda *_: None)
+    assert np.abs(eye_angles(train.landmarks)).max() < 1e-3
+    assert np.abs(eye_angles(val.landmarks)).max() > 15.0  # validation: framing-rule crops

@@ -159,19 +159,19 @@ def test_parity_check_refuses_broken_model(tiny_run, demo_faces, tmp_path, monke
 
     real_graph, real_convert = conv.export_graph, conv.convert
 
-    def shifted_graph(student, method="int8"):
+    def shifted_graph(student, method="int8", flip=False):
         # A broken export: every landmark moved 200 px, off the 64-px crop, so its error exceeds
         # that of any in-crop Keras prediction whatever the (barely trained) model does.
-        graph = real_graph(student, method)
+        graph = real_graph(student, method, flip)
         moved = keras.layers.Rescaling(1.0, offset=200.0)(graph.output["landmarks"])
         return keras.Model(graph.input, {"landmarks": moved,
                                          "confidence": graph.output["confidence"]})
 
     cache = {}
 
-    def convert_once(student, mode, calibration=None):
+    def convert_once(student, mode, calibration=None, flip=False):
         if "bytes" not in cache:
-            cache["bytes"] = real_convert(student, mode, calibration)
+            cache["bytes"] = real_convert(student, mode, calibration, flip)
         return cache["bytes"]
 
     monkeypatch.setattr(conv, "export_graph", shifted_graph)
@@ -221,3 +221,90 @@ def test_benchmark_times_models(exported):
     assert [r["reference"] for r in rows] == [False, False, True]
     assert all(r["median_ms"] > 0 and r["runs"] >= 20 for r in rows)
     assert rows[-1]["ratio_to_reference"] == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def flip_exports(tiny_run, demo_faces, tmp_path_factory, exported):
+    """The tiny student exported with --flip (float32 and int8) and plain int8; name -> result."""
+    out = tmp_path_factory.mktemp("flip_exports")
+    results = {
+        f"{mode}_flip": export_model(tiny_run / "student.keras", out / mode / "model.tflite", mode,
+                                     representative_data=str(demo_faces), num_calibration=16,
+                                     max_nme_drift=100.0, log=lambda *_: None, flip=True)
+        for mode in ("float32", "int8")
+    }
+    return {**results, "int8": exported["int8"]}
+
+
+def test_flip_export_is_the_flip_averaged_student(flip_exports, tiny_run, demo_faces):
+    from fas_tf.data import load_faces
+    from fas_tf.framing import framed_crops
+    from fas_tf.inference import FlipAveraged, KerasLandmarker, mirrored_back
+
+    result = flip_exports["float32_flip"]
+    meta = json.loads(result.json_path.read_text())
+    assert meta["flip"] is True and flip_exports["int8"].metadata["flip"] is False
+    assert meta["parity"]["flip"] is True and abs(meta["parity"]["drift_points"]) < 0.5
+    lite = LiteRTLandmarker(result.tflite_path)  # same contract as without --flip
+    assert meta["input"]["shape"] == [1, SIZE, SIZE, 3]
+    assert meta["outputs"]["landmarks"]["shape"] == [1, 68, 2]
+    assert meta["outputs"]["confidence"]["shape"] == [1, 68]
+
+    crops, _ = framed_crops(load_faces(demo_faces, SIZE), SIZE)
+    student = KerasLandmarker(tiny_run / "student.keras")
+    pts, conf = lite.predict(crops)
+    keras_pts, keras_conf = FlipAveraged(student).predict(crops)
+    assert np.median(np.abs(pts - keras_pts)) < 0.05
+    assert np.abs(conf - keras_conf).max() < 0.01
+    plain_pts, _ = student.predict(crops)
+    assert np.median(np.abs(pts - plain_pts)) > 0.1  # the built-in flip does change the answer
+    # a flip-averaged model is mirror-symmetric: its answer on the mirror image, mapped back,
+    # is its answer on the crop
+    mirrored_pts, mirrored_conf = lite.predict(crops[:, :, ::-1])
+    back, back_conf = mirrored_back(mirrored_pts, mirrored_conf, _permutation(meta), SIZE)
+    np.testing.assert_allclose(back, pts, atol=1e-3)
+    np.testing.assert_allclose(back_conf, conf, atol=1e-5)
+
+
+def _permutation(meta: dict) -> np.ndarray:
+    """The flip permutation from model.json's flip pairs (what an app would build)."""
+    perm = np.arange(meta["landmarks"]["count"])
+    for a, b in meta["landmarks"]["flip_pairs"]:
+        perm[a], perm[b] = b, a
+    return perm
+
+
+def test_flip_int8_export_stays_integer_only(flip_exports):
+    from collections import Counter
+
+    flip_path = flip_exports["int8_flip"].tflite_path
+    assert float_compute_ops(flip_path) == [] == float_compute_ops(
+        flip_exports["int8"].tflite_path)
+    flip_ops = Counter(name for name, _, _ in op_types(flip_path))
+    plain_ops = Counter(name for name, _, _ in op_types(flip_exports["int8"].tflite_path))
+    added = flip_ops - plain_ops
+    # the mirror image, the batch of two and its split, the index permutation, the average
+    assert added["REVERSE_V2"] == 1 and added["CONCATENATION"] == 1 and added["SPLIT"] == 2
+    assert set(added) <= {"REVERSE_V2", "CONCATENATION", "SPLIT", "GATHER", "MUL", "ADD",
+                          "RESHAPE"}
+    assert not plain_ops - flip_ops
+    conv = [o for o in op_types(flip_path) if o[0] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert conv and all(o[1][0] == "int8" for o in conv)
+    assert LiteRTLandmarker(flip_path).input_dtype == np.uint8
+    # its parity reference is the flip-averaged Keras student (that of the float32 --flip export),
+    # not the plain one
+    parity = {name: r.parity for name, r in flip_exports.items()}
+    assert parity["int8_flip"]["flip"] is True and parity["int8"]["flip"] is False
+    assert parity["int8_flip"]["keras_nme_percent"] == parity["float32_flip"]["keras_nme_percent"]
+    assert parity["int8_flip"]["keras_nme_percent"] != parity["int8"]["keras_nme_percent"]
+
+
+def test_flip_export_needs_mirror_pairs(tmp_path, demo_faces):
+    from fas_tf.student import build_student
+
+    student = build_student(5, 32, alpha=0.35, head_channels=8)
+    student.save(tmp_path / "student.keras")
+    with pytest.raises(UsageError, match="student.keras: no mirror pairs are known for 5"):
+        export_model(tmp_path / "student.keras", tmp_path / "out" / "m.tflite", "float32",
+                     representative_data=str(demo_faces), flip=True, log=lambda *_: None)
+    assert not (tmp_path / "out").exists()

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -228,3 +229,16 @@ def test_cached_step_under_mixed_precision(faces, tmp_path):
         keras.mixed_precision.set_global_policy("float32")
     assert CountingTeacher.calls == 0
     assert all(np.isfinite(v[-1]) and v[-1] > 0 for v in logs.values())
+
+
+def test_upright_training_faces_are_part_of_the_key(faces, demo_faces):
+    """Upright canvases differ from framing-rule ones, and the key hashes the canvases."""
+    from fas_tf.teacher_cache import cache_key
+
+    keras.utils.set_random_seed(0)
+    teacher = tiny_teacher()
+    upright = load_faces(demo_faces, input_size=SIZE, upright=True).subset(range(6))
+    assert [Path(p).name for p in upright.paths] == [Path(p).name for p in faces.paths]
+    args = (LAYOUT, SIZE, AugmentConfig(rotation=10.0), 2, 0)
+    assert cache_key(teacher, faces, *args) != cache_key(teacher, upright, *args)
+    assert cache_key(teacher, upright, *args) == cache_key(teacher, upright, *args)
