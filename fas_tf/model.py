@@ -2,8 +2,9 @@
 
 Follows the keras-io knowledge-distillation ``Distiller`` pattern: ``compile`` takes the
 optimizer and which regularizers to use with their weights, ``train_step`` adds the teacher
-constraints to the heatmap loss, ``test_step`` reports the heatmap loss and NME. Every loss term
-is a metric. Works with ``model.fit`` under ``tf.distribute`` strategies, ``mixed_float16`` and
+constraints (and, with a :class:`DistillSource`, a heatmap distillation term against a trained
+landmark model) to the heatmap loss, ``test_step`` reports the heatmap loss and NME. Every loss
+term is a metric. Works with ``model.fit`` under ``tf.distribute`` strategies, ``mixed_float16`` and
 ``jit_compile=True``.
 
 Example::
@@ -17,7 +18,9 @@ Example::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import keras
@@ -54,8 +57,95 @@ def _multi_worker(strategy: tf.distribute.Strategy) -> bool:
     )
 
 
+def resample_heatmaps(heatmaps: tf.Tensor, size: int) -> tf.Tensor:
+    """(B, H, H, N) heatmaps over a crop -> (B, size, size, N) over the same crop.
+
+    Half-pixel centres (the convention of :mod:`fas_tf.heatmaps`): an average pool when ``H``
+    is a multiple of ``size`` (the exact area average), else bilinear ``tf.image.resize``
+    (antialiasing does not compile under XLA). Needs a static ``H``.
+    """
+    own = int(heatmaps.shape[1])
+    if own == size:
+        return heatmaps
+    if own % size == 0:
+        return tf.nn.avg_pool2d(heatmaps, own // size, own // size, "VALID")
+    return tf.image.resize(heatmaps, (size, size), method="bilinear")
+
+
+@dataclass
+class DistillSource:
+    """A trained landmark model (a ``student.keras``), frozen, whose heatmaps the student learns.
+
+    Not a Keras-tracked object (like :class:`fas_tf.teachers.Teacher`): its weights are in no
+    checkpoint and never trainable. It runs online inside the train step (also with a teacher
+    cache: it is a small landmark network, and a cache would have to store full heatmaps).
+
+    The distillation target is the source's *heatmaps* brought to the student's heatmap grid,
+    compared with the heatmap loss of the labels (:func:`fas_tf.regularizers.heatmap_loss`), so
+    both terms have the same form and scale. Heatmaps rather than decoded coordinates rendered
+    as Gaussians: they carry what the source knows beyond its argmax (spread = uncertainty,
+    second modes), which rendering discards (it would make the source a pseudo-labeller), and
+    the term is exactly 0 when the student equals the source. Both grids cover the same crop
+    (framing rule) with pixel centres at ``(j + 0.5) * stride - 0.5``, so the source map is
+    resampled with half-pixel centres (:func:`resample_heatmaps`): a blob keeps its crop
+    position, so both terms agree on the peak, which is what decoding reads. Its width does
+    not follow: ``--sigma`` is in heatmap pixels, so a source with a k times larger grid gives
+    blobs 1/k as wide as the student's label targets (train the student with ``sigma / k`` to
+    make them equal).
+
+    Attributes:
+        model: the loaded landmark network (``heatmaps`` output), ``trainable=False``.
+        path: the file it was loaded from ("" in memory).
+        sha256: that file's sha256 (None in memory).
+    """
+
+    model: keras.Model
+    path: str = ""
+    sha256: str | None = None
+    input_size: int = field(init=False)
+    stride: int = field(init=False)
+    num_landmarks: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.model.trainable = False
+        self.input_size, self.stride, self.num_landmarks = student_geometry(self.model)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> DistillSource:
+        """Load a saved landmark model; UsageError (one line naming the file) when unusable."""
+        from fas_tf.cli import sha256_of
+        from fas_tf.inference import load_student
+
+        model = load_student(path)
+        return cls(model, os.path.abspath(path), sha256_of(path))
+
+    @property
+    def heatmap_size(self) -> int:
+        return self.input_size // self.stride
+
+    def heatmaps(self, images: tf.Tensor, size: int) -> tf.Tensor:
+        """The source's float32 heatmaps on RGB [0, 255] ``images`` (any square size, resized
+        bilinearly to its input), on a ``size`` x ``size`` grid over the same crop; no gradient."""
+        x = tf.cast(images, tf.float32)
+        if int(x.shape[1]) != self.input_size:
+            x = tf.image.resize(x, (self.input_size, self.input_size), method="bilinear")
+        hm = tf.cast(self.model(x, training=False)["heatmaps"], tf.float32)
+        return tf.stop_gradient(resample_heatmaps(hm, size))
+
+    def describe(self) -> dict:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "input_size": self.input_size,
+            "stride": self.stride,
+            "heatmap_size": self.heatmap_size,
+            "num_landmarks": self.num_landmarks,
+        }
+
+
 class RegularizedLandmarkModel(keras.Model):
-    """Student heatmap network + frozen teacher + training-only adapters and embedding head.
+    """Student heatmap network + frozen teacher (+ frozen distill source) + training-only
+    adapters and embedding head.
 
     Args:
         student: a model from :func:`fas_tf.student.build_student` (outputs ``heatmaps`` and
@@ -63,6 +153,8 @@ class RegularizedLandmarkModel(keras.Model):
         teacher: a :class:`fas_tf.teachers.Teacher`, or None (heatmap loss only).
         normalization: NME normalization for the metric (default: interocular for 68 points,
             box diagonal otherwise).
+        distill: a trained landmark model to distill from (same landmark count; any input
+            size), or None.
     """
 
     def __init__(
@@ -70,12 +162,18 @@ class RegularizedLandmarkModel(keras.Model):
         student: keras.Model,
         teacher: Teacher | None = None,
         normalization: str | None = None,
+        distill: DistillSource | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.student = student
         self.teacher = teacher
         size, self.stride, n = student_geometry(student)
+        if distill is not None and distill.num_landmarks != n:
+            raise ValueError(f"{distill.path or 'distill source'}: predicts "
+                             f"{distill.num_landmarks} landmarks, the student {n}")
+        self.distill_source = distill
+        self.distill_weight = 1.0
         self.input_size = size
         self.normalization = normalization or default_normalization(n)
         self.adapters: dict[str, keras.layers.Layer] = {}
@@ -104,6 +202,7 @@ class RegularizedLandmarkModel(keras.Model):
         optimizer: keras.optimizers.Optimizer | str = "adamw",
         regularizers: str | Iterable[str] | None = R.NAMES,
         weights: Mapping[str, float] | None = None,
+        distill_weight: float = 1.0,
         **kwargs,
     ) -> None:
         """Set the optimizer, the active regularizers and their weights (lambdas).
@@ -113,6 +212,7 @@ class RegularizedLandmarkModel(keras.Model):
             regularizers: subset of ``("cls", "feat", "sa", "ca")``, a comma string, or None /
                 ``"none"``. Ignored (empty) when there is no teacher.
             weights: lambda per regularizer; missing entries default to 1.0.
+            distill_weight: lambda of the distillation term (used with a distill source).
             **kwargs: passed to ``keras.Model.compile`` (e.g. ``jit_compile``).
         """
         super().compile(optimizer=optimizer, **kwargs)
@@ -128,7 +228,9 @@ class RegularizedLandmarkModel(keras.Model):
             self.embedding_head.trainable = "cls" in active
         merged = {**DEFAULT_WEIGHTS, **(weights or {})}
         self.regularizer_weights = {k: float(merged[k]) for k in active}
-        names = ["loss", "heatmap_loss", *(f"{k}_loss" for k in active), "nme"]
+        self.distill_weight = float(distill_weight)
+        distill = ["distill_loss"] if self.distill_source is not None else []
+        names = ["loss", "heatmap_loss", *(f"{k}_loss" for k in active), *distill, "nme"]
         self._trackers = {k: keras.metrics.Mean(name=k) for k in names}
 
     @property
@@ -212,6 +314,12 @@ class RegularizedLandmarkModel(keras.Model):
             losses["ca"] = R.ca_loss(adapted, teacher_feats)
         return losses
 
+    def distill_loss(self, images: tf.Tensor, heatmaps: tf.Tensor) -> tf.Tensor:
+        """Heatmap loss of the student's ``heatmaps`` against the distill source's on ``images``
+        (brought to the student's grid, :class:`DistillSource`)."""
+        target = self.distill_source.heatmaps(images, int(heatmaps.shape[1]))
+        return R.heatmap_loss(heatmaps, target)
+
     def _update(self, values: dict[str, tf.Tensor], batch: tf.Tensor) -> dict[str, tf.Tensor]:
         for name, value in values.items():
             self._trackers[name].update_state(value, sample_weight=batch)
@@ -229,7 +337,8 @@ class RegularizedLandmarkModel(keras.Model):
     # ------------------------------------------------------------------ steps
     def train_step(self, data):
         """One step on ``(images, targets)``, or ``(images, targets, rows)`` with a teacher
-        cache (the teacher's outputs are then read, not computed)."""
+        cache (the teacher's outputs are then read, not computed; a distill source always
+        runs on ``images``)."""
         images, targets = data[0], data[1]
         rows = data[2] if len(data) > 2 else None
         batch = tf.cast(tf.shape(images)[0], tf.float32)
@@ -243,6 +352,9 @@ class RegularizedLandmarkModel(keras.Model):
             total = hm_loss
             for name, value in reg.items():
                 total = total + self.regularizer_weights[name] * value
+            if self.distill_source is not None:
+                reg["distill"] = self.distill_loss(images, outputs["heatmaps"])
+                total = total + self.distill_weight * reg["distill"]
             replicas = tf.distribute.get_replica_context().num_replicas_in_sync
             scaled = self.optimizer.scale_loss(total / tf.cast(replicas, tf.float32))
         grads = tape.gradient(scaled, variables)

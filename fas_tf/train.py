@@ -25,9 +25,13 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fas_tf import __version__, cli
 from fas_tf.errors import DataError, WorkerLostError
+
+if TYPE_CHECKING:
+    from fas_tf.model import DistillSource
 
 TEACHER_CHOICES = ("auto", "facenet", "dlib", "none")
 # 60 epochs (600 steps on 159 faces) left the student far from converged: google2 NME 13.5%
@@ -54,6 +58,8 @@ class TrainConfig:
     lambda_feat: float = 1.0
     lambda_sa: float = 1.0
     lambda_ca: float = 1.0
+    distill_from: str | None = None  # a trained student.keras to distill from
+    lambda_distill: float = 1.0
     epochs: int | None = None  # None: DEFAULT_EPOCHS, or DEMO_EPOCHS on the demo set
     batch_size: int = 16
     input_size: int = 128
@@ -96,6 +102,7 @@ class TrainConfig:
             ("teacher_cache", self.teacher_cache, self.teacher_cache >= 0, ">= 0"),
             ("verbose", self.verbose, self.verbose in (0, 1, 2), "0, 1 or 2"),
             *((f"lambda_{k}", v, v >= 0, ">= 0") for k, v in self.lambdas().items()),
+            ("lambda_distill", self.lambda_distill, self.lambda_distill >= 0, ">= 0"),
         ]
         if self.epochs is not None:
             checks.append(("epochs", self.epochs, self.epochs >= 1, ">= 1"))
@@ -286,11 +293,12 @@ def _resolve_resume(config: TrainConfig, given: set[str] | None) -> TrainConfig:
     except (ValueError, KeyError, TypeError) as err:
         raise cli.UsageError(f"{saved_path}: not a fas_tf config ({err})") from err
     known = {f.name for f in dataclasses.fields(TrainConfig)}
+    default = TrainConfig()
     if given is None:  # library callers: every setting that differs from the default
-        default = TrainConfig()
         given = {k for k in known if getattr(config, k) != getattr(default, k)}
-    for name in sorted((set(given) & known & set(saved)) - _RESUME_FREE):
-        mine, theirs = getattr(config, name), saved[name]
+    for name in sorted((set(given) & known) - _RESUME_FREE):
+        # a setting newer than the saved config.json had its default value in that run
+        mine, theirs = getattr(config, name), saved.get(name, getattr(default, name))
         if not _same_setting(mine, theirs):
             hint = " (a run cannot be extended; train into a new --output_dir)" \
                 if name == "epochs" else ""
@@ -301,6 +309,38 @@ def _resolve_resume(config: TrainConfig, given: set[str] | None) -> TrainConfig:
             )
     merged = {k: v for k, v in saved.items() if k in known and k not in _RESUME_FREE}
     return dataclasses.replace(config, **merged)
+
+
+def load_distill_source(config: TrainConfig, num_landmarks: int) -> DistillSource | None:
+    """The :class:`fas_tf.model.DistillSource` of ``--distill_from`` (None without one).
+
+    UsageError (one line naming the file) when the file is missing, not a landmark model,
+    predicts another landmark count than the data, or, on ``--resume``, is not the file (by
+    sha256) the run started with.
+    """
+    if not config.distill_from:
+        return None
+    from fas_tf.model import DistillSource
+
+    try:
+        source = DistillSource.load(config.distill_from)
+    except cli.UsageError as err:
+        raise cli.UsageError(f"--distill_from: {err}") from err
+    if source.num_landmarks != num_landmarks:
+        raise cli.UsageError(
+            f"--distill_from: {source.path}: the model predicts {source.num_landmarks} "
+            f"landmarks, the data has {num_landmarks}"
+        )
+    saved = Path(config.output_dir) / "config.json"
+    if config.resume and saved.is_file():
+        before = (json.loads(saved.read_text()).get("distill") or {}).get("sha256")
+        if before is not None and before != source.sha256:
+            raise cli.UsageError(
+                f"--distill_from: {source.path} has changed since the run started (sha256 "
+                f"{source.sha256[:12]}..., {before[:12]}... saved in {saved}); --resume needs "
+                "the same source model"
+            )
+    return source
 
 
 def _same_setting(a, b) -> bool:
@@ -407,6 +447,7 @@ def train(config: TrainConfig, log=print, given: Collection[str] | None = None) 
 
             check_weights_file(config.teacher, config.teacher_weights)
         train_faces, val_faces = _load_sets(config, log)  # no TensorFlow needed up to here
+        distill = load_distill_source(config, train_faces.num_landmarks)
         from fas_tf.model import parse_regularizers
         from fas_tf.student import ARCHITECTURES
 
@@ -423,7 +464,7 @@ def train(config: TrainConfig, log=print, given: Collection[str] | None = None) 
             out.rmdir()
         raise
     try:
-        return _fit(config, train_faces, val_faces, out, log)
+        return _fit(config, train_faces, val_faces, out, log, distill)
     except Exception as err:
         if config.strategy == "multiworker" and _lost_a_worker(err):
             raise WorkerLostError(
@@ -449,7 +490,7 @@ def _tf_reason(err: BaseException) -> str:
     return type(err).__name__
 
 
-def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
+def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill=None) -> dict:
     import keras
     import numpy as np
 
@@ -483,7 +524,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
             config.head_channels,
         )
         teacher = select_teacher(config, log)
-        model = RegularizedLandmarkModel(student, teacher)
+        model = RegularizedLandmarkModel(student, teacher, distill=distill)
         schedule = keras.optimizers.schedules.CosineDecay(
             config.learning_rate * 0.1,
             decay_steps=max(1, config.epochs * steps - min(steps * 2, config.epochs * steps // 5)),
@@ -496,6 +537,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
             optimizer,
             regularizers=config.regularizers,
             weights=config.lambdas(),
+            distill_weight=config.lambda_distill,
             jit_compile=config.jit_compile,
         )
     cache = None
@@ -516,11 +558,16 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log) -> dict:
         + (f", validating on {len(val_faces)}" if val_faces is not None else "")
         + f"; regularizers: {', '.join(model.regularizers) or 'none'}"
     )
+    if distill is not None:
+        log(f"distill: from {distill.path} ({distill.input_size} px input, "
+            f"{distill.heatmap_size}x{distill.heatmap_size} heatmaps; run online), "
+            f"lambda {config.lambda_distill:g}")
     record = {
         "config": dataclasses.asdict(config),
         "teacher": teacher.describe() if teacher else None,
         "regularizers_active": list(model.regularizers),
         "teacher_cache": cache.describe() if cache else None,
+        "distill": distill.describe() if distill else None,
         "layout": layout.to_json(),
         "augment": augment.to_json(),
         "num_train": len(train_faces),
@@ -730,7 +777,8 @@ def config_from_flags() -> TrainConfig:
         train_sets=parse_sets(f.train_sets), val_sets=parse_sets(f.val_sets), teacher=f.teacher,
         teacher_weights=f.teacher_weights, regularizers=f.regularizers,
         lambda_cls=f.lambda_cls, lambda_feat=f.lambda_feat, lambda_sa=f.lambda_sa,
-        lambda_ca=f.lambda_ca, epochs=f.epochs, batch_size=f.batch_size,
+        lambda_ca=f.lambda_ca, distill_from=f.distill_from, lambda_distill=f.lambda_distill,
+        epochs=f.epochs, batch_size=f.batch_size,
         input_size=f.input_size, learning_rate=f.learning_rate, weight_decay=f.weight_decay,
         sigma=f.sigma, alpha=f.alpha, head_channels=f.head_channels, rotation=f.rotation,
         upright=f.upright, seed=f.seed, teacher_cache=f.teacher_cache, train_limit=f.train_limit,
@@ -755,6 +803,9 @@ def define_flags() -> None:
     flags.DEFINE_string("regularizers", d.regularizers, "comma list of cls,feat,sa,ca or none")
     for name in ("cls", "feat", "sa", "ca"):
         flags.DEFINE_float(f"lambda_{name}", getattr(d, f"lambda_{name}"), f"weight of {name}")
+    flags.DEFINE_string("distill_from", None, "a trained student.keras (any input size) whose "
+                        "heatmaps the student also learns (knowledge distillation)")
+    flags.DEFINE_float("lambda_distill", d.lambda_distill, "weight of the distillation loss")
     flags.DEFINE_integer(
         "epochs", None, f"epochs (default {DEFAULT_EPOCHS}; {DEMO_EPOCHS} on the demo set)"
     )
