@@ -457,7 +457,7 @@ def train(config: TrainConfig, log=print, given: Collection[str] | None = None) 
             raise cli.UsageError(f"--regularizers: {err}") from err
         if config.student not in ARCHITECTURES:
             raise cli.UsageError(
-                f"student {config.student!r}: choose from {', '.join(ARCHITECTURES)}"
+                f"--student: unknown {config.student!r}; choose from {', '.join(ARCHITECTURES)}"
             )
     except BaseException:
         if created and not any(out.iterdir()):
@@ -780,7 +780,8 @@ def config_from_flags() -> TrainConfig:
         lambda_ca=f.lambda_ca, distill_from=f.distill_from, lambda_distill=f.lambda_distill,
         epochs=f.epochs, batch_size=f.batch_size,
         input_size=f.input_size, learning_rate=f.learning_rate, weight_decay=f.weight_decay,
-        sigma=f.sigma, alpha=f.alpha, head_channels=f.head_channels, rotation=f.rotation,
+        sigma=f.sigma, student=f.student, alpha=f.alpha, head_channels=f.head_channels,
+        rotation=f.rotation,
         upright=f.upright, seed=f.seed, teacher_cache=f.teacher_cache, train_limit=f.train_limit,
         resume=f.resume, strategy=f.strategy,
         mixed_precision=f.mixed_precision, jit_compile=f.jit_compile, strict=f.strict,
@@ -815,6 +816,9 @@ def define_flags() -> None:
     flags.DEFINE_float("weight_decay", d.weight_decay, "AdamW weight decay")
     flags.DEFINE_float("sigma", d.sigma, "heatmap Gaussian sigma, in heatmap pixels")
     flags.DEFINE_float("alpha", d.alpha, "MobileNetV2 width multiplier of the student")
+    flags.DEFINE_string("student", d.student, "student network: mobilenetv2, mobilenetv2_lite "
+                        "(without MobileNetV2's 1280-channel top: the phone-sized student) or "
+                        "dlib_transfer (dlib's pretrained trunk, fine-tuned)")
     flags.DEFINE_integer("head_channels", d.head_channels, "channels of the heatmap head")
     flags.DEFINE_float("rotation", d.rotation, "max augmentation rotation, degrees")
     flags.DEFINE_bool("upright", d.upright, "cut training crops with the face's true eyes level "

@@ -412,3 +412,16 @@ def test_mirrored_strategy_on_two_logical_cpus(demo_faces):
     hist = report["history"]
     assert all(np.isfinite(hist[k][-1]) for k in hist)
     assert hist["loss"][-1] < hist["loss"][0]
+
+
+def test_unknown_student_is_refused_before_anything_is_written(demo_faces, tmp_path):
+    from fas_tf.cli import UsageError
+    from fas_tf.train import TrainConfig, train
+
+    out = tmp_path / "run"
+    config = TrainConfig(output_dir=str(out), data=str(demo_faces), teacher="none",
+                         student="resnet50", input_size=32, epochs=1)
+    with pytest.raises(UsageError, match="--student: unknown 'resnet50'; choose from "
+                                         "mobilenetv2, mobilenetv2_lite, dlib_transfer"):
+        train(config, log=lambda *_: None)
+    assert not out.exists()
