@@ -29,13 +29,13 @@ TINY = {"alpha": 0.35, "head_channels": 8}
 def tiny_student(size: int, seed: int) -> keras.Model:
     """A small student whose inference heatmaps are far from zero, like a trained one's."""
     keras.utils.set_random_seed(seed)
-    student = build_student(input_size=size, **TINY)
+    # momentum 0: one training-mode call sets every BatchNormalization's moving statistics to
+    # those of the batch, as after a long training
+    student = build_student(input_size=size, bn_momentum=0.0, **TINY)
     layer = student.get_layer("heatmaps")
     kernel, bias = layer.get_weights()
     layer.set_weights([kernel * 300.0, bias])  # initialised at stddev 1e-3
-    images = keras.random.uniform((4, size, size, 3), 0, 255, seed=seed)
-    for _ in range(40):  # BatchNormalization moving statistics near the batch statistics
-        student(images, training=True)
+    student(keras.random.uniform((4, size, size, 3), 0, 255, seed=seed), training=True)
     return student
 
 
@@ -98,8 +98,9 @@ def test_resampled_source_blob_stays_where_the_source_put_it(size, most, bias):
 
 
 @pytest.mark.parametrize("size", [32, 96])
-def test_geometry_mismatch_trains(source_path, demo_faces, size):
-    """A 64 px source into a 32 px (8x8 heatmaps) or 96 px (24x24) student."""
+def test_geometry_mismatch_compares_on_the_students_grid(source_path, demo_faces, size):
+    """A 64 px source into a 32 px (8x8 heatmaps) or 96 px (24x24) student (the fit itself is
+    in the next test)."""
     source = DistillSource.load(source_path)
     images, _ = batch(demo_faces, size)
     student = tiny_student(size, seed=3)
@@ -109,13 +110,6 @@ def test_geometry_mismatch_trains(source_path, demo_faces, size):
     mine = student(images, training=False)["heatmaps"]
     assert float(model.distill_loss(images, mine)) == pytest.approx(
         heatmap_loss_np(mine, theirs), rel=1e-5)
-    model.compile(keras.optimizers.Adam(1e-3), regularizers=None)
-    logs = model.fit(tf.data.Dataset.from_tensors(batch(demo_faces, size)), epochs=1,
-                     verbose=0).history
-    assert set(logs) == {"loss", "heatmap_loss", "distill_loss", "nme"}
-    assert logs["distill_loss"][0] > 0
-    assert logs["loss"][0] == pytest.approx(logs["heatmap_loss"][0] + logs["distill_loss"][0],
-                                            rel=1e-5)
 
 
 def test_short_fit_lowers_the_distill_loss_and_leaves_the_source_alone(source_path, demo_faces):
@@ -129,6 +123,7 @@ def test_short_fit_lowers_the_distill_loss_and_leaves_the_source_alone(source_pa
     ds = make_dataset(load_faces(demo_faces, 32), LAYOUT, 32, batch_size=4, training=True,
                       seed=0)
     logs = model.fit(ds, epochs=4, verbose=0).history
+    assert set(logs) == {"loss", "heatmap_loss", "distill_loss", "nme"}
     distill = logs["distill_loss"]
     assert np.all(np.diff(distill) < 0), distill
     assert distill[-1] < 0.8 * distill[0], distill  # measured: 7.60, 6.59, 5.73, 5.00
