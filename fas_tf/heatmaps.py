@@ -42,6 +42,21 @@ def render_heatmaps(points: tf.Tensor, size: int, stride: int, sigma: float) -> 
     return tf.exp(-(dx2 + dy2) / (2.0 * sigma * sigma))
 
 
+def resample_heatmaps(heatmaps: tf.Tensor, size: int) -> tf.Tensor:
+    """(B, H, H, N) heatmaps over a crop -> (B, size, size, N) over the same crop.
+
+    Half-pixel centres (the convention of :mod:`fas_tf.heatmaps`): an average pool when ``H``
+    is a multiple of ``size`` (the exact area average), else bilinear ``tf.image.resize``
+    (antialiasing does not compile under XLA). Needs a static ``H``.
+    """
+    own = int(heatmaps.shape[1])
+    if own == size:
+        return heatmaps
+    if own % size == 0:
+        return tf.nn.avg_pool2d(heatmaps, own // size, own // size, "VALID")
+    return tf.image.resize(heatmaps, (size, size), method="bilinear")
+
+
 def decode_heatmaps(heatmaps: tf.Tensor, stride: int) -> tuple[tf.Tensor, tf.Tensor]:
     """Sub-pixel landmark positions and confidences from heatmaps.
 

@@ -27,7 +27,7 @@ import keras
 import tensorflow as tf
 
 from fas_tf import regularizers as R
-from fas_tf.heatmaps import decode_heatmaps
+from fas_tf.heatmaps import decode_heatmaps, resample_heatmaps
 from fas_tf.metrics import default_normalization, mean_nme
 from fas_tf.student import FEATURE_STRIDES, student_geometry
 from fas_tf.teachers import Teacher
@@ -55,21 +55,6 @@ def _multi_worker(strategy: tf.distribute.Strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
         strategy.extended._in_multi_worker_mode()  # the test Keras itself uses
     )
-
-
-def resample_heatmaps(heatmaps: tf.Tensor, size: int) -> tf.Tensor:
-    """(B, H, H, N) heatmaps over a crop -> (B, size, size, N) over the same crop.
-
-    Half-pixel centres (the convention of :mod:`fas_tf.heatmaps`): an average pool when ``H``
-    is a multiple of ``size`` (the exact area average), else bilinear ``tf.image.resize``
-    (antialiasing does not compile under XLA). Needs a static ``H``.
-    """
-    own = int(heatmaps.shape[1])
-    if own == size:
-        return heatmaps
-    if own % size == 0:
-        return tf.nn.avg_pool2d(heatmaps, own // size, own // size, "VALID")
-    return tf.image.resize(heatmaps, (size, size), method="bilinear")
 
 
 @dataclass

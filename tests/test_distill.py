@@ -13,10 +13,10 @@ from fas_tf import train as train_module
 from fas_tf.cli import sha256_of
 from fas_tf.data import load_faces, make_dataset
 from fas_tf.errors import UsageError
-from fas_tf.heatmaps import decode_heatmaps, render_heatmaps
+from fas_tf.heatmaps import decode_heatmaps, render_heatmaps, resample_heatmaps
 from fas_tf.inference import load_student
 from fas_tf.landmarks import layout_for
-from fas_tf.model import DistillSource, RegularizedLandmarkModel, resample_heatmaps
+from fas_tf.model import DistillSource, RegularizedLandmarkModel
 from fas_tf.student import build_student
 
 from .conftest import Interrupt, killed_in_epoch
