@@ -542,8 +542,10 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill=No
         )
     cache = None
     if config.teacher_cache and model.regularizers:
-        from fas_tf.teacher_cache import load_or_build
+        from fas_tf.teacher_cache import load_or_build, replay_warning
 
+        if (warning := replay_warning(config.epochs, config.teacher_cache)) is not None:
+            print(warning, file=sys.stderr, flush=True)
         cache = load_or_build(teacher, train_faces, layout, config.input_size, augment,
                               config.teacher_cache, config.seed, log=log)
         model.use_teacher_cache(cache)

@@ -242,3 +242,14 @@ def test_upright_training_faces_are_part_of_the_key(faces, demo_faces):
     args = (LAYOUT, SIZE, AugmentConfig(rotation=10.0), 2, 0)
     assert cache_key(teacher, faces, *args) != cache_key(teacher, upright, *args)
     assert cache_key(teacher, upright, *args) == cache_key(teacher, upright, *args)
+
+
+def test_replays_past_four_per_view_warn_with_the_k_to_use():
+    from fas_tf.teacher_cache import replay_warning
+
+    line = replay_warning(200, 16)
+    assert line.startswith("warning: --teacher_cache=16 replays each cached view about 12 times "
+                           "in 200 epochs") and line.endswith("use --teacher_cache >= 50")
+    assert "\n" not in line
+    assert replay_warning(200, 64) is None and replay_warning(200, 50) is None
+    assert replay_warning(2000, 64).endswith(">= 500")
