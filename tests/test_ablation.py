@@ -253,22 +253,21 @@ def test_cli_arguments():
     assert cli.parse_args(["--cv=none"]).configs == []  # --cv alone: only the CV runs
     assert cli.parse_args(["--student=0.35:128:32"]).student == "0.35:128:32"
     for bad in ("--student=0.5:96", "--lambdas=a", "--lambdas=-1", "--configs=nope",
-                "--steps=0", "--teacher_cache=-1", "--cv=none --cv_folds=x"):
+                "--steps=0", "--teacher_cache=-1", "--teacher_cache=some",
+                "--cv=none --cv_folds=x"):
         with pytest.raises(SystemExit):
             cli.parse_args(bad.split())
 
 
-def test_teacher_cache_option_is_passed_only_when_fas_tf_has_it():
-    import dataclasses
-
-    from fas_tf.train import TrainConfig
-
-    assert runner.cache_option(0) == {}
-    if "teacher_cache" in {f.name for f in dataclasses.fields(TrainConfig)}:
-        assert runner.cache_option(4) == {"teacher_cache": 4}
-    else:
-        with pytest.raises(ValueError, match="teacher_cache"):
-            runner.cache_option(4)
+def test_teacher_cache_views_auto_replays_each_view_at_most_four_times():
+    assert runner.cache_views(0, 1000) == 0 and runner.cache_views(16, 1000) == 16
+    assert runner.cache_views("auto", 200) == 50 and runner.cache_views("auto", 1000) == 250
+    assert runner.cache_views("auto", 201) == 51
+    assert cli.parse_args(["--teacher_cache=auto"]).teacher_cache == "auto"
+    assert cli.parse_args(["--teacher_cache=64"]).teacher_cache == 64
+    setting = runner.Setting(steps=2000, student="0.5:96:64", teacher_cache="auto")
+    key = arms.RunKey("facenet_all", 20, 0, "", 1.0)
+    assert runner.command_for(key, setting).endswith("--lambdas=1 --teacher_cache=auto")
 
 
 def test_a_real_tiny_run_lands_as_a_row(tmp_path, demo_faces):

@@ -37,19 +37,21 @@ Run folders (``--out``, scratch) only serve to resume a run killed within a sess
 
 A session advances the grid by what fits, then commits the rows::
 
-    python benchmarks/ablation --configs=none,facenet_all,facenet_random --sizes=20,40 --seeds=0,1,2
+    python benchmarks/ablation --configs=none,facenet_all,facenet_random --sizes=20,40 \\
+        --seeds=0,1,2 --teacher_cache=auto
     git add docs/ablation docs/results.md && git commit -m "ablation: rows of this session"
 
 Other invocations::
 
     python benchmarks/ablation                        # the whole default grid (120 runs)
     python benchmarks/ablation --configs=none,facenet_all,dlib_all --sizes=80,159 \\
-        --lambdas=0.03,0.1,0.3,1                      # the weight sweep
+        --lambdas=0.03,0.1,0.3,1 --teacher_cache=auto # the weight sweep
     python benchmarks/ablation --cv=none,facenet_all  # CV by batch
     python benchmarks/ablation --report_only          # rebuild the report from rows.csv
     python benchmarks/ablation --quick                # small check, report in docs/quick
     <a row's command> --docs=/tmp/rerun               # rerun a row that is in rows.csv
 
-``--teacher_cache=K`` passes ``TrainConfig.teacher_cache`` (precomputed teacher outputs) when
-``fas_tf`` has it; 0 (default) runs the teacher online.
+``--teacher_cache=K`` passes ``TrainConfig.teacher_cache`` (precomputed teacher outputs);
+``auto`` takes K = epochs / 4 per run (fewer views replay each one more often and cost
+accuracy, see README); 0 (default) runs the teacher online.
 """

@@ -48,6 +48,14 @@ def _list(value: str | None, cast: Callable = str) -> list | None:
     return None if value is None else [cast(v) for v in value.split(",") if v.strip()]
 
 
+def _cache_views(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r}: a number of views >= 0, or auto")
+    return int(value)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="benchmarks/ablation",
                                 description=ablation_doc.splitlines()[0])
@@ -67,8 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "0.03,0.1,0.3,1 (default %(default)s)")
     p.add_argument("--student", default=STUDENT, help="ALPHA:INPUT:HEAD of the student "
                    "(default %(default)s)")
-    p.add_argument("--teacher_cache", type=int, default=0, help="K precomputed teacher views "
-                   "per face (TrainConfig.teacher_cache, when fas_tf has it); 0: teacher online")
+    p.add_argument("--teacher_cache", type=_cache_views, default=0, help="K precomputed teacher "
+                   "views per face (TrainConfig.teacher_cache), 'auto' (K = epochs / 4 per run: "
+                   "fewer views cost accuracy); 0: teacher online")
     p.add_argument("--cv", default="", help="comma list of configs for 3-fold CV by batch "
                    "(alone: only the CV runs)")
     p.add_argument("--cv_seeds", default="0", help="seeds of the CV runs")
@@ -106,8 +115,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--cv_folds: choose from {', '.join(BATCHES)}")
     if args.steps < 1 or any(n < 1 for n in args.sizes) or any(v < 0 for v in args.lambdas):
         p.error("--steps and --sizes must be positive, --lambdas >= 0")
-    if args.teacher_cache < 0:
-        p.error("--teacher_cache must be >= 0")
     from fas_tf.student import parse_student_spec
 
     try:
@@ -124,11 +131,11 @@ def commands_for(argv: list[str]) -> dict[str, str]:
     return {
         "advance the grid by what fits in a session (finished runs are skipped), then commit "
         "the rows": (f"{s} --configs=none,facenet_all,facenet_random --sizes=20,40 "
-                     "--seeds=0,1,2\ngit add docs/ablation docs/results.md && "
+                     "--seeds=0,1,2 --teacher_cache=auto\ngit add docs/ablation docs/results.md && "
                      "git commit -m 'ablation: rows of this session'"),
         "the regularizer-weight sweep (each teacher arm once per lambda)": (
             f"{s} --configs=none,facenet_all,dlib_all --sizes=80,159 "
-            "--lambdas=0.03,0.1,0.3,1"),
+            "--lambdas=0.03,0.1,0.3,1 --teacher_cache=auto"),
         "the whole default grid (none, both teachers + random controls, FaceNet singles, "
         "transfer; N 20-159; seeds 0-2; 2000 steps)": s,
         "3-fold cross-validation by batch": f"{s} --cv=none,facenet_all",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import shlex
 import subprocess
 import time
@@ -27,7 +28,7 @@ class Setting:
     attributes: Path | None = None  # default: data/attributes.csv
     out: Path = REPO / "benchmarks" / "results"  # run folders (scratch, not committed)
     rows_dir: Path = REPO / "docs" / "ablation"  # rows.csv + per_face/ (committed)
-    teacher_cache: int = 0  # TrainConfig.teacher_cache when fas_tf has it; 0: teacher online
+    teacher_cache: int | str = 0  # K views per face, "auto" (see cache_views); 0: teacher online
     verbose: int = 2
 
     @property
@@ -45,16 +46,15 @@ def count_sets(attributes: Path, sets: tuple[str, ...]) -> dict[str, int]:
     return {s: len(stems_in_sets(rows, [s])) for s in sets}
 
 
-def cache_option(k: int) -> dict[str, int]:
-    """``{"teacher_cache": k}`` for TrainConfig, or {} for 0; an error when fas_tf lacks it."""
-    if not k:
-        return {}
-    from fas_tf.train import TrainConfig
+def cache_views(option: int | str, epochs: int) -> int:
+    """``TrainConfig.teacher_cache`` of a run: ``option`` itself, or for ``"auto"`` the fewest
+    views that replay none more than ``fas_tf.teacher_cache.MAX_REPLAYS`` times in ``epochs``
+    (more replays cost accuracy, see README "Choose K from the epochs")."""
+    if option == "auto":
+        from fas_tf.teacher_cache import MAX_REPLAYS
 
-    if "teacher_cache" not in {f.name for f in dataclasses.fields(TrainConfig)}:
-        raise ValueError("--teacher_cache needs fas_tf.train.TrainConfig.teacher_cache, which "
-                         "this fas_tf does not have; use --teacher_cache=0")
-    return {"teacher_cache": k}
+        return math.ceil(epochs / MAX_REPLAYS)
+    return int(option)
 
 
 def train_and_evaluate(key: RunKey, run_dir: Path, setting: Setting,
@@ -88,7 +88,7 @@ def train_and_evaluate(key: RunKey, run_dir: Path, setting: Setting,
         train_limit=key.n if not key.fold else None,
         resume=(run_dir / "config.json").is_file(), verbose=setting.verbose,
         allow_download=False, student=arm.student, **parse_student_spec(setting.student),
-        **(cache_option(setting.teacher_cache) if arm.weighted else {}),
+        teacher_cache=cache_views(setting.teacher_cache, epochs) if arm.weighted else 0,
     )
     log(f"[{run_dir.name}] training {arm.label}, {epochs} epochs"
         + (" (resuming)" if config.resume else ""))
@@ -142,7 +142,6 @@ def build_row(key: RunKey, setting: Setting, result: dict, per_face: str) -> dic
     record, ev = result["record"], result["eval"]
     teacher = record.get("teacher") or {}
     subsets = ev.get("subsets") or {}
-    arm = ARMS[key.arm]
     num_train = record.get("num_train")
     return {
         **dict(zip(("config", "lambda", "n", "seed", "schedule", "fold", "student"), cells,
@@ -151,7 +150,7 @@ def build_row(key: RunKey, setting: Setting, result: dict, per_face: str) -> dic
         "teacher_pretrained": teacher.get("pretrained", ""),
         "teacher_sha256": teacher.get("sha256") or "",
         "regularizers": ",".join(record.get("regularizers_active") or []) or "none",
-        "teacher_cache": setting.teacher_cache if arm.weighted else 0,
+        "teacher_cache": (record.get("teacher_cache") or {}).get("views_per_face", 0),
         "epochs": result["epochs"],
         "steps": result["epochs"] * steps_per_epoch(num_train, BATCH_SIZE) if num_train else "",
         "num_train": num_train, "num_val": ev.get("n"),
