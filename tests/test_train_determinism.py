@@ -33,6 +33,5 @@ def test_one_seed_gives_one_history_also_after_a_kill_and_resume(
     monkeypatch.setattr(train_module, "student_checkpoint", real_checkpoint)
     resumed = run(tmp_path, demo_faces, "b", seed=1, resume=True)
     assert resumed == straight
-
-    other = run(tmp_path, demo_faces, "c", seed=2).splitlines()
-    assert other[0] == rows[0] and other[1:] != rows[1:]
+    # that another seed gives other crops is tests/test_data.py's
+    # test_epochs_are_pure_functions_of_seed_and_epoch (a third training run cost ~45 s here)
