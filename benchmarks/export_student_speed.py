@@ -36,7 +36,7 @@ def main() -> None:
 
     from export.benchmark import DEFAULT_REFERENCE, benchmark
     from export.convert import convert
-    from fas_tf.student import build_student, parse_student_spec
+    from fas_tf.student import build_student, parse_student_spec, split_architecture
 
     folder = Path(args.keep or tempfile.mkdtemp(prefix="student_speed_"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -44,8 +44,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     specs = []
     for text in args.configs.split(","):
-        lite = text.endswith(":lite")
-        specs.append({**parse_student_spec(text.removesuffix(":lite")), "lite": lite})
+        architecture, spec = split_architecture(text)
+        specs.append({**parse_student_spec(spec), "lite": architecture == "mobilenetv2_lite"})
     for spec in specs:
         alpha, size, head = spec["alpha"], spec["input_size"], spec["head_channels"]
         student = build_student(68, **spec)

@@ -173,6 +173,15 @@ def parse_student_spec(spec: str) -> dict[str, float | int]:
     return {"alpha": float(alpha), "input_size": int(size), "head_channels": int(head)}
 
 
+def split_architecture(spec: str) -> tuple[str, str]:
+    """``"ALPHA:INPUT:HEAD[:lite]"`` -> (architecture, ``"ALPHA:INPUT:HEAD"``): a trailing
+    ``:lite`` names the ``mobilenetv2_lite`` student, anything else ``mobilenetv2``.
+    """
+    if spec.endswith(":lite"):
+        return "mobilenetv2_lite", spec.removesuffix(":lite")
+    return "mobilenetv2", spec
+
+
 def student_geometry(student: keras.Model) -> tuple[int, int, int]:
     """(input size, output stride, landmark count) read off a built student."""
     size = int(student.input_shape[1])

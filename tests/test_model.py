@@ -8,7 +8,7 @@ import tensorflow as tf
 from fas_tf.data import load_faces, make_dataset
 from fas_tf.landmarks import layout_for
 from fas_tf.model import RegularizedLandmarkModel, parse_regularizers
-from fas_tf.student import build_student
+from fas_tf.student import build_student, parse_student_spec, split_architecture
 from fas_tf.teachers import build_facenet
 
 from .conftest import tiny_teacher
@@ -90,6 +90,15 @@ def test_parse_regularizers():
     assert parse_regularizers("none") == ()
     with pytest.raises(ValueError, match="unknown"):
         parse_regularizers("cls,foo")
+
+
+def test_student_spec_strings():
+    assert split_architecture("0.35:96:32:lite") == ("mobilenetv2_lite", "0.35:96:32")
+    assert split_architecture("0.5:128:64") == ("mobilenetv2", "0.5:128:64")
+    spec = parse_student_spec("0.35:96:32")
+    assert spec == {"alpha": 0.35, "input_size": 96, "head_channels": 32}
+    with pytest.raises(ValueError):
+        parse_student_spec("0.35:96")
 
 
 def test_mixed_precision_step(teacher, dataset):
