@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--sets", default="google2")
     args = parser.parse_args()
 
+    from fas_tf.augment import center_crop_offset
     from fas_tf.data import load_faces, read_attributes, stems_in_sets
     from fas_tf.evaluate import evaluate_predictions
     from fas_tf.framing import framed_crops
@@ -39,7 +40,7 @@ def main() -> None:
                        stems=stems_in_sets(attrs, args.sets.split(",")))
     crops, gt = framed_crops(faces, first.input_size)
     pred, _ = first.predict(crops)
-    off = first.input_size // 2  # crops are the central square of canvases twice their size
+    off = center_crop_offset(first.input_size)
     for flip in (False, True):
         second = load_landmarker(args.second, flip=flip)
         for passes in (1, 2):

@@ -134,13 +134,20 @@ def augment_sample(
     return image, pts
 
 
+def center_crop_offset(out_size: int) -> int:
+    """Canvas pixel of the framing-rule crop's origin, for the canvases of
+    :mod:`fas_tf.data` (twice ``out_size``): add it to crop coordinates to get canvas ones.
+    """
+    return out_size // 2
+
+
 def center_crop_sample(
     canvas: tf.Tensor, points: tf.Tensor, out_size: int
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """The unjittered framing-rule crop (exact when the canvas is twice ``out_size``)."""
     canvas_size = int(canvas.shape[0])
     if canvas_size == 2 * out_size:
-        off = out_size // 2
+        off = center_crop_offset(out_size)
         image = tf.cast(canvas[off : off + out_size, off : off + out_size], tf.float32)
         return image, tf.cast(points, tf.float32) - float(off)
     zero = tf.constant(0.0)

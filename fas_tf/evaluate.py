@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from fas_tf import cli
+from fas_tf.augment import center_crop_offset
 from fas_tf.data import load_faces, parse_sets, read_attributes, stems_in_sets
 from fas_tf.framing import framed_crops
 from fas_tf.inference import load_landmarker, recrop
@@ -168,8 +169,7 @@ def evaluate_model(
     pred, _ = landmarker.predict(crops)
     passes = max(refine, 1 if upright else 0)
     if passes:
-        # the crop is the central square of a canvas twice its size (fas_tf.data.CANVAS_FACTOR)
-        off = landmarker.input_size // 2
+        off = center_crop_offset(landmarker.input_size)
         pred, _ = recrop(list(faces.canvases), landmarker, pred + off, passes, upright)
         pred = pred - off
     groups = subset_groups(faces.paths, attrs) if attrs else {}
