@@ -91,7 +91,8 @@ def export(args: argparse.Namespace, run: Path) -> dict:
              f"--representative_sets={args.train_sets}", f"--val_sets={args.val_sets}"],
             capture_output=True, text=True)
         if proc.returncode != 0:
-            sys.exit(f"error: export of {run}: {proc.stderr.strip().splitlines()[-1:]}")
+            last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            sys.exit(f"error: export of {run}: {last}")
     return json.loads(meta.read_text())
 
 
