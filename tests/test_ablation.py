@@ -145,8 +145,10 @@ def test_old_rows_are_migrated_with_what_is_missing_marked(tmp_path):
     assert "Schedule `e200` (200 epochs)" in md and "no interval can be given" in md
 
 
-def _write_rows(docs: Path, shift: float, seeds: int, n_faces: int = 30) -> None:
-    """rows.csv + per-face files: facenet_all = none + shift; facenet_random = none + noise."""
+def _write_rows(docs: Path, shift: float, seeds: int, n_faces: int = 30,
+                replay: float | None = None) -> None:
+    """rows.csv + per-face files: facenet_all = none + shift; facenet_random = none + noise;
+    with ``replay``, a facenet_all lambda 0 arm = none + replay."""
     rng = np.random.default_rng(1)
     rows_dir = docs / "ablation"
     rows = []
@@ -154,8 +156,11 @@ def _write_rows(docs: Path, shift: float, seeds: int, n_faces: int = 30) -> None
         for seed in range(seeds):
             base = 0.12 + 0.03 * rng.random(n_faces)
             noise = rng.normal(0, 0.01, n_faces)
-            for arm, lam, vals in (("none", "", base), ("facenet_all", "1", base + shift),
-                                   ("facenet_random", "1", base + shift + noise - noise.mean())):
+            arms = [("none", "", base), ("facenet_all", "1", base + shift),
+                    ("facenet_random", "1", base + shift + noise - noise.mean())]
+            if replay is not None:
+                arms.append(("facenet_all", "0", base + replay))
+            for arm, lam, vals in arms:
                 key = (arm, lam, str(n), str(seed), "s100", "", "0.5:96:64")
                 name = f"per_face/{collect.run_name(key)}.csv"
                 collect.write_per_face(rows_dir / name, [f"f{i}" for i in range(n_faces)],
@@ -187,6 +192,19 @@ def test_report_is_built_from_rows_and_per_face_files_only(tmp_path):
     assert none20["seeds"] == "3" and float(none20["nme_lo"]) < float(none20["nme_mean"]) < \
         float(none20["nme_hi"])
     assert (docs / "ablation" / "nme_vs_n_s100_0.5-96-64.png").stat().st_size > 5000
+
+
+def test_report_compares_weighted_arms_with_the_replay_control(tmp_path):
+    # lambda 0: the teacher arm's replayed views without its terms; the teacher's own effect is
+    # the weighted arm minus that control (-2.0 - 0.5 = -2.5 points), not minus none (-2.0)
+    docs = tmp_path / "docs"
+    _write_rows(docs, shift=-0.02, seeds=2, replay=0.005)
+    assert cli.main(["--report_only", f"--docs={docs}", f"--out={tmp_path / 'nothing'}"]) == 0
+    md = (docs / "results.md").read_text()
+    assert "| 20 | `facenet_all λ=1` − `facenet_all λ=0` | 2 | 30 | -2.50 |" in md
+    assert "| 40 | `facenet_all λ=0` − `none` | 2 | 30 | +0.50 |" in md
+    assert "`facenet_random λ=1` − `facenet_all λ=0`" in md
+    assert "`facenet_all λ=0` − `facenet_all λ=0`" not in md
 
 
 def test_bootstrap_finds_a_known_shift_and_no_shift_in_noise():

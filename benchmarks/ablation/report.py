@@ -61,14 +61,19 @@ def _faces_by_seed(rows: Iterable[dict], faces: dict[int, dict[str, float]],
 
 
 def comparisons(rows: list[dict], faces: dict[int, dict[str, float]]) -> list[dict]:
-    """Paired differences of one setting's grid rows, per N: every arm vs ``none`` and every
-    pretrained teacher vs its random control (same lambda), with bootstrap intervals."""
+    """Paired differences of one setting's grid rows, per N: every arm vs ``none``, every
+    pretrained teacher vs its random control (same lambda) and every weighted arm vs the replay
+    control (a teacher arm at lambda 0, the same config's if there is one), with bootstrap
+    intervals."""
     out = []
     arms = sorted({_arm_key(r) for r in rows if not r["fold"]},
                   key=lambda k: (arm_order(k[0]), k[1] or 0.0))
+    replay = [k for k in arms if k[1] == 0]
     for n in sorted({r["n"] for r in rows if not r["fold"]}):
         pairs = [((c, lam), ("none", None)) for c, lam in arms if c != "none"]
         pairs += [((c, lam), (CONTROLS[c], lam)) for c, lam in arms if c in CONTROLS]
+        pairs += [((c, lam), (c, 0.0) if (c, 0.0) in replay else replay[0])
+                  for c, lam in arms if replay and lam]
         for a, b in pairs:
             m, _, _ = paired_matrix(_faces_by_seed(rows, faces, *a, n),
                                     _faces_by_seed(rows, faces, *b, n))
@@ -292,6 +297,12 @@ def write_report(docs: Path, progress: list[str], estimate: list[str],
            "`lambda`) change, or for `transfer` the architecture.",
            "- Schedule `sK`: K optimizer steps for every N (epochs = ceil(K / steps per epoch), "
            "so small N is not under-trained); `eK` (migrated rows): K epochs for every N.",
+           "- A teacher arm with `teacher_cache` K > 0 (`--teacher_cache=auto`: K = epochs / 4) "
+           "trains on K seeded augmented views per face, the teacher's outputs on them stored "
+           "once, and replays those views (each about epochs / K times), while `none` draws a "
+           "fresh crop every epoch. A teacher arm "
+           "at λ=0 (every regularizer weighted 0, so the heatmap loss alone) trains on those "
+           "replayed views: the control that separates the replay from the teacher.",
            "- Metrics on the validation batch, scored once after training (the last weights; "
            "no per-epoch validation in `s` schedules), interocular normalization: NME, FR@0.10 "
            "(share of faces with NME > 0.10), AUC@0.10 of the CED.",
