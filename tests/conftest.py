@@ -53,13 +53,13 @@ def killed_in_epoch(real_checkpoint, epoch: int = 1):
     before (a kill mid-run, for ``--resume`` tests)."""
     import keras
 
-    def checkpoint(student, path):
+    def checkpoint(student, path, **cadence):
         class Die(keras.callbacks.Callback):
             def on_epoch_begin(self, e, logs=None):
                 if e == epoch:
                     raise Interrupt()
 
-        return keras.callbacks.CallbackList([real_checkpoint(student, path), Die()])
+        return keras.callbacks.CallbackList([real_checkpoint(student, path, **cadence), Die()])
 
     return checkpoint
 

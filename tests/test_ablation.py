@@ -238,6 +238,8 @@ def test_schedule_keys_and_arms():
     assert arms.epochs_for(20, 2000) == 1000  # 2 steps per epoch
     assert arms.epochs_for(40, 2000) == 667
     assert arms.epochs_for(159, 2000) == 200
+    # a checkpoint about every 200 steps: N=20 every 100 epochs (2 steps each), N=159 every 20
+    assert [arms.checkpoint_every(n) for n in (20, 80, 159, 2000)] == [100, 40, 20, 1]
     keys = arms.grid_keys(["none", "facenet_all"], [20], [0], [0.1, 1.0])
     assert [(k.arm, k.lam) for k in keys] == [("none", None), ("facenet_all", 0.1),
                                              ("facenet_all", 1.0)]

@@ -11,6 +11,8 @@ from fas_tf import train as fas_train
 from fas_tf.errors import DataError
 from fas_tf.train import TrainConfig, backup_and_restore
 
+from .conftest import Interrupt, killed_in_epoch
+
 HINT = "start again"
 X = np.linspace(-1, 1, 32, dtype="float32").reshape(8, 4)
 Y = X.sum(axis=1, keepdims=True)
@@ -38,17 +40,44 @@ def stop_at(epoch: int):
     return Stop()
 
 
-def fit(model, backup: Path, epochs: int, *extra):
+def fit(model, backup: Path, epochs: int, *extra, every: int = 1):
     return model.fit(X, Y, batch_size=4, epochs=epochs, verbose=0,
-                     callbacks=[backup_and_restore(backup, HINT), *extra])
+                     callbacks=[backup_and_restore(backup, HINT, every, epochs), *extra])
 
 
-def interrupted_run(backup: Path, after_epochs: int) -> list[np.ndarray]:
+def interrupted_run(backup: Path, after_epochs: int, every: int = 1) -> list[np.ndarray]:
     """Train ``after_epochs`` epochs of 5 with backups, then stop; the weights at the stop."""
     stop = stop_at(after_epochs)
     with pytest.raises(RuntimeError, match="stopped"):
-        fit(tiny_model(), backup, 5, stop)
+        fit(tiny_model(), backup, 5, stop, every=every)
     return stop.weights
+
+
+def test_backups_every_k_epochs_and_after_the_last(tmp_path):
+    import keras
+
+    backup = tmp_path / "backup"
+    seen = []  # the epoch the backup names after each epoch's end
+    probe = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(
+        saved_epoch(backup) if (backup / "training_metadata.json").exists() else None))
+    fit(tiny_model(), backup, 5, probe, every=2)
+    assert seen == [None, 2, 2, 4, 5]  # every 2 epochs, and after the last one
+    interrupted_run(backup, 3, every=2)
+    assert saved_epoch(backup) == 2  # epoch 3 was trained but not backed up
+    history = fit(tiny_model(), backup, 5, every=2)
+    assert len(history.history["loss"]) == 3  # resumed after epoch 2: epochs 3 to 5 again
+
+
+def test_truncate_history_keeps_the_epochs_before_the_backup(tmp_path):
+    path = tmp_path / "history.csv"
+    fas_train.truncate_history(path, 2)  # no file: nothing to do
+    assert not path.exists()
+    rows = ["epoch,loss\n"] + [f"{e},{1 / (e + 1):.3f}\n" for e in (0, 1, 2, 3)]
+    path.write_text("".join(rows))
+    fas_train.truncate_history(path, 4)
+    assert path.read_text() == "".join(rows)
+    fas_train.truncate_history(path, 2)
+    assert path.read_text() == "epoch,loss\n0,1.000\n1,0.500\n"
 
 
 def saved_epoch(backup: Path) -> int:
@@ -113,7 +142,7 @@ def test_unreadable_backup_on_resume_is_a_data_error_naming_the_file(
         train_limit=4, input_size=64, alpha=0.35, head_channels=16, verbose=0,
     )
 
-    def killed_after_first_epoch(student, path):  # runs after the backup of epoch 1
+    def killed_after_first_epoch(student, path, **cadence):  # after the backup of epoch 1
         def stop(epoch, logs):
             raise RuntimeError("killed")
         return keras.callbacks.LambdaCallback(on_epoch_end=stop)
@@ -132,3 +161,26 @@ def test_unreadable_backup_on_resume_is_a_data_error_naming_the_file(
     assert message.startswith(f"{weights}: cannot restore")
     assert "without --resume into a new --output_dir" in message and "\n" not in message
     assert not (out / "student.keras").exists()
+
+
+def test_resume_retrains_the_epochs_after_the_last_checkpoint(tmp_path, demo_faces, monkeypatch):
+    out = tmp_path / "run"
+    config = TrainConfig(
+        output_dir=str(out), data=str(demo_faces), teacher="none", epochs=2, batch_size=4,
+        train_limit=4, input_size=64, alpha=0.35, head_channels=16, verbose=0,
+        checkpoint_every=2,
+    )
+    real_checkpoint = fas_train.student_checkpoint
+    monkeypatch.setattr(fas_train, "student_checkpoint", killed_in_epoch(real_checkpoint, 1))
+    with pytest.raises(Interrupt):
+        fas_train.train(config, log=lambda line: None)
+    monkeypatch.undo()
+    history = out / "history.csv"
+    assert [r.split(",")[0] for r in history.read_text().splitlines()] == ["epoch", "0"]
+    assert not (out / "checkpoints" / "backup" / "training_metadata.json").exists()
+    assert not (out / "checkpoints" / "student_last.keras").exists()
+    # resumed (with another cadence, which may change): from epoch 0, the old rows replaced
+    fas_train.train(TrainConfig(**{**config.__dict__, "resume": True, "checkpoint_every": 1}),
+                    log=lambda line: None)
+    assert [r.split(",")[0] for r in history.read_text().splitlines()] == ["epoch", "0", "1"]
+    assert (out / "student.keras").exists()

@@ -17,6 +17,7 @@ BATCHES = ("ads", "youtube2", "google2")
 SIZES = (20, 40, 80, 159)
 SEEDS = (0, 1, 2)
 STEPS = 2000  # optimizer steps per run, whatever N (200 epochs of the 159 faces)
+CHECKPOINT_STEPS = 200  # a --resume backup about every 200 optimizer steps
 STUDENT = "0.5:96:64"  # ALPHA:INPUT:HEAD of the MobileNetV2 student (the 96 px mobile student)
 LAMBDA = 1.0  # default weight of each regularizer (all four jointly)
 BATCH_SIZE = TrainConfig().batch_size
@@ -101,6 +102,13 @@ class RunKey:
 def epochs_for(n_train: int, steps: int, batch_size: int = BATCH_SIZE) -> int:
     """Epochs giving at least ``steps`` optimizer steps on ``n_train`` faces."""
     return max(1, math.ceil(steps / steps_per_epoch(n_train, batch_size)))
+
+
+def checkpoint_every(n_train: int, batch_size: int = BATCH_SIZE) -> int:
+    """Epochs between a run's checkpoints (``TrainConfig.checkpoint_every``): about every
+    ``CHECKPOINT_STEPS`` optimizer steps, not every epoch (at N=20 an epoch is 2 steps, and
+    each checkpoint costs about a second)."""
+    return max(1, CHECKPOINT_STEPS // steps_per_epoch(n_train, batch_size))
 
 
 def schedule_tag(steps: int) -> str:

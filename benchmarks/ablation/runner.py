@@ -14,7 +14,17 @@ from pathlib import Path
 
 from fas_tf.data import read_attributes, stems_in_sets, steps_per_epoch
 
-from .arms import ARMS, BATCH_SIZE, DATA, REPO, RunKey, epochs_for, lambda_text, schedule_tag
+from .arms import (
+    ARMS,
+    BATCH_SIZE,
+    DATA,
+    REPO,
+    RunKey,
+    checkpoint_every,
+    epochs_for,
+    lambda_text,
+    schedule_tag,
+)
 from .collect import SUBSET_FLAGS, append_row, run_key, run_name, write_per_face
 
 
@@ -89,6 +99,7 @@ def train_and_evaluate(key: RunKey, run_dir: Path, setting: Setting,
         resume=(run_dir / "config.json").is_file(), verbose=setting.verbose,
         allow_download=False, student=arm.student, **parse_student_spec(setting.student),
         teacher_cache=cache_views(setting.teacher_cache, epochs) if arm.weighted else 0,
+        checkpoint_every=checkpoint_every(n_train),
     )
     log(f"[{run_dir.name}] training {arm.label}, {epochs} epochs"
         + (" (resuming)" if config.resume else ""))
