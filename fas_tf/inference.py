@@ -42,6 +42,7 @@ def load_student(path: str | os.PathLike):
         raise UsageError(f"{path}: expected a Keras student saved as .keras")
     import keras  # after the cheap checks: a wrong path fails without loading TensorFlow
 
+    import fas_tf.dlib_resnet  # noqa: F401  (registers PadAdd: --student=dlib_transfer)
     import fas_tf.heatmaps  # noqa: F401  (registers HeatmapDecoder for deserialization)
     try:
         model = keras.models.load_model(path, compile=False)

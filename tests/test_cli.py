@@ -425,3 +425,17 @@ def test_unknown_student_is_refused_before_anything_is_written(demo_faces, tmp_p
                                          "mobilenetv2, mobilenetv2_lite, dlib_transfer"):
         train(config, log=lambda *_: None)
     assert not out.exists()
+
+
+def test_evaluate_reads_a_transfer_student(tmp_path, demo_faces):
+    # --student=dlib_transfer saves dlib's custom layer (PadAdd) inside student.keras: a fresh
+    # evaluate process must know it without the user importing anything
+    from fas_tf.transfer import build_transfer_model
+
+    path = tmp_path / "transfer.keras"
+    build_transfer_model(input_size=64, head_channels=8, weights="random").save(path)
+    result = run("fas_tf.evaluate", f"--model={path}", f"--data={demo_faces}")
+    assert result.returncode == 0, result.stderr
+    nme = float(result.stdout.split("NME ")[1].split("%")[0])
+    assert 0 < nme < 1000  # an untrained head: some number, scored on every face
+    assert f"n={len(list(demo_faces.glob('*.pts')))}" in result.stdout

@@ -78,7 +78,6 @@ def train_and_evaluate(key: RunKey, run_dir: Path, setting: Setting,
 
     import keras
 
-    import fas_tf.transfer  # noqa: F401  (registers the layers a transfer model needs)
     from fas_tf.evaluate import evaluate_model
     from fas_tf.student import parse_student_spec
     from fas_tf.train import TrainConfig, train
