@@ -505,8 +505,11 @@ def build_dlib(weights: str | None = None) -> Teacher:
 TEACHERS = ("facenet", "dlib")  # the order --teacher=auto tries them in
 
 
-def build_auto_teacher(allow_download: bool = True) -> tuple[Teacher | None, list[str]]:
-    """The first *pretrained* teacher of :data:`TEACHERS` that builds, never a random one.
+def build_auto_teacher(
+    allow_download: bool = True, order: tuple[str, ...] = TEACHERS
+) -> tuple[Teacher | None, list[str]]:
+    """The first *pretrained* teacher of ``order`` (default :data:`TEACHERS`) that builds,
+    never a random one.
 
     Any failure to build a candidate (weights missing or unreadable, a package not installed,
     anything else) moves on to the next one.
@@ -515,7 +518,7 @@ def build_auto_teacher(allow_download: bool = True) -> tuple[Teacher | None, lis
         (teacher or None, one ``"name: why it was skipped"`` line per skipped candidate).
     """
     skipped = []
-    for candidate in TEACHERS:
+    for candidate in order:
         try:
             teacher = build_teacher(candidate, None, allow_download)
         except Exception as err:  # noqa: BLE001 - auto must fall back on anything

@@ -67,7 +67,7 @@ class TrainConfig:
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     sigma: float = 1.5
-    student: str = "mobilenetv2"  # fas_tf.student.ARCHITECTURES
+    student: str = "dlib_transfer"  # fas_tf.student.ARCHITECTURES
     alpha: float = 0.5
     head_channels: int = 64
     rotation: float = 45.0
@@ -211,13 +211,20 @@ def worker_scratch_dir(output_dir: str | os.PathLike, index: int) -> Path:
     return Path(tempfile.gettempdir()) / f"fas_tf-{digest}-worker{index}"
 
 
+# --teacher=auto's order for a student that starts from a pretrained network: that network
+# first (regularized transfer: the fine-tuned trunk is held near its own pretrained behaviour).
+AUTO_TEACHERS = {"dlib_transfer": ("dlib", "facenet")}
+
+
 def select_teacher(config: TrainConfig, log=print):
     """Build the teacher asked for; ``auto`` says which it took and why, never a random one.
 
-    ``auto`` tries real FaceNet, then dlib, moving on after any failure to build one (missing
-    package or weights, unreadable file), and trains without a teacher when none builds.
+    ``auto`` tries real FaceNet, then dlib (for ``--student=dlib_transfer`` dlib first: the
+    network whose trunk the student starts from, :data:`AUTO_TEACHERS`), moving on after any
+    failure to build one (missing package or weights, unreadable file), and trains without a
+    teacher when none builds.
     """
-    from fas_tf.teachers import build_auto_teacher, build_teacher
+    from fas_tf.teachers import TEACHERS, build_auto_teacher, build_teacher
 
     if config.teacher == "none":
         return None
@@ -226,13 +233,16 @@ def select_teacher(config: TrainConfig, log=print):
             f"--teacher: unknown {config.teacher!r}; choose from {', '.join(TEACHER_CHOICES)}"
         )
     if config.teacher == "auto":
-        teacher, skipped = build_auto_teacher(config.allow_download)
+        order = AUTO_TEACHERS.get(config.student, TEACHERS)
+        teacher, skipped = build_auto_teacher(config.allow_download, order)
         for line in skipped:
             log(f"teacher: auto skipped {line}")
         if teacher is None:
             log("teacher: auto found no pretrained teacher, training without one")
             return None
         why = "the first pretrained teacher that loaded" if skipped else "preferred"
+        if config.student in AUTO_TEACHERS:
+            why += f" for --student={config.student}"
         log(f"teacher: auto chose {_teacher_line(teacher)} ({why})")
         return teacher
     try:

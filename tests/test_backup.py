@@ -139,7 +139,8 @@ def test_unreadable_backup_on_resume_is_a_data_error_naming_the_file(
     out = tmp_path / "run"
     config = TrainConfig(
         output_dir=str(out), data=str(demo_faces), teacher="none", epochs=3, batch_size=4,
-        train_limit=4, input_size=64, alpha=0.35, head_channels=16, verbose=0,
+        train_limit=4, input_size=64, student="mobilenetv2", alpha=0.35, head_channels=16,
+        verbose=0,
     )
 
     def killed_after_first_epoch(student, path, **cadence):  # after the backup of epoch 1
@@ -167,7 +168,8 @@ def test_resume_retrains_the_epochs_after_the_last_checkpoint(tmp_path, demo_fac
     out = tmp_path / "run"
     config = TrainConfig(
         output_dir=str(out), data=str(demo_faces), teacher="none", epochs=2, batch_size=4,
-        train_limit=4, input_size=64, alpha=0.35, head_channels=16, verbose=0,
+        train_limit=4, input_size=64, student="mobilenetv2", alpha=0.35, head_channels=16,
+        verbose=0,
         checkpoint_every=2,
     )
     real_checkpoint = fas_train.student_checkpoint

@@ -127,7 +127,7 @@ def trained_run(tmp_path_factory, demo_faces):
     result = run(
         "fas_tf.train", f"--data={demo_faces}", f"--val_data={demo_faces}", f"--output_dir={out}",
         "--teacher=facenet", "--teacher_weights=random", "--epochs=3", "--batch_size=4",
-        "--input_size=64", "--learning_rate=3e-3", "--verbose=2",
+        "--input_size=64", "--student=mobilenetv2", "--learning_rate=3e-3", "--verbose=2",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result
@@ -189,7 +189,7 @@ def test_resume_after_kill_continues_from_last_epoch(tmp_path, demo_faces):
     args = [
         sys.executable, "-m", "fas_tf.train", f"--data={demo_faces}", f"--output_dir={out}",
         "--teacher=none", "--epochs=12", "--batch_size=4", "--input_size=64", "--alpha=0.35",
-        "--head_channels=16", "--verbose=2",
+        "--student=mobilenetv2", "--head_channels=16", "--verbose=2",
     ]
     log = tmp_path / "first.log"  # a file, not a pipe nobody reads (a full pipe blocks training)
     with open(log, "wb") as sink:
@@ -324,7 +324,7 @@ def test_skipped_samples_summary_goes_to_stderr(trained_run, demo_faces, tmp_pat
     assert result.stdout.strip().startswith("NME ") and "skipped" not in result.stdout
     assert f"skipped 1 of 4: {images[2]}" in result.stderr
     result = run("fas_tf.train", f"--data={tmp_path / 'data'}", f"--output_dir={tmp_path / 'o'}",
-                 "--regularizers=bogus")  # fails after loading the data, before training
+                 "--regularizers=bogus", "--student=mobilenetv2")  # fails before training
     assert_one_line_error(result, "--regularizers")
     assert "skipped 1 of 4" in result.stderr and "skipped" not in result.stdout
 

@@ -23,7 +23,7 @@ from .conftest import Interrupt, killed_in_epoch
 from .test_cli import assert_one_line_error, five_point_copy, run
 
 LAYOUT = layout_for(68)
-TINY = {"alpha": 0.35, "head_channels": 8}
+TINY = {"student": "mobilenetv2", "alpha": 0.35, "head_channels": 8}
 
 
 def tiny_student(size: int, seed: int) -> keras.Model:
@@ -155,7 +155,8 @@ def test_bad_source_file_is_one_cli_line_and_writes_nothing(tmp_path, demo_faces
                          (garbage, "not a readable Keras model")):
         out = tmp_path / "out"
         result = run("fas_tf.train", f"--data={demo_faces}", f"--output_dir={out}",
-                     f"--distill_from={path}", "--teacher=none", "--input_size=32")
+                     f"--distill_from={path}", "--teacher=none", "--input_size=32",
+                     "--student=mobilenetv2")
         assert_one_line_error(result, "--distill_from", str(path), needle)
         assert result.returncode == 2
         assert not out.exists()

@@ -34,7 +34,7 @@ cli.run(train.main)
 # of the initial weights on all 8 faces, and epoch 2 shows one all-reduced update.
 SETTINGS = {
     "train_limit": 8, "batch_size": 8, "epochs": 2, "input_size": 64, "alpha": 0.35,
-    "head_channels": 16, "seed": 3,
+    "head_channels": 16, "seed": 3, "student": "mobilenetv2",
 }
 TIMEOUT = 1200  # seconds; on a heavily shared 2-core machine the test took about 20 minutes
 
@@ -170,7 +170,8 @@ def test_a_lost_worker_is_one_line_asking_for_resume(tmp_path, demo_faces, monke
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
                                                 "task": {"type": "worker", "index": 1}}))
     config = TrainConfig(output_dir=str(tmp_path / "run"), data=str(demo_faces),
-                         teacher="none", epochs=1, strategy="multiworker")
+                         teacher="none", epochs=1, strategy="multiworker",
+                         student="mobilenetv2")
     with pytest.raises(WorkerLostError) as err:
         fas_train.train(config, log=lambda line: None)
     assert str(err.value) == (

@@ -180,7 +180,8 @@ def test_train_with_the_cache_reuses_it_and_resumes_seeded(tmp_path, demo_faces,
     def run(name, **changes):
         config = train_module.TrainConfig(
             output_dir=str(tmp_path / name), data=str(demo_faces), teacher="dlib", epochs=2,
-            batch_size=3, input_size=SIZE, alpha=0.35, head_channels=8, seed=1, verbose=0,
+            batch_size=3, input_size=SIZE, student="mobilenetv2", alpha=0.35, head_channels=8,
+            seed=1, verbose=0,
             train_limit=7, teacher_cache=2, **changes,
         )
         metrics = train_module.train(config, log=lines.append)

@@ -171,7 +171,8 @@ def test_cli_garbage_teacher_weights(tmp_path, demo_faces, teacher, name):
     out = tmp_path / "run"
     result = run(
         "fas_tf.train", f"--data={demo_faces}", f"--teacher={teacher}",
-        f"--teacher_weights={garbage}", "--epochs=1", f"--output_dir={out}", timeout=300,
+        f"--teacher_weights={garbage}", "--epochs=1", f"--output_dir={out}",
+        "--student=mobilenetv2", timeout=300,
     )
     kind = "FaceNet weights" if teacher == "facenet" else "dlib face-recognition model"
     assert result.returncode == 2
@@ -197,7 +198,8 @@ def test_auto_falls_back_on_any_failure_and_says_why(monkeypatch):
     monkeypatch.setattr(teachers, "build_facenet", broken_facenet)
     monkeypatch.setattr(teachers, "build_dlib", pretrained_tiny)
     lines = []
-    teacher = select_teacher(TrainConfig(teacher="auto"), lines.append)
+    mobile = TrainConfig(teacher="auto", student="mobilenetv2")
+    teacher = select_teacher(mobile, lines.append)
     assert teacher.name == "tiny"
     assert lines[0].startswith("teacher: auto skipped facenet: missing Python package")
     assert "pip install keras-facenet" in lines[0]
@@ -208,8 +210,39 @@ def test_auto_falls_back_on_any_failure_and_says_why(monkeypatch):
 
     monkeypatch.setattr(teachers, "build_dlib", unreadable)
     lines = []
-    assert select_teacher(TrainConfig(teacher="auto"), lines.append) is None
+    assert select_teacher(mobile, lines.append) is None
     assert "dlib: OSError" in lines[1] and "training without one" in lines[2]
+
+
+def test_auto_takes_dlib_first_for_the_dlib_transfer_student(monkeypatch):
+    # regularized transfer: the student starts from dlib's trunk, so dlib is its teacher even
+    # where FaceNet loads; FaceNet only when dlib does not
+    from fas_tf.train import TrainConfig, select_teacher
+    from tests.conftest import tiny_teacher
+
+    def pretrained(name):
+        def build(*args, **kwargs):
+            t = tiny_teacher()
+            t.name, t.pretrained = name, True
+            return t
+        return build
+
+    monkeypatch.setattr(teachers, "build_facenet", pretrained("facenet"))
+    monkeypatch.setattr(teachers, "build_dlib", pretrained("dlib"))
+    lines = []
+    assert select_teacher(TrainConfig(teacher="auto"), lines.append).name == "dlib"
+    assert lines == ["teacher: auto chose dlib (12-D), pretrained, from random (preferred for "
+                     "--student=dlib_transfer)"]
+    assert select_teacher(TrainConfig(teacher="auto", student="mobilenetv2"),
+                          lines.append).name == "facenet"
+
+    def unreadable(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(teachers, "build_dlib", unreadable)
+    lines = []
+    assert select_teacher(TrainConfig(teacher="auto"), lines.append).name == "facenet"
+    assert lines[0].startswith("teacher: auto skipped dlib: OSError")
 
 
 # ------------------------------------------------------------------ fetch facenet (fake sdist)

@@ -10,7 +10,8 @@ from .conftest import Interrupt, killed_in_epoch, tiny_teacher
 def run(tmp_path, demo_faces, name: str, seed: int, **changes) -> str:
     config = train_module.TrainConfig(
         output_dir=str(tmp_path / name), data=str(demo_faces), teacher="dlib", epochs=2,
-        batch_size=3, input_size=32, alpha=0.35, head_channels=8, seed=seed, verbose=0,
+        batch_size=3, input_size=32, student="mobilenetv2", alpha=0.35, head_channels=8,
+        seed=seed, verbose=0,
         train_limit=7, **changes,
     )
     train_module.train(config, log=lambda *a: None)
