@@ -275,6 +275,11 @@ def write_report(docs: Path, progress: list[str], estimate: list[str],
         f"`{_display(rows_dir / 'rows.csv', REPO)}` ({len(rows)} runs) and its per-face files; "
         "run folders are not used. Do not edit by hand; rerun with `--report_only`.",
         "",
+        "The training recipe's levers and the choice of `python -m fas_tf.train`'s defaults "
+        "(the regularized-transfer student, with its 3-fold cross-validation by batch) are in "
+        "[accuracy.md](accuracy.md); this report is the teacher-regularizer ablation on the "
+        "MobileNetV2 student.",
+        "",
         "## How a session advances the grid",
         "",
         "Each finished run appends one row (and a per-face file) to the committed "
