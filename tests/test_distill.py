@@ -23,7 +23,7 @@ from .conftest import Interrupt, killed_in_epoch
 from .test_cli import assert_one_line_error, five_point_copy, run
 
 LAYOUT = layout_for(68)
-TINY = {"student": "mobilenetv2", "alpha": 0.35, "head_channels": 8}
+TINY = {"alpha": 0.35, "head_channels": 8}
 
 
 def tiny_student(size: int, seed: int) -> keras.Model:
@@ -189,7 +189,7 @@ def test_run_records_the_source_and_resume_refuses_a_changed_one(
     config = train_module.TrainConfig(
         output_dir=str(out), data=str(demo_faces), teacher="none", epochs=2, batch_size=4,
         input_size=32, seed=1, verbose=0, train_limit=4, distill_from=str(source),
-        lambda_distill=2.0, **TINY,
+        lambda_distill=2.0, student="mobilenetv2", **TINY,
     )
     lines = []
     real_checkpoint = train_module.student_checkpoint
