@@ -11,8 +11,6 @@ from fas_tf import train as fas_train
 from fas_tf.errors import DataError
 from fas_tf.train import TrainConfig, backup_and_restore
 
-from .conftest import Interrupt, killed_in_epoch
-
 HINT = "start again"
 X = np.linspace(-1, 1, 32, dtype="float32").reshape(8, 4)
 Y = X.sum(axis=1, keepdims=True)
@@ -163,26 +161,3 @@ def test_unreadable_backup_on_resume_is_a_data_error_naming_the_file(
     assert "without --resume into a new --output_dir" in message and "\n" not in message
     assert not (out / "student.keras").exists()
 
-
-def test_resume_retrains_the_epochs_after_the_last_checkpoint(tmp_path, demo_faces, monkeypatch):
-    out = tmp_path / "run"
-    config = TrainConfig(
-        output_dir=str(out), data=str(demo_faces), teacher="none", epochs=2, batch_size=4,
-        train_limit=4, input_size=64, student="mobilenetv2", alpha=0.35, head_channels=16,
-        verbose=0,
-        checkpoint_every=2,
-    )
-    real_checkpoint = fas_train.student_checkpoint
-    monkeypatch.setattr(fas_train, "student_checkpoint", killed_in_epoch(real_checkpoint, 1))
-    with pytest.raises(Interrupt):
-        fas_train.train(config, log=lambda line: None)
-    monkeypatch.undo()
-    history = out / "history.csv"
-    assert [r.split(",")[0] for r in history.read_text().splitlines()] == ["epoch", "0"]
-    assert not (out / "checkpoints" / "backup" / "training_metadata.json").exists()
-    assert not (out / "checkpoints" / "student_last.keras").exists()
-    # resumed (with another cadence, which may change): from epoch 0, the old rows replaced
-    fas_train.train(TrainConfig(**{**config.__dict__, "resume": True, "checkpoint_every": 1}),
-                    log=lambda line: None)
-    assert [r.split(",")[0] for r in history.read_text().splitlines()] == ["epoch", "0", "1"]
-    assert (out / "student.keras").exists()

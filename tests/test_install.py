@@ -77,7 +77,7 @@ def test_missing_package_is_one_line_with_the_install_command(demo_faces, tmp_pa
     out = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-c", BLOCKED_RUN, f"--data={demo_faces}", "--teacher=facenet",
-         "--epochs=1", "--input_size=32", f"--output_dir={out}"],
+         "--epochs=1", "--input_size=32", "--student=mobilenetv2", f"--output_dir={out}"],
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )
     assert result.returncode == 2, result.stderr[-2000:]
