@@ -43,6 +43,52 @@ def tiny_teacher():
     return Teacher("tiny", 48, 12, model, pretrained=False, weights_source="random")
 
 
+def tiny_student(
+    num_landmarks: int = 68, input_size: int = 32, alpha: float = 0.35, head_channels: int = 8
+):
+    """A small student with the student's outputs (stride-4 heatmaps, ``feat_8/16/32``): a
+    dozen variables instead of MobileNetV2's ~200, whose optimizer update dominates the
+    tracing of a train step on 2 cores (tests of the training machinery only)."""
+    import keras
+
+    image = keras.Input((input_size, input_size, 3), name="image")
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(image)
+    feats = {}
+    for stride, ch in ((2, 4), (4, 8), (8, 8), (16, 12), (32, 16)):
+        x = keras.layers.Conv2D(ch, 3, strides=2, padding="same", activation="relu")(x)
+        feats[stride] = x
+    heatmaps = keras.layers.Conv2D(num_landmarks, 1, dtype="float32", name="heatmaps")(feats[4])
+    outputs = {"heatmaps": heatmaps, **{f"feat_{s}": feats[s] for s in (8, 16, 32)}}
+    return keras.Model(image, outputs, name="student")
+
+
+# `python -m fas_tf.train` as a `python -c` program whose runs use the tiny teacher and student
+# and, as pytest_configure below, skip Grappler's rewrites (on 2 CPU cores they dominate the
+# start-up of each process; the trained numbers do not change).
+TINY_TRAIN_MAIN = r"""
+import tensorflow as tf
+tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+import fas_tf.student
+from fas_tf import cli, train
+from tests.conftest import tiny_student, tiny_teacher
+train.select_teacher = lambda config, log=print: tiny_teacher()
+fas_tf.student.build_architecture = lambda architecture, *a, **k: tiny_student(*a, **k)
+train.define_flags()
+cli.run(train.main)
+"""
+
+
+@pytest.fixture
+def fast_student(monkeypatch):
+    """Training runs in this test build :func:`tiny_student` for every architecture."""
+    import fas_tf.student
+
+    monkeypatch.setattr(
+        fas_tf.student, "build_architecture",
+        lambda architecture, *args, **kwargs: tiny_student(*args, **kwargs),
+    )
+
+
 class Interrupt(Exception):
     """Stands for a kill in the middle of training (tests only)."""
 

@@ -130,7 +130,7 @@ def test_crash_between_the_writes_leaves_a_loadable_backup(
 
 
 def test_unreadable_backup_on_resume_is_a_data_error_naming_the_file(
-    tmp_path, demo_faces, monkeypatch
+    tmp_path, demo_faces, monkeypatch, fast_student
 ):
     import keras
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from fas_tf.data import read_pts, write_pts
+from tests.conftest import TINY_TRAIN_MAIN
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
@@ -187,7 +188,7 @@ def test_existing_run_needs_resume(trained_run, demo_faces):
 def test_resume_after_kill_continues_from_last_epoch(tmp_path, demo_faces):
     out = tmp_path / "run"
     args = [
-        sys.executable, "-m", "fas_tf.train", f"--data={demo_faces}", f"--output_dir={out}",
+        sys.executable, "-c", TINY_TRAIN_MAIN, f"--data={demo_faces}", f"--output_dir={out}",
         "--teacher=none", "--epochs=12", "--batch_size=4", "--input_size=64", "--alpha=0.35",
         "--student=mobilenetv2", "--head_channels=16", "--verbose=2",
     ]
@@ -204,8 +205,10 @@ def test_resume_after_kill_continues_from_last_epoch(tmp_path, demo_faces):
     proc.wait()
     done = len(history_rows(out / "history.csv"))
     assert not (out / "student.keras").exists()
-    result = run("fas_tf.train", f"--output_dir={out}", "--resume", "--verbose=2",
-                 f"--data={demo_faces}")
+    result = subprocess.run(
+        [sys.executable, "-c", TINY_TRAIN_MAIN, f"--output_dir={out}", "--resume", "--verbose=2",
+         f"--data={demo_faces}"], capture_output=True, text=True, env=ENV, timeout=600, cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Epoch {done}/12" not in result.stdout
     assert f"Epoch {done + 1}/12" in result.stdout or f"Epoch {done + 2}/12" in result.stdout

@@ -26,7 +26,7 @@ LAYOUT = layout_for(68)
 TINY = {"alpha": 0.35, "head_channels": 8}
 
 
-def tiny_student(size: int, seed: int) -> keras.Model:
+def source_student(size: int, seed: int) -> keras.Model:
     """A small student whose inference heatmaps are far from zero, like a trained one's."""
     keras.utils.set_random_seed(seed)
     # momentum 0: one training-mode call sets every BatchNormalization's moving statistics to
@@ -43,7 +43,7 @@ def tiny_student(size: int, seed: int) -> keras.Model:
 def source_path(tmp_path_factory):
     """A 64 px landmark model saved as fas_tf.train saves ``student.keras``."""
     path = tmp_path_factory.mktemp("source") / "student.keras"
-    tiny_student(64, seed=1).save(path)
+    source_student(64, seed=1).save(path)
     return path
 
 
@@ -72,7 +72,7 @@ def test_distill_loss_is_zero_for_the_source_itself_and_positive_otherwise(
     assert float(tf.reduce_max(tf.abs(heatmaps))) > 0.1, "the source's heatmaps are not ~0"
     assert float(model.distill_loss(images, heatmaps)) == 0.0
 
-    other = tiny_student(64, seed=2)
+    other = source_student(64, seed=2)
     model = RegularizedLandmarkModel(other, None, distill=source)
     mine = other(images, training=False)["heatmaps"]
     theirs = source.model(images, training=False)["heatmaps"]
@@ -103,7 +103,7 @@ def test_geometry_mismatch_compares_on_the_students_grid(source_path, demo_faces
     in the next test)."""
     source = DistillSource.load(source_path)
     images, _ = batch(demo_faces, size)
-    student = tiny_student(size, seed=3)
+    student = source_student(size, seed=3)
     model = RegularizedLandmarkModel(student, None, distill=source)
     resized = tf.image.resize(images, (64, 64), method="bilinear")
     theirs = resample_heatmaps(source.model(resized, training=False)["heatmaps"], size // 4)
@@ -182,7 +182,7 @@ def test_wrong_kind_of_model_or_landmark_count_is_refused(tmp_path, demo_faces, 
 
 
 def test_run_records_the_source_and_resume_refuses_a_changed_one(
-    tmp_path, demo_faces, source_path, monkeypatch
+    tmp_path, demo_faces, source_path, monkeypatch, fast_student
 ):
     out, source = tmp_path / "run", tmp_path / "source.keras"
     source.write_bytes(source_path.read_bytes())
@@ -218,7 +218,7 @@ def test_run_records_the_source_and_resume_refuses_a_changed_one(
                            given={"distill_from"})
 
     original = source.read_bytes()
-    tiny_student(64, seed=9).save(source)  # the same path, another model
+    source_student(64, seed=9).save(source)  # the same path, another model
     with pytest.raises(UsageError, match=re.escape(f"--distill_from: {source} has changed")):
         train_module.train(train_module.TrainConfig(**resume), given=set())
 

@@ -172,7 +172,9 @@ def test_an_interrupted_build_leaves_nothing(faces, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [cache.key], "stale temp folder removed"
 
 
-def test_train_with_the_cache_reuses_it_and_resumes_seeded(tmp_path, demo_faces, monkeypatch):
+def test_train_with_the_cache_reuses_it_and_resumes_seeded(
+    tmp_path, demo_faces, monkeypatch, fast_student
+):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(train_module, "select_teacher", lambda config, log: tiny_teacher())
     lines = []

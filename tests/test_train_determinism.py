@@ -19,7 +19,7 @@ def run(tmp_path, demo_faces, name: str, seed: int, **changes) -> str:
 
 
 def test_one_seed_gives_one_history_also_after_a_kill_and_resume(
-    tmp_path, demo_faces, monkeypatch
+    tmp_path, demo_faces, monkeypatch, fast_student
 ):
     monkeypatch.setattr(train_module, "select_teacher", lambda config, log: tiny_teacher())
     straight = run(tmp_path, demo_faces, "a", seed=1)
