@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,6 +236,7 @@ def load_faces(
     num_landmarks: int | None = None,
     workers: int = 4,
     upright: bool = False,
+    exclude: Collection[str] = (),
 ) -> LabelledFaces:
     """Read, check and frame a labelled dataset (a folder of images + .pts, or a CSV).
 
@@ -251,6 +252,7 @@ def load_faces(
         upright: cut each canvas turned so that the face's labelled outer eye corners are level
             (:func:`fas_tf.framing.upright_square`; 68-point layout only); its central square is
             then the framing rule in that frame.
+        exclude: stems of images to leave out (:func:`read_exclusions`), before ``limit``.
 
     Raises:
         DataError: missing path, no usable sample, or (strict) any bad sample.
@@ -269,6 +271,8 @@ def load_faces(
         raise DataError(f"{path}: expected a folder of images with .pts files or a .csv file")
     if stems is not None:
         items = [it for it in items if Path(it[0]).stem in stems]
+    if exclude:
+        items = [it for it in items if Path(it[0]).stem not in exclude]
     if not items:
         raise DataError(f"{path}: no images found")
 
@@ -328,6 +332,26 @@ def skipped_summary(faces: LabelledFaces, total: int | None = None) -> str | Non
     total = total or len(faces) + len(faces.skipped)
     shown = "; ".join(faces.skipped[:3]) + ("; ..." if len(faces.skipped) > 3 else "")
     return f"skipped {len(faces.skipped)} of {total}: {shown}"
+
+
+def read_exclusions(path: str | os.PathLike) -> frozenset[str]:
+    """The image stems listed in a text file (one per line; a file name's image extension is
+    dropped; ``#`` starts a comment): faces to leave out, e.g. ones whose labels are wrong.
+
+    Raises:
+        DataError: the file cannot be read.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read the exclusion list ({err})") from err
+    stems = set()
+    for line in text.splitlines():
+        name = line.split("#", 1)[0].strip()
+        if name:
+            stems.add(name[: -len(Path(name).suffix)] if Path(name).suffix.lower()
+                      in IMAGE_EXTENSIONS else name)
+    return frozenset(stems)
 
 
 def read_attributes(path: str | os.PathLike) -> dict[str, dict[str, str]]:

@@ -24,7 +24,13 @@ import numpy as np
 
 from fas_tf import cli
 from fas_tf.augment import center_crop_offset
-from fas_tf.data import load_faces, parse_sets, read_attributes, stems_in_sets
+from fas_tf.data import (
+    load_faces,
+    parse_sets,
+    read_attributes,
+    read_exclusions,
+    stems_in_sets,
+)
 from fas_tf.framing import framed_crops
 from fas_tf.inference import load_landmarker, recrop
 from fas_tf.metrics import (
@@ -145,12 +151,14 @@ def evaluate_model(
     flip: bool = False,
     refine: int = 0,
     upright: bool = False,
+    exclude: str | None = None,
 ) -> tuple[dict, list[str]]:
     """Evaluate a model file on a dataset; returns (metrics, skipped-sample lines).
 
     ``flip``: test-time flip (:class:`fas_tf.inference.FlipAveraged`). ``refine`` re-crop
     passes around the predicted landmarks, ``upright`` with the predicted eyes level
-    (:func:`fas_tf.inference.recrop`; ``upright`` alone means one pass).
+    (:func:`fas_tf.inference.recrop`; ``upright`` alone means one pass). ``exclude``: a
+    text file of image stems to leave out (:func:`fas_tf.data.read_exclusions`).
     """
     landmarker = load_landmarker(model_path, flip=flip)
     attrs = read_attributes(attributes) if attributes else {}
@@ -159,7 +167,8 @@ def evaluate_model(
         if not attrs:
             raise cli.UsageError("--sets needs --attributes with an image_set column")
         stems = stems_in_sets(attrs, sets)
-    faces = load_faces(data, input_size=landmarker.input_size, strict=strict, stems=stems)
+    faces = load_faces(data, input_size=landmarker.input_size, strict=strict, stems=stems,
+                       exclude=read_exclusions(exclude) if exclude else ())
     if landmarker.num_landmarks != faces.num_landmarks:
         raise cli.UsageError(
             f"{model_path}: the model predicts {landmarker.num_landmarks} landmarks, the data has "
@@ -193,7 +202,7 @@ def main(argv: list[str]) -> None:
     sets = parse_sets(f.sets)
     metrics, skipped = evaluate_model(
         f.model, f.data, f.attributes, sets, f.normalization, f.strict, f.flip,
-        f.refine, f.upright,
+        f.refine, f.upright, f.exclude,
     )
     if skipped:
         print(f"skipped {len(skipped)} of {len(skipped) + metrics['n']}: {skipped[0]}",
@@ -212,6 +221,7 @@ def define_flags() -> None:
     flags.DEFINE_string("data", None, "folder of images + .pts, or a landmark CSV")
     flags.DEFINE_string("attributes", None, "CSV with stem, image_set/subset and flag columns")
     flags.DEFINE_string("sets", None, "comma list of image_set values to evaluate on")
+    flags.DEFINE_string("exclude", None, "text file of image stems to leave out, one per line")
     flags.DEFINE_enum("normalization", None, list(NORMALIZATIONS), "NME normalization")
     flags.DEFINE_string("output", None, "write metrics JSON here")
     flags.DEFINE_string("plot", None, "write a CED plot PNG here")

@@ -52,6 +52,7 @@ class TrainConfig:
     attributes: str | None = None
     train_sets: list[str] = field(default_factory=list)
     val_sets: list[str] = field(default_factory=list)
+    exclude: str | None = None
     teacher: str = "auto"
     teacher_weights: str | None = None
     regularizers: str = "cls,feat,sa,ca"
@@ -262,7 +263,13 @@ def _teacher_line(teacher) -> str:
 
 
 def _load_sets(config: TrainConfig, log=print):
-    from fas_tf.data import load_faces, read_attributes, skipped_summary, stems_in_sets
+    from fas_tf.data import (
+        load_faces,
+        read_attributes,
+        read_exclusions,
+        skipped_summary,
+        stems_in_sets,
+    )
     from fas_tf.demo import demo_dirs
 
     train_path, val_path = config.data, config.val_data
@@ -274,12 +281,16 @@ def _load_sets(config: TrainConfig, log=print):
     if (config.train_sets or config.val_sets) and not attrs:
         raise cli.UsageError("--train_sets/--val_sets need --attributes with an image_set column")
 
+    exclude = read_exclusions(config.exclude) if config.exclude else frozenset()
+    if exclude:
+        log(f"data: leaving out the {len(exclude)} faces listed in {config.exclude}")
+
     def stems(sets):
         return stems_in_sets(attrs, sets) if sets else None
 
     train = load_faces(
         train_path, config.input_size, config.strict, config.train_limit, config.seed,
-        stems=stems(config.train_sets), upright=config.upright,
+        stems=stems(config.train_sets), upright=config.upright, exclude=exclude,
     )
     if (line := skipped_summary(train)) is not None:
         print(line, file=sys.stderr, flush=True)
@@ -289,7 +300,7 @@ def _load_sets(config: TrainConfig, log=print):
     if val_path is not None:
         val = load_faces(
             val_path, config.input_size, config.strict, stems=stems(config.val_sets),
-            num_landmarks=train.num_landmarks,
+            num_landmarks=train.num_landmarks, exclude=exclude,
         )
         if (line := skipped_summary(val)) is not None:
             print(line, file=sys.stderr, flush=True)
@@ -824,7 +835,8 @@ def config_from_flags() -> TrainConfig:
     f = flags.FLAGS
     return TrainConfig(
         output_dir=f.output_dir, data=f.data, val_data=f.val_data, attributes=f.attributes,
-        train_sets=parse_sets(f.train_sets), val_sets=parse_sets(f.val_sets), teacher=f.teacher,
+        train_sets=parse_sets(f.train_sets), val_sets=parse_sets(f.val_sets), exclude=f.exclude,
+        teacher=f.teacher,
         teacher_weights=f.teacher_weights, regularizers=f.regularizers,
         lambda_cls=f.lambda_cls, lambda_feat=f.lambda_feat, lambda_sa=f.lambda_sa,
         lambda_ca=f.lambda_ca, distill_from=f.distill_from, lambda_distill=f.lambda_distill,
@@ -849,6 +861,8 @@ def define_flags() -> None:
     flags.DEFINE_string("attributes", None, "attributes CSV (stem, image_set, ...) for *_sets")
     flags.DEFINE_string("train_sets", None, "comma list of image_set values to train on")
     flags.DEFINE_string("val_sets", None, "comma list of image_set values to validate on")
+    flags.DEFINE_string("exclude", None, "text file of image stems to leave out of training and "
+                        "validation, one per line (e.g. faces whose labels are wrong)")
     flags.DEFINE_enum("teacher", d.teacher, list(TEACHER_CHOICES), "teacher network")
     flags.DEFINE_string("teacher_weights", None, "teacher weights file, or 'random' (tests)")
     flags.DEFINE_string("regularizers", d.regularizers, "comma list of cls,feat,sa,ca or none")

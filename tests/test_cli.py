@@ -167,16 +167,23 @@ def test_evaluate_cli_reports_and_writes(trained_run, demo_faces, tmp_path):
     assert len(metrics["per_landmark"]) == 68 and metrics["n"] == 12
     assert (tmp_path / "ced.png").read_bytes()[:4] == b"\x89PNG"
     assert metrics["flip"] is False
+    (tmp_path / "wrong_labels.txt").write_text("demo_0002.jpg\ndemo_0005  # off the face\n")
     flipped = run(
         "fas_tf.evaluate", f"--model={out / 'student.keras'}", f"--data={demo_faces}", "--flip",
         "--upright", f"--output={tmp_path / 'flip.json'}",
+        f"--exclude={tmp_path / 'wrong_labels.txt'}",
     )
     assert flipped.returncode == 0, flipped.stderr[-2000:]
     with_flip = json.loads((tmp_path / "flip.json").read_text())
-    assert with_flip["flip"] is True and with_flip["n"] == 12
+    assert with_flip["flip"] is True and with_flip["n"] == 10
+    assert set(metrics["images"]) - set(with_flip["images"]) == {"demo_0002", "demo_0005"}
     assert with_flip["upright"] is True and with_flip["refine"] == 1
     assert metrics["upright"] is False and metrics["refine"] == 0
-    assert with_flip["per_face"] != metrics["per_face"]  # other crops were used
+    plain = dict(zip(metrics["images"], metrics["per_face"], strict=True))
+    assert with_flip["per_face"] != [plain[s] for s in with_flip["images"]]  # other crops
+    missing = run("fas_tf.evaluate", f"--model={out / 'student.keras'}", f"--data={demo_faces}",
+                  f"--exclude={tmp_path / 'nope.txt'}")
+    assert_one_line_error(missing, "nope.txt: cannot read the exclusion list")
 
 
 def test_existing_run_needs_resume(trained_run, demo_faces):

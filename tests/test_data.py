@@ -1,5 +1,7 @@
 """Readers, sample checks, flipping, augmentation consistency, heatmap round trip."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -286,3 +288,25 @@ def test_train_upright_cuts_only_the_training_faces(demo_faces):
     train, val = _load_sets(config, log=lambda *_: None)
     assert np.abs(eye_angles(train.landmarks)).max() < 1e-3
     assert np.abs(eye_angles(val.landmarks)).max() > 15.0  # validation: framing-rule crops
+
+
+def test_excluded_faces_leave_training_validation_and_the_list_file_is_checked(
+    tmp_path, demo_faces
+):
+    from fas_tf.data import read_exclusions
+    from fas_tf.train import TrainConfig, _load_sets
+
+    listed = tmp_path / "label_errors.txt"
+    listed.write_text("# wrong labels\ndemo_0003.jpg\n\n  demo_0007  # off the face\nnot_there\n")
+    assert read_exclusions(listed) == {"demo_0003", "demo_0007", "not_there"}
+    config = TrainConfig(data=str(demo_faces), val_data=str(demo_faces), input_size=64,
+                         exclude=str(listed))
+    lines = []
+    train, val = _load_sets(config, log=lines.append)
+    names = {p.name for p in demo_faces.glob("demo_*.jpg")}
+    for faces in (train, val):
+        kept = {Path(p).name for p in faces.paths}
+        assert kept == names - {"demo_0003.jpg", "demo_0007.jpg"} and len(kept) == 10
+    assert lines == [f"data: leaving out the 3 faces listed in {listed}"]
+    with pytest.raises(DataError, match=r"missing\.txt: cannot read the exclusion list"):
+        read_exclusions(tmp_path / "missing.txt")
