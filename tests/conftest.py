@@ -44,11 +44,16 @@ def tiny_teacher():
 
 
 def tiny_student(
-    num_landmarks: int = 68, input_size: int = 32, alpha: float = 0.35, head_channels: int = 8
+    num_landmarks: int = 68,
+    input_size: int = 32,
+    alpha: float = 0.35,
+    head_channels: int = 8,
+    batch_norm: bool = False,
 ):
     """A small student with the student's outputs (stride-4 heatmaps, ``feat_8/16/32``): a
     dozen variables instead of MobileNetV2's ~200, whose optimizer update dominates the
-    tracing of a train step on 2 cores (tests of the training machinery only)."""
+    tracing of a train step on 2 cores (tests of the training machinery only).
+    ``batch_norm``: one BatchNormalization (moving statistics to checkpoint and restore)."""
     import keras
 
     image = keras.Input((input_size, input_size, 3), name="image")
@@ -56,6 +61,8 @@ def tiny_student(
     feats = {}
     for stride, ch in ((2, 4), (4, 8), (8, 8), (16, 12), (32, 16)):
         x = keras.layers.Conv2D(ch, 3, strides=2, padding="same", activation="relu")(x)
+        if batch_norm and stride == 4:
+            x = keras.layers.BatchNormalization(momentum=0.5)(x)
         feats[stride] = x
     heatmaps = keras.layers.Conv2D(num_landmarks, 1, dtype="float32", name="heatmaps")(feats[4])
     outputs = {"heatmaps": heatmaps, **{f"feat_{s}": feats[s] for s in (8, 16, 32)}}

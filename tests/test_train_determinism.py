@@ -2,14 +2,16 @@
 
 import pytest
 
+import fas_tf.student
 import fas_tf.train as train_module
 
-from .conftest import Interrupt, killed_in_epoch, tiny_teacher
+from .conftest import Interrupt, killed_in_epoch, tiny_student, tiny_teacher
 
 
 def run(tmp_path, demo_faces, name: str, seed: int, **changes) -> str:
     config = train_module.TrainConfig(
-        output_dir=str(tmp_path / name), data=str(demo_faces), teacher="dlib", epochs=2,
+        output_dir=str(tmp_path / name), data=str(demo_faces), val_data=str(demo_faces),
+        teacher="dlib", epochs=2,
         batch_size=3, input_size=32, student="mobilenetv2", alpha=0.35, head_channels=8,
         seed=seed, verbose=0,
         train_limit=7, **changes,
@@ -19,12 +21,17 @@ def run(tmp_path, demo_faces, name: str, seed: int, **changes) -> str:
 
 
 def test_one_seed_gives_one_history_also_after_a_kill_and_resume(
-    tmp_path, demo_faces, monkeypatch, fast_student
+    tmp_path, demo_faces, monkeypatch
 ):
     monkeypatch.setattr(train_module, "select_teacher", lambda config, log: tiny_teacher())
+    # the tiny student (fast to trace) with a BatchNormalization, whose moving statistics
+    # the backup must restore too
+    monkeypatch.setattr(fas_tf.student, "build_architecture",
+                        lambda arch, *a, **k: tiny_student(*a, batch_norm=True, **k))
     straight = run(tmp_path, demo_faces, "a", seed=1)
     rows = straight.splitlines()
     assert len(rows) == 3 and "cls_loss" in rows[0] and rows[1] != rows[2]
+    assert "val_nme" in rows[0]  # inference mode: the BatchNormalization's moving statistics
 
     real_checkpoint = train_module.student_checkpoint
     monkeypatch.setattr(train_module, "student_checkpoint", killed_in_epoch(real_checkpoint))
