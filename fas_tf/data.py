@@ -349,8 +349,7 @@ def read_exclusions(path: str | os.PathLike) -> frozenset[str]:
     for line in text.splitlines():
         name = line.split("#", 1)[0].strip()
         if name:
-            stems.add(name[: -len(Path(name).suffix)] if Path(name).suffix.lower()
-                      in IMAGE_EXTENSIONS else name)
+            stems.add(Path(name).stem if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name)
     return frozenset(stems)
 
 

@@ -20,11 +20,16 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
 
 
-def run(module, *args, timeout=600):
+def python(*argv, timeout=600):
+    """``python ARGV...`` from the repository, output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=ENV,
-        timeout=timeout, cwd=REPO,
+        [sys.executable, *argv], capture_output=True, text=True, env=ENV, timeout=timeout,
+        cwd=REPO,
     )
+
+
+def run(module, *args, timeout=600):
+    return python("-m", module, *args, timeout=timeout)
 
 
 def copy_faces(src: Path, dst: Path, count: int) -> list[Path]:
@@ -212,10 +217,8 @@ def test_resume_after_kill_continues_from_last_epoch(tmp_path, demo_faces):
     proc.wait()
     done = len(history_rows(out / "history.csv"))
     assert not (out / "student.keras").exists()
-    result = subprocess.run(
-        [sys.executable, "-c", TINY_TRAIN_MAIN, f"--output_dir={out}", "--resume", "--verbose=2",
-         f"--data={demo_faces}"], capture_output=True, text=True, env=ENV, timeout=600, cwd=REPO,
-    )
+    result = python("-c", TINY_TRAIN_MAIN, f"--output_dir={out}", "--resume", "--verbose=2",
+                    f"--data={demo_faces}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Epoch {done}/12" not in result.stdout
     assert f"Epoch {done + 1}/12" in result.stdout or f"Epoch {done + 2}/12" in result.stdout
