@@ -630,26 +630,32 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill=No
     every = {"every": config.checkpoint_every, "last": config.epochs}
     callbacks = [backup_and_restore(backup, restart, **every),
                  data_starts_at_restored_epoch(initial_epoch)]
+    history_log = None
     if task.is_chief:
         cli.write_json(out / "config.json", record)
+        history_log = keras.callbacks.CSVLogger(str(out / "history.csv"), append=True)
         callbacks += [
             student_checkpoint(student, out / "checkpoints" / "student_last.keras", **every),
-            keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+            history_log,
             keras.callbacks.TensorBoard(str(out / "logs"), profile_batch=0),
         ]
     if task.workers > 1:
         callbacks.append(same_epoch_on_every_worker(strategy, backup))
     start = time.time()
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=config.epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps,  # the dataset holds every remaining epoch, one after the other
-        callbacks=callbacks,
-        verbose=config.verbose,
-        shuffle=False,  # the tf.data pipeline shuffles
-    )
+    try:
+        history = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps,  # the dataset holds every remaining epoch, one after the other
+            callbacks=callbacks,
+            verbose=config.verbose,
+            shuffle=False,  # the tf.data pipeline shuffles
+        )
+    finally:
+        if history_log is not None:
+            history_log.on_train_end()  # closes history.csv also when fit raises (idempotent)
     elapsed = time.time() - start
     metrics: dict = {
         "epochs": config.epochs,

@@ -1,11 +1,14 @@
 """Seeded runs: the same seed gives the same history, also across a kill and ``--resume``."""
 
+import functools
+
+import keras
 import pytest
 
 import fas_tf.student
 import fas_tf.train as train_module
 
-from .conftest import Interrupt, killed_in_epoch, tiny_student, tiny_teacher
+from .conftest import Interrupt, killed_in_epoch, tiny_architecture, tiny_teacher
 
 
 def run(tmp_path, demo_faces, name: str, seed: int, **changes) -> str:
@@ -27,7 +30,7 @@ def test_one_seed_gives_one_history_also_after_a_kill_and_resume(
     # the tiny student (fast to trace) with a BatchNormalization, whose moving statistics
     # the backup must restore too
     monkeypatch.setattr(fas_tf.student, "build_architecture",
-                        lambda arch, *a, **k: tiny_student(*a, batch_norm=True, **k))
+                        functools.partial(tiny_architecture, batch_norm=True))
     straight = run(tmp_path, demo_faces, "a", seed=1)
     rows = straight.splitlines()
     assert len(rows) == 3 and "cls_loss" in rows[0] and rows[1] != rows[2]
@@ -35,9 +38,18 @@ def test_one_seed_gives_one_history_also_after_a_kill_and_resume(
 
     real_checkpoint = train_module.student_checkpoint
     monkeypatch.setattr(train_module, "student_checkpoint", killed_in_epoch(real_checkpoint))
+    loggers = []
+
+    class RecordedCSVLogger(keras.callbacks.CSVLogger):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            loggers.append(self)
+
+    monkeypatch.setattr(keras.callbacks, "CSVLogger", RecordedCSVLogger)
     with pytest.raises(Interrupt):
         run(tmp_path, demo_faces, "b", seed=1)
     assert len((tmp_path / "b" / "history.csv").read_text().splitlines()) == 2
+    assert len(loggers) == 1 and loggers[0].csv_file.closed  # history.csv closed on the raise
     monkeypatch.setattr(train_module, "student_checkpoint", real_checkpoint)
     resumed = run(tmp_path, demo_faces, "b", seed=1, resume=True)
     assert resumed == straight
