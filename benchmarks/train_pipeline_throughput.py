@@ -4,9 +4,10 @@ teacher, and the teacher cache's build time and size.
     python benchmarks/train_pipeline_throughput.py [--data=../shared/data/infanface-train]
         [--train_sets=ads,youtube2] [--input_size=96] [--batch_size=16] [--epochs=4]
         [--views=16] [--build_views=16,64] [--arms=plain,facenet,facenet_cached,dlib,dlib_cached]
-        [--facenet_weights=PATH]
+        [--facenet_weights=PATH] [--student=mobilenetv2]
 
-Each arm trains the default student (MobileNetV2 0.5, head 64) with ``model.fit`` on the
+Each arm trains the student (``--student``: MobileNetV2 0.5 with head 64, the 96 px mobile
+student, or ``dlib_transfer``, the default of ``fas_tf.train``) with ``model.fit`` on the
 training pipeline of :mod:`fas_tf.train` (:func:`fas_tf.data.make_dataset`, all four
 regularizers with a teacher) for ``--epochs`` epochs; the first epoch (tracing) is dropped and
 images/s is faces / median epoch time of the others. Cached arms replay ``--views`` views per
@@ -32,7 +33,7 @@ from fas_tf.data import load_faces, make_dataset, read_attributes, stems_in_sets
 from fas_tf.landmarks import layout_for
 from fas_tf.model import RegularizedLandmarkModel
 from fas_tf.regularizers import NAMES
-from fas_tf.student import build_architecture
+from fas_tf.student import ARCHITECTURES, build_architecture
 from fas_tf.teacher_cache import load_or_build
 from fas_tf.teachers import build_teacher
 
@@ -46,6 +47,7 @@ flags.DEFINE_string("build_views", "16,64", "cache sizes whose build is timed, p
 flags.DEFINE_string("arms", "plain,facenet,facenet_cached,dlib,dlib_cached", "arms to time")
 flags.DEFINE_string("facenet_weights", None, "FaceNet .h5 (default: the fetched 128-D one)")
 flags.DEFINE_integer("seed", 0, "seed")
+flags.DEFINE_enum("student", "mobilenetv2", list(ARCHITECTURES), "student network of every arm")
 FLAGS = flags.FLAGS
 
 
@@ -62,7 +64,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 def measure(name, teacher, cache, faces, layout) -> dict:
     keras.utils.set_random_seed(FLAGS.seed)
-    student = build_architecture("mobilenetv2", layout.num_landmarks, FLAGS.input_size, 0.5, 64)
+    student = build_architecture(FLAGS.student, layout.num_landmarks, FLAGS.input_size, 0.5, 64)
     model = RegularizedLandmarkModel(student, teacher)
     model.compile(keras.optimizers.AdamW(1e-3), regularizers=NAMES if teacher else None)
     model.use_teacher_cache(cache)
@@ -115,8 +117,8 @@ def main(argv):
     finally:
         shutil.rmtree(root, ignore_errors=True)
     plain = next((r["images_per_s"] for r in rows if r["arm"] == "plain"), None)
-    print(f"\n{len(faces)} faces, input {FLAGS.input_size}, batch {FLAGS.batch_size}, "
-          f"{FLAGS.epochs - 1} timed epochs per arm")
+    print(f"\n{FLAGS.student} student, {len(faces)} faces, input {FLAGS.input_size}, "
+          f"batch {FLAGS.batch_size}, {FLAGS.epochs - 1} timed epochs per arm")
     print(f"{'arm':16s} {'views':>5s} {'images/s':>9s} {'vs plain':>9s}")
     for r in rows:
         ratio = f"{r['images_per_s'] / plain:.2f}x" if plain else "-"
