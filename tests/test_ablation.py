@@ -207,6 +207,22 @@ def test_report_compares_weighted_arms_with_the_replay_control(tmp_path):
     assert "`facenet_all λ=0` − `facenet_all λ=0`" not in md
 
 
+def test_report_answers_the_questions_from_the_paired_differences(tmp_path):
+    docs = tmp_path / "docs"
+    _write_rows(docs, shift=-0.02, seeds=3, replay=0.005)
+    assert cli.main(["--report_only", f"--docs={docs}", f"--out={tmp_path / 'nothing'}"]) == 0
+    md = (docs / "results.md").read_text()
+    answers = md.split("## The questions, answered so far")[1].split("## How a session")[0]
+    row20 = next(line for line in answers.splitlines() if line.startswith("| 20 |"))
+    # vs none -2.00 and vs the replay control -2.50 (both lower); vs the random control ~0
+    cells = row20.split(" | ")
+    assert cells[1].startswith("-2.00 (") and cells[1].endswith("lower [3]")
+    assert "no difference shown [3]" in cells[2]
+    assert cells[3].startswith("-2.50 (") and "lower [3]" in cells[3]
+    assert "| 80 | " in answers and "no paired rows yet" in answers  # N=80 has no rows
+    assert "| 40 | `facenet_cls λ=1` | no paired rows yet | no paired rows yet |" in answers
+
+
 def test_bootstrap_finds_a_known_shift_and_no_shift_in_noise():
     rng = np.random.default_rng(0)
     shifted = -0.02 + rng.normal(0, 0.01, (3, 51))

@@ -14,7 +14,7 @@ import numpy as np
 
 from fas_tf.cli import atomic_path
 
-from .arms import ARMS, CONTROLS, REPO, TRAIN_SETS, VAL_SETS
+from .arms import ARMS, CONTROLS, LAMBDA, REGULARIZERS, REPO, SIZES, TRAIN_SETS, VAL_SETS
 from .collect import (
     ROWS_SUBDIR,
     SUBSET_FLAGS,
@@ -229,6 +229,64 @@ def _setting_section(rows: list[dict], faces: dict[int, dict[str, float]], rows_
     return md
 
 
+def _verdict(iv: Interval) -> str:
+    """One table cell: the paired difference, its interval and what it shows."""
+    shown = ("lower" if iv.hi < 0 else "higher") if iv.excludes_zero else "no difference shown"
+    return (f"{iv.mean * 100:+.2f} ({iv.lo * 100:+.2f} to {iv.hi * 100:+.2f}), {shown}"
+            f"{', faces only' if iv.seeds == 1 else ''}")
+
+
+def _answers(rows: list[dict], faces: dict[int, dict[str, float]], teacher: str = "facenet",
+             max_n: int = 80) -> list[str]:
+    """The issue's two questions answered from the paired differences so far, per setting
+    with rows of ``{teacher}_all`` at the default weight: does the real teacher lower NME at
+    N <= ``max_n`` against no teacher, its random control and the replay control, and which
+    single regularizers do."""
+    lam = LAMBDA
+    full = f"{teacher}_all"
+    name = {"facenet": "FaceNet"}.get(teacher, teacher)
+    sizes = [n for n in SIZES if n <= max_n]
+    md = ["## The questions, answered so far", "",
+          f"Paired differences in NME (points of %, arm − reference, 95 % interval; "
+          f"\"lower\" means the teacher arm is better) at N ≤ {max_n}, all regularizers at "
+          f"λ={lam:g}; every cell is from the tables below.", ""]
+    answered = False
+    for schedule, student in sorted({setting_of(r) for r in rows}):
+        grid = [r for r in rows if setting_of(r) == (schedule, student) and not r["fold"]]
+        if not any(_arm_key(r) == (full, lam) for r in grid):
+            continue
+        answered = True
+        diffs = {(d["a"], d["b"], d["n"]): d["iv"] for d in comparisons(grid, faces)}
+        label = arm_label({"config": full, "lambda": lam})
+
+        def cell(a: str, b: str | None, n: int, diffs=diffs) -> str:
+            iv = diffs.get((a, b, n))
+            return _verdict(iv) + f" [{iv.seeds}]" if iv else "no paired rows yet"
+
+        replay = next((arm_label({"config": c, "lambda": 0.0})
+                       for c in (full, *sorted({r["config"] for r in grid}))
+                       if any(_arm_key(r) == (c, 0.0) for r in grid)), None)
+        control = arm_label({"config": CONTROLS[full], "lambda": lam})
+        md += [f"Schedule `{schedule}`, student `{student}` ([seeds] in brackets).", "",
+               f"**Does the real {name} teacher (`{label}`) lower NME?**", "",
+               f"| N | − `none` | − `{control}` (random weights) | − "
+               f"{f'`{replay}` (replay control)' if replay else 'replay control'} |",
+               "|---|---|---|---|"]
+        md += [f"| {n} | {cell(label, 'none', n)} | {cell(label, control, n)} | "
+               f"{cell(label, replay, n)} |" for n in sizes]
+        md += ["", f"**Which of the four regularizers carry it?** Each alone, λ={lam:g}:", "",
+               "| N | arm | − `none` | − replay control |", "|---|---|---|---|"]
+        for n in sizes:
+            for r in REGULARIZERS:
+                a = arm_label({"config": f"{teacher}_{r}", "lambda": lam})
+                md.append(f"| {n} | `{a}` | {cell(a, 'none', n)} | "
+                          f"{cell(a, replay, n)} |")
+        md.append("")
+    if not answered:
+        md += [f"No `{full}` rows yet: neither question is answered.", ""]
+    return md
+
+
 def _cv_section(cv: list[dict]) -> list[str]:
     md = ["## 3-fold cross-validation by batch (train on two batches, test on the third)", "",
           "| config | schedule | student | test batch | seeds | NME (%) | FR@0.10 (%) | AUC@0.10 |",
@@ -280,6 +338,7 @@ def write_report(docs: Path, progress: list[str], estimate: list[str],
         "[accuracy.md](accuracy.md); this report is the teacher-regularizer ablation on the "
         "MobileNetV2 student.",
         "",
+        *_answers(rows, faces),
         "## How a session advances the grid",
         "",
         "Each finished run appends one row (and a per-face file) to the committed "
