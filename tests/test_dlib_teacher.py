@@ -11,8 +11,8 @@ import pytest
 from fas_tf import dlib_resnet as dr
 from fas_tf import teachers
 
-REPO = Path(__file__).resolve().parents[1]
-INFANFACE = REPO.parent / "shared" / "data" / "infanface-train"
+from .conftest import INFANFACE
+
 NUM_CHIPS = 24
 
 needs_dat = pytest.mark.skipif(

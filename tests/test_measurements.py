@@ -19,7 +19,8 @@ from fas_tf import measurements as M
 from fas_tf.errors import UsageError
 from fas_tf.landmarks import layout_for
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "infanface-train"
+from .conftest import INFANFACE as DATA
+
 REAL_STEMS = ("ads_19920.Still075", "ads_1072.Still005", "youtube2_016")
 
 
