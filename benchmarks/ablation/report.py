@@ -60,6 +60,14 @@ def _faces_by_seed(rows: Iterable[dict], faces: dict[int, dict[str, float]],
             and _arm_key(r) == (config, lam) and faces.get(id(r))}
 
 
+def replay_control(config: str, arms: Iterable[tuple[str, float | None]]
+                   ) -> tuple[str, float] | None:
+    """The replay control a weighted arm of ``config`` is compared with: the same config at
+    lambda 0 if it ran, else the first lambda-0 arm in arm order, else None."""
+    replay = sorted((k for k in arms if k[1] == 0), key=lambda k: arm_order(k[0]))
+    return (config, 0.0) if (config, 0.0) in replay else (replay[0] if replay else None)
+
+
 def comparisons(rows: list[dict], faces: dict[int, dict[str, float]]) -> list[dict]:
     """Paired differences of one setting's grid rows, per N: every arm vs ``none``, every
     pretrained teacher vs its random control (same lambda) and every weighted arm vs the replay
@@ -68,12 +76,11 @@ def comparisons(rows: list[dict], faces: dict[int, dict[str, float]]) -> list[di
     out = []
     arms = sorted({_arm_key(r) for r in rows if not r["fold"]},
                   key=lambda k: (arm_order(k[0]), k[1] or 0.0))
-    replay = [k for k in arms if k[1] == 0]
     for n in sorted({r["n"] for r in rows if not r["fold"]}):
         pairs = [((c, lam), ("none", None)) for c, lam in arms if c != "none"]
         pairs += [((c, lam), (CONTROLS[c], lam)) for c, lam in arms if c in CONTROLS]
-        pairs += [((c, lam), (c, 0.0) if (c, 0.0) in replay else replay[0])
-                  for c, lam in arms if replay and lam]
+        pairs += [((c, lam), ref) for c, lam in arms
+                  if lam and (ref := replay_control(c, arms))]
         for a, b in pairs:
             m, _, _ = paired_matrix(_faces_by_seed(rows, faces, *a, n),
                                     _faces_by_seed(rows, faces, *b, n))
@@ -263,24 +270,27 @@ def _answers(rows: list[dict], faces: dict[int, dict[str, float]], teacher: str 
             iv = diffs.get((a, b, n))
             return _verdict(iv) + f" [{iv.seeds}]" if iv else "no paired rows yet"
 
-        replay = next((arm_label({"config": c, "lambda": 0.0})
-                       for c in (full, *sorted({r["config"] for r in grid}))
-                       if any(_arm_key(r) == (c, 0.0) for r in grid)), None)
+        arms = {_arm_key(r) for r in grid}
+
+        def replay(config: str, arms=arms) -> str | None:
+            ref = replay_control(config, arms)
+            return arm_label({"config": ref[0], "lambda": ref[1]}) if ref else None
+
         control = arm_label({"config": CONTROLS[full], "lambda": lam})
         md += [f"Schedule `{schedule}`, student `{student}` ([seeds] in brackets).", "",
                f"**Does the real {name} teacher (`{label}`) lower NME?**", "",
                f"| N | − `none` | − `{control}` (random weights) | − "
-               f"{f'`{replay}` (replay control)' if replay else 'replay control'} |",
+               f"{f'`{replay(full)}` (replay control)' if replay(full) else 'replay control'} |",
                "|---|---|---|---|"]
         md += [f"| {n} | {cell(label, 'none', n)} | {cell(label, control, n)} | "
-               f"{cell(label, replay, n)} |" for n in sizes]
+               f"{cell(label, replay(full), n)} |" for n in sizes]
         md += ["", f"**Which of the four regularizers carry it?** Each alone, λ={lam:g}:", "",
                "| N | arm | − `none` | − replay control |", "|---|---|---|---|"]
         for n in sizes:
             for r in REGULARIZERS:
                 a = arm_label({"config": f"{teacher}_{r}", "lambda": lam})
                 md.append(f"| {n} | `{a}` | {cell(a, 'none', n)} | "
-                          f"{cell(a, replay, n)} |")
+                          f"{cell(a, replay(f'{teacher}_{r}'), n)} |")
         md.append("")
     if not answered:
         md += [f"No `{full}` rows yet: neither question is answered.", ""]
