@@ -170,12 +170,14 @@ def _arms_table() -> list[str]:
 
 
 def _setting_section(rows: list[dict], faces: dict[int, dict[str, float]], rows_dir: Path,
-                     schedule: str, student: str, summary_out: list[dict]) -> list[str]:
+                     schedule: str, student: str, summary_out: list[dict],
+                     diffs: list[dict]) -> list[str]:
+    """The tables, paired differences (``diffs``: :func:`comparisons` of these rows) and plot
+    of one (schedule, student)."""
     grid = [r for r in rows if not r["fold"]]
     if not grid:
         return []
     points = nme_intervals(grid, faces)
-    diffs = comparisons(grid, faces)
     summary_out += [{"schedule": schedule, "student": student, **p,
                      "nme_lo": p["iv"].lo if p["iv"] else None,
                      "nme_hi": p["iv"].hi if p["iv"] else None} for p in points]
@@ -243,10 +245,11 @@ def _verdict(iv: Interval) -> str:
             f"{', faces only' if iv.seeds == 1 else ''}")
 
 
-def _answers(rows: list[dict], faces: dict[int, dict[str, float]], teacher: str = "facenet",
-             max_n: int = 80) -> list[str]:
-    """The issue's two questions answered from the paired differences so far, per setting
-    with rows of ``{teacher}_all`` at the default weight: does the real teacher lower NME at
+def _answers(rows: list[dict], diffs_by_setting: dict[tuple[str, str], list[dict]],
+             teacher: str = "facenet", max_n: int = 80) -> list[str]:
+    """The issue's two questions answered from the paired differences so far
+    (``diffs_by_setting``: :func:`comparisons` per (schedule, student)), per setting with
+    rows of ``{teacher}_all`` at the default weight: does the real teacher lower NME at
     N <= ``max_n`` against no teacher, its random control and the replay control, and which
     single regularizers do."""
     lam = LAMBDA
@@ -263,7 +266,8 @@ def _answers(rows: list[dict], faces: dict[int, dict[str, float]], teacher: str 
         if not any(_arm_key(r) == (full, lam) for r in grid):
             continue
         answered = True
-        diffs = {(d["a"], d["b"], d["n"]): d["iv"] for d in comparisons(grid, faces)}
+        diffs = {(d["a"], d["b"], d["n"]): d["iv"]
+                 for d in diffs_by_setting[(schedule, student)]}
         label = arm_label({"config": full, "lambda": lam})
 
         def cell(a: str, b: str | None, n: int, diffs=diffs) -> str:
@@ -277,13 +281,14 @@ def _answers(rows: list[dict], faces: dict[int, dict[str, float]], teacher: str 
             return arm_label({"config": ref[0], "lambda": ref[1]}) if ref else None
 
         control = arm_label({"config": CONTROLS[full], "lambda": lam})
+        full_replay = replay(full)
         md += [f"Schedule `{schedule}`, student `{student}` ([seeds] in brackets).", "",
                f"**Does the real {name} teacher (`{label}`) lower NME?**", "",
                f"| N | − `none` | − `{control}` (random weights) | − "
-               f"{f'`{replay(full)}` (replay control)' if replay(full) else 'replay control'} |",
+               f"{f'`{full_replay}` (replay control)' if full_replay else 'replay control'} |",
                "|---|---|---|---|"]
         md += [f"| {n} | {cell(label, 'none', n)} | {cell(label, control, n)} | "
-               f"{cell(label, replay(full), n)} |" for n in sizes]
+               f"{cell(label, full_replay, n)} |" for n in sizes]
         md += ["", f"**Which of the four regularizers carry it?** Each alone, λ={lam:g}:", "",
                "| N | arm | − `none` | − replay control |", "|---|---|---|---|"]
         for n in sizes:
@@ -335,6 +340,8 @@ def write_report(docs: Path, progress: list[str], estimate: list[str],
     docs.mkdir(parents=True, exist_ok=True)
     settings = sorted({setting_of(r) for r in rows},
                       key=lambda s: -sum(setting_of(r) == s for r in rows))
+    diffs = {s: comparisons([r for r in rows if setting_of(r) == s and not r["fold"]], faces)
+             for s in settings}  # paired differences, for the answers and each setting's section
     md = [
         "# Limited-data ablation: teacher regularizers on InfAnFace",
         "",
@@ -348,7 +355,7 @@ def write_report(docs: Path, progress: list[str], estimate: list[str],
         "[accuracy.md](accuracy.md); this report is the teacher-regularizer ablation on the "
         "MobileNetV2 student.",
         "",
-        *_answers(rows, faces),
+        *_answers(rows, diffs),
         "## How a session advances the grid",
         "",
         "Each finished run appends one row (and a per-face file) to the committed "
@@ -384,7 +391,8 @@ def write_report(docs: Path, progress: list[str], estimate: list[str],
     summary: list[dict] = []
     for schedule, student in settings:
         part = [r for r in rows if setting_of(r) == (schedule, student)]
-        md += _setting_section(part, faces, rows_dir, schedule, student, summary)
+        md += _setting_section(part, faces, rows_dir, schedule, student, summary,
+                               diffs[(schedule, student)])
     if not rows:
         md += ["**No finished runs yet**: the tables and plots appear once rows exist.", ""]
     cv = [r for r in rows if r["fold"]]
