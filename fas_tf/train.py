@@ -417,13 +417,9 @@ def backup_and_restore(backup_dir: Path, restart_hint: str, every: int = 1,
     import keras
 
     class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-        def on_epoch_end(self, epoch, logs=None):
-            self._current_epoch = epoch + 1
-            self._last_batch_seen = 0
-            if checkpoint_due(epoch + 1, every, last):
-                self._save_model()
-
-        def _save_model(self):
+        def _save_model(self):  # called by on_epoch_end after it counted the epoch
+            if not checkpoint_due(self._current_epoch, every, last):
+                return
             os.makedirs(self.backup_dir, exist_ok=True)
             with cli.atomic_path(self._weights_path, suffix=".weights.h5") as tmp:
                 self.model.save_weights(tmp, overwrite=True)
