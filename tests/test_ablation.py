@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.ablation import arms, cli, collect, runner, stats
+from benchmarks.ablation import arms, cli, collect, report, runner, stats
 
 OLD_ROWS = """\
 kind,config,n,fold,seed,epochs,student,num_train,num_val,teacher,teacher_pretrained,nme,fr_10,auc_10,fit_seconds,epoch_seconds,wall_seconds
@@ -221,6 +221,25 @@ def test_report_answers_the_questions_from_the_paired_differences(tmp_path):
     assert cells[3].startswith("-2.50 (") and "lower [3]" in cells[3]
     assert "| 80 | " in answers and "no paired rows yet" in answers  # N=80 has no rows
     assert "| 40 | `facenet_cls λ=1` | no paired rows yet | no paired rows yet |" in answers
+    # in short: what each column shows over the sizes, and which gains the intervals rule out
+    assert ("- Against `none` (no teacher): lower NME shown at N=20, 40; not compared yet at "
+            "N=80." in answers)
+    assert ("- Against `facenet_random λ=1` (random weights): no difference shown at N=20, 40, "
+            "and a gain larger than 0." in answers)
+    assert "- `facenet_sa λ=1` against `none`: no paired rows yet." in answers
+
+
+def test_in_short_names_what_each_size_shows_and_the_gain_ruled_out():
+    iv = stats.Interval
+    text = report._in_short("Against `none`", {
+        20: iv(-0.005, -0.031, 0.012, 3, 51),  # contains 0: a gain above 3.10 points ruled out
+        40: iv(-0.02, -0.03, -0.01, 2, 51),  # lower, on 2 seeds
+        80: iv(0.02, 0.01, 0.03, 3, 51),  # higher
+        159: None})
+    assert text == ("Against `none`: lower NME shown at N=40; higher NME shown at N=80; no "
+                    "difference shown at N=20, and a gain larger than 3.10 points (N=20) is "
+                    "ruled out; fewer than 3 seeds at N=40; not compared yet at N=159.")
+    assert report._in_short("x", {20: None}) == "x: no paired rows yet."
 
 
 def test_bootstrap_finds_a_known_shift_and_no_shift_in_noise():

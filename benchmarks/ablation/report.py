@@ -14,7 +14,7 @@ import numpy as np
 
 from fas_tf.cli import atomic_path
 
-from .arms import ARMS, CONTROLS, LAMBDA, REGULARIZERS, REPO, SIZES, TRAIN_SETS, VAL_SETS
+from .arms import ARMS, CONTROLS, LAMBDA, REGULARIZERS, REPO, SEEDS, SIZES, TRAIN_SETS, VAL_SETS
 from .collect import (
     ROWS_SUBDIR,
     SUBSET_FLAGS,
@@ -245,6 +245,33 @@ def _verdict(iv: Interval) -> str:
             f"{', faces only' if iv.seeds == 1 else ''}")
 
 
+def _in_short(what: str, ivs: dict[int, Interval | None]) -> str:
+    """One sentence on one comparison (``what``) over the sizes: where a difference is shown,
+    where not, and there which gains the intervals rule out."""
+    found = {n: iv for n, iv in ivs.items() if iv is not None}
+    if not found:
+        return f"{what}: no paired rows yet."
+    lower = [n for n, iv in found.items() if iv.hi < 0]
+    higher = [n for n, iv in found.items() if iv.lo > 0]
+    neither = [n for n, iv in found.items() if not iv.excludes_zero]
+    parts = []
+    if lower:
+        parts.append(f"lower NME shown at N={', '.join(map(str, lower))}")
+    if higher:
+        parts.append(f"higher NME shown at N={', '.join(map(str, higher))}")
+    if neither:
+        parts.append(f"no difference shown at N={', '.join(map(str, neither))}, and a gain "
+                     "larger than "
+                     + ", ".join(f"{-found[n].lo * 100:.2f} points (N={n})" for n in neither)
+                     + " is ruled out")
+    short = [n for n, iv in found.items() if iv.seeds < len(SEEDS)]
+    missing = [n for n, iv in ivs.items() if iv is None]
+    tail = "".join([f"; fewer than {len(SEEDS)} seeds at N={', '.join(map(str, short))}"
+                    if short else "",
+                    f"; not compared yet at N={', '.join(map(str, missing))}" if missing else ""])
+    return f"{what}: " + "; ".join(parts) + tail + "."
+
+
 def _answers(rows: list[dict], diffs_by_setting: dict[tuple[str, str], list[dict]],
              teacher: str = "facenet", max_n: int = 80) -> list[str]:
     """The issue's two questions answered from the paired differences so far
@@ -274,6 +301,9 @@ def _answers(rows: list[dict], diffs_by_setting: dict[tuple[str, str], list[dict
             iv = diffs.get((a, b, n))
             return _verdict(iv) + f" [{iv.seeds}]" if iv else "no paired rows yet"
 
+        def column(a: str, b: str, diffs=diffs) -> dict[int, Interval | None]:
+            return {n: diffs.get((a, b, n)) for n in sizes}
+
         arms = {_arm_key(r) for r in grid}
 
         def replay(config: str, arms=arms) -> str | None:
@@ -289,6 +319,10 @@ def _answers(rows: list[dict], diffs_by_setting: dict[tuple[str, str], list[dict
                "|---|---|---|---|"]
         md += [f"| {n} | {cell(label, 'none', n)} | {cell(label, control, n)} | "
                f"{cell(label, full_replay, n)} |" for n in sizes]
+        refs = {"none": "no teacher", control: "random weights", full_replay: "replay control"}
+        md += ["", "In short (\"gain\": lower NME with the teacher; 95 % intervals):", ""]
+        md += [f"- {_in_short(f'Against `{ref}` ({why})', column(label, ref))}"
+               for ref, why in refs.items() if ref]
         md += ["", f"**Which of the four regularizers carry it?** Each alone, λ={lam:g}:", "",
                "| N | arm | − `none` | − replay control |", "|---|---|---|---|"]
         for n in sizes:
@@ -296,6 +330,9 @@ def _answers(rows: list[dict], diffs_by_setting: dict[tuple[str, str], list[dict
                 a = arm_label({"config": f"{teacher}_{r}", "lambda": lam})
                 md.append(f"| {n} | `{a}` | {cell(a, 'none', n)} | "
                           f"{cell(a, replay(f'{teacher}_{r}'), n)} |")
+        singles = [arm_label({"config": f"{teacher}_{r}", "lambda": lam}) for r in REGULARIZERS]
+        md += ["", "In short:", ""]
+        md += [f"- {_in_short(f'`{a}` against `none`', column(a, 'none'))}" for a in singles]
         md.append("")
     if not answered:
         md += [f"No `{full}` rows yet: neither question is answered.", ""]
