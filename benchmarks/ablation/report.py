@@ -260,10 +260,9 @@ def _in_short(what: str, ivs: dict[int, Interval | None]) -> str:
     if higher:
         parts.append(f"higher NME shown at N={', '.join(map(str, higher))}")
     if neither:
+        gains = ", ".join(f"{max(0.0, -found[n].lo) * 100:.2f} points (N={n})" for n in neither)
         parts.append(f"no difference shown at N={', '.join(map(str, neither))}, and a gain "
-                     "larger than "
-                     + ", ".join(f"{-found[n].lo * 100:.2f} points (N={n})" for n in neither)
-                     + " is ruled out")
+                     f"larger than {gains} is ruled out")
     short = [n for n, iv in found.items() if iv.seeds < len(SEEDS)]
     missing = [n for n, iv in ivs.items() if iv is None]
     tail = "".join([f"; fewer than {len(SEEDS)} seeds at N={', '.join(map(str, short))}"
