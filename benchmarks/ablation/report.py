@@ -238,10 +238,14 @@ def _setting_section(rows: list[dict], faces: dict[int, dict[str, float]], rows_
     return md
 
 
+def _shown(iv: Interval) -> str:
+    """What a paired difference shows: ``lower``, ``higher`` or ``no difference shown``."""
+    return ("lower" if iv.hi < 0 else "higher") if iv.excludes_zero else "no difference shown"
+
+
 def _verdict(iv: Interval) -> str:
     """One table cell: the paired difference, its interval and what it shows."""
-    shown = ("lower" if iv.hi < 0 else "higher") if iv.excludes_zero else "no difference shown"
-    return (f"{iv.mean * 100:+.2f} ({iv.lo * 100:+.2f} to {iv.hi * 100:+.2f}), {shown}"
+    return (f"{iv.mean * 100:+.2f} ({iv.lo * 100:+.2f} to {iv.hi * 100:+.2f}), {_shown(iv)}"
             f"{', faces only' if iv.seeds == 1 else ''}")
 
 
@@ -251,9 +255,10 @@ def _in_short(what: str, ivs: dict[int, Interval | None]) -> str:
     found = {n: iv for n, iv in ivs.items() if iv is not None}
     if not found:
         return f"{what}: no paired rows yet."
-    lower = [n for n, iv in found.items() if iv.hi < 0]
-    higher = [n for n, iv in found.items() if iv.lo > 0]
-    neither = [n for n, iv in found.items() if not iv.excludes_zero]
+    by: dict[str, list[int]] = {}
+    for n, iv in found.items():
+        by.setdefault(_shown(iv), []).append(n)
+    lower, higher, neither = (by.get(k, []) for k in ("lower", "higher", "no difference shown"))
     parts = []
     if lower:
         parts.append(f"lower NME shown at N={', '.join(map(str, lower))}")
@@ -324,12 +329,10 @@ def _answers(rows: list[dict], diffs_by_setting: dict[tuple[str, str], list[dict
                for ref, why in refs.items() if ref]
         md += ["", f"**Which of the four regularizers carry it?** Each alone, λ={lam:g}:", "",
                "| N | arm | − `none` | − replay control |", "|---|---|---|---|"]
-        for n in sizes:
-            for r in REGULARIZERS:
-                a = arm_label({"config": f"{teacher}_{r}", "lambda": lam})
-                md.append(f"| {n} | `{a}` | {cell(a, 'none', n)} | "
-                          f"{cell(a, replay(f'{teacher}_{r}'), n)} |")
-        singles = [arm_label({"config": f"{teacher}_{r}", "lambda": lam}) for r in REGULARIZERS]
+        singles = {arm_label({"config": f"{teacher}_{r}", "lambda": lam}): replay(f"{teacher}_{r}")
+                   for r in REGULARIZERS}  # label -> its replay control
+        md += [f"| {n} | `{a}` | {cell(a, 'none', n)} | {cell(a, ref, n)} |"
+               for n in sizes for a, ref in singles.items()]
         md += ["", "In short:", ""]
         md += [f"- {_in_short(f'`{a}` against `none`', column(a, 'none'))}" for a in singles]
         md.append("")
