@@ -146,9 +146,10 @@ def test_old_rows_are_migrated_with_what_is_missing_marked(tmp_path):
 
 
 def _write_rows(docs: Path, shift: float, seeds: int, n_faces: int = 30,
-                replay: float | None = None) -> None:
+                replay: float | None = None, sweep: dict[str, float] | None = None) -> None:
     """rows.csv + per-face files: facenet_all = none + shift; facenet_random = none + noise;
-    with ``replay``, a facenet_all lambda 0 arm = none + replay."""
+    with ``replay``, a facenet_all lambda 0 arm = none + replay; ``sweep``: facenet_all at
+    further lambdas (text) = none + their shift."""
     rng = np.random.default_rng(1)
     rows_dir = docs / "ablation"
     rows = []
@@ -160,6 +161,7 @@ def _write_rows(docs: Path, shift: float, seeds: int, n_faces: int = 30,
                     ("facenet_random", "1", base + shift + noise - noise.mean())]
             if replay is not None:
                 arms.append(("facenet_all", "0", base + replay))
+            arms += [("facenet_all", lam, base + d) for lam, d in (sweep or {}).items()]
             for arm, lam, vals in arms:
                 key = (arm, lam, str(n), str(seed), "s100", "", "0.5:96:64")
                 name = f"per_face/{collect.run_name(key)}.csv"
@@ -227,6 +229,26 @@ def test_report_answers_the_questions_from_the_paired_differences(tmp_path):
     assert ("- Against `facenet_random λ=1` (random weights): no difference shown at N=20, 40, "
             "and a gain larger than 0." in answers)
     assert "- `facenet_sa λ=1` against `none`: no paired rows yet." in answers
+
+
+def test_report_answers_which_weight_when_a_teacher_arm_ran_at_several(tmp_path):
+    docs = tmp_path / "docs"
+    _write_rows(docs, shift=-0.02, seeds=3, replay=0.005)
+    assert cli.main(["--report_only", f"--docs={docs}", f"--out={tmp_path / 'nothing'}"]) == 0
+    assert "Which weight λ?" not in (docs / "results.md").read_text()  # one weight: no sweep
+    _write_rows(docs, shift=-0.02, seeds=3, replay=0.005, sweep={"0.1": 0.01, "0.3": 0.0})
+    assert cli.main(["--report_only", f"--docs={docs}", f"--out={tmp_path / 'nothing'}"]) == 0
+    answers = (docs / "results.md").read_text().split("## The questions, answered so far")[1]
+    sweep = answers.split("**Which weight λ?** `facenet_all`")[1].split("## How a session")[0]
+    rows = [line.split(" | ") for line in sweep.splitlines() if line.startswith("| 40 |")]
+    assert [r[1] for r in rows] == ["0.1", "0.3", "1"]  # every weight that ran, in order
+    # minus none: +1.00 higher, exactly 0, -2.00 lower; minus the lambda-0 replay arm: 0.5 less
+    assert rows[0][2].startswith("+1.00 (") and rows[0][2].endswith("higher [3]")
+    assert rows[1][2].startswith("+0.00 (") and "no difference shown" in rows[1][2]
+    assert rows[2][2].startswith("-2.00 (") and rows[2][2].endswith("lower [3]")
+    assert rows[0][3].startswith("+0.50 (") and rows[2][3].startswith("-2.50 (")
+    assert "- `facenet_all λ=0.1` against `none`: higher NME shown at N=20, 40." in sweep
+    assert "- `facenet_all λ=1` against `none`: lower NME shown at N=20, 40." in sweep
 
 
 def test_in_short_names_what_each_size_shows_and_the_gain_ruled_out():

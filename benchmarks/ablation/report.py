@@ -276,13 +276,41 @@ def _in_short(what: str, ivs: dict[int, Interval | None]) -> str:
     return f"{what}: " + "; ".join(parts) + tail + "."
 
 
+def _cell(iv: Interval | None) -> str:
+    """A table cell of the answers: the verdict and the number of seeds, or that none paired."""
+    return _verdict(iv) + f" [{iv.seeds}]" if iv else "no paired rows yet"
+
+
+def _weights(full: str, grid: list[dict], diffs: dict[tuple[str, str, int], Interval],
+             replay: str | None) -> list[str]:
+    """The weight sweep of one teacher arm (``full``, e.g. ``facenet_all``) in one setting's
+    ``grid``: each weight λ > 0 it ran at, minus ``none`` and minus the replay control, at every
+    N where it ran at more than one weight; nothing if it did not."""
+    weights = sorted({r["lambda"] for r in grid if r["config"] == full and r["lambda"]})
+    sizes = sorted({r["n"] for r in grid if r["config"] == full and r["lambda"]
+                    and r["lambda"] != LAMBDA})
+    if len(weights) < 2 or not sizes:
+        return []
+    labels = {w: arm_label({"config": full, "lambda": w}) for w in weights}
+    ref = f"`{replay}` (replay control)" if replay else "replay control"
+    md = [f"**Which weight λ?** `{full}` (all four terms weighted λ jointly) at each weight it "
+          "ran:", "", f"| N | λ | − `none` | − {ref} |", "|---|---|---|---|"]
+    md += [f"| {n} | {w:g} | {_cell(diffs.get((labels[w], 'none', n)))} | "
+           f"{_cell(diffs.get((labels[w], replay, n)))} |" for n in sizes for w in weights]
+    md += ["", "In short:", ""]
+    for label in labels.values():
+        ivs = {n: diffs.get((label, "none", n)) for n in sizes}
+        md.append(f"- {_in_short(f'`{label}` against `none`', ivs)}")
+    return [*md, ""]
+
+
 def _answers(rows: list[dict], diffs_by_setting: dict[tuple[str, str], list[dict]],
              teacher: str = "facenet", max_n: int = 80) -> list[str]:
-    """The issue's two questions answered from the paired differences so far
+    """The issue's questions answered from the paired differences so far
     (``diffs_by_setting``: :func:`comparisons` per (schedule, student)), per setting with
     rows of ``{teacher}_all`` at the default weight: does the real teacher lower NME at
-    N <= ``max_n`` against no teacher, its random control and the replay control, and which
-    single regularizers do."""
+    N <= ``max_n`` against no teacher, its random control and the replay control, which
+    single regularizers do, and, where a teacher arm ran at several weights, at which."""
     lam = LAMBDA
     full = f"{teacher}_all"
     name = {"facenet": "FaceNet"}.get(teacher, teacher)
@@ -302,8 +330,7 @@ def _answers(rows: list[dict], diffs_by_setting: dict[tuple[str, str], list[dict
         label = arm_label({"config": full, "lambda": lam})
 
         def cell(a: str, b: str | None, n: int, diffs=diffs) -> str:
-            iv = diffs.get((a, b, n))
-            return _verdict(iv) + f" [{iv.seeds}]" if iv else "no paired rows yet"
+            return _cell(diffs.get((a, b, n)))
 
         def column(a: str, b: str, diffs=diffs) -> dict[int, Interval | None]:
             return {n: diffs.get((a, b, n)) for n in sizes}
@@ -336,6 +363,8 @@ def _answers(rows: list[dict], diffs_by_setting: dict[tuple[str, str], list[dict
         md += ["", "In short:", ""]
         md += [f"- {_in_short(f'`{a}` against `none`', column(a, 'none'))}" for a in singles]
         md.append("")
+        for swept in CONTROLS:  # each pretrained teacher's weight sweep, if it ran
+            md += _weights(swept, grid, diffs, replay(swept))
     if not answered:
         md += [f"No `{full}` rows yet: neither question is answered.", ""]
     return md
