@@ -285,7 +285,7 @@ def _weights(full: str, grid: list[dict], diffs: dict[tuple[str, str, int], Inte
              replay: str | None) -> list[str]:
     """The weight sweep of one teacher arm (``full``, e.g. ``facenet_all``) in one setting's
     ``grid``: each weight λ > 0 it ran at, minus ``none`` and minus the replay control, at every
-    N where it ran at more than one weight; nothing if it did not."""
+    N where it ran at a weight other than the default; nothing if it ran at one weight only."""
     weights = sorted({r["lambda"] for r in grid if r["config"] == full and r["lambda"]})
     sizes = sorted({r["n"] for r in grid if r["config"] == full and r["lambda"]
                     and r["lambda"] != LAMBDA})
