@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from machine import cpu  # benchmarks/machine.py (this script runs as a file)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -94,15 +95,6 @@ def export(args: argparse.Namespace, run: Path) -> dict:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             sys.exit(f"error: export of {run}: {last}")
     return json.loads(meta.read_text())
-
-
-def cpu() -> str:
-    text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    name = re.search(r"Model name:\s*(.+)", text)
-    flags = re.search(r"Flags:\s*(.+)", text)
-    wanted = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-              if flags and f in flags.group(1).split()]
-    return f"{name.group(1).strip() if name else 'unknown CPU'} (flags: {' '.join(wanted)})"
 
 
 def main() -> None:
