@@ -2,6 +2,7 @@
 report built from rows only (training faked, except one tiny real run)."""
 
 import csv
+import dataclasses
 import os
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def test_each_finished_run_appends_one_row_and_is_never_run_again(tmp_path, monk
     monkeypatch.setattr(runner, "train_and_evaluate", _fake_train(calls, {("none", 40, 0)}))
     docs, data = tmp_path / "docs", _data(tmp_path)
     common = [f"--docs={docs}", f"--out={tmp_path / 'out'}", f"--data={data}", "--steps=31",
-              "--configs=none,facenet_all", "--sizes=20,40"]
+              "--configs=none,facenet_all", "--sizes=20,40", "--in_process"]  # the fake: here
     assert cli.main([*common, "--seeds=0"]) == 1  # one run failed: no row for it
     assert len(calls) == 4
     rows = collect.read_rows(docs / "ablation" / "rows.csv")
@@ -170,7 +171,8 @@ def _write_rows(docs: Path, shift: float, seeds: int, n_faces: int = 30,
                 rows.append({**dict(zip(collect.KEY_COLUMNS, key, strict=True)),
                              "nme": float(np.mean(vals)), "fr_10": 0.5, "auc_10": 0.1,
                              "steps": 100, "seconds": 50.0, "per_face": name,
-                             "date": "2026-11-30T01:00:00+00:00", "commit": "c0ffee"})
+                             "date": "2026-11-30T01:00:00+00:00", "commit": "c0ffee",
+                             "machine": "AMD EPYC (flags: avx2), tensorflow 2.21.0"})
     collect.write_rows(rows_dir / "rows.csv", rows)
 
 
@@ -187,7 +189,7 @@ def test_report_is_built_from_rows_and_per_face_files_only(tmp_path):
     assert ("N=20: `facenet_all λ=1` − `facenet_random λ=1` = +0.00 points NME" in md
             and "contains 0, so no difference between `facenet_all λ=1` and "
             "`facenet_random λ=1` is shown" in md)
-    assert "| 2026-11-30 | c0ffee | 18 |" in md
+    assert "| 2026-11-30 | c0ffee | AMD EPYC (flags: avx2), tensorflow 2.21.0 | 18 |" in md
     with open(docs / "ablation" / "summary.csv", newline="") as f:
         summary = list(csv.DictReader(f))
     none20 = next(s for s in summary if s["config"] == "none" and s["n"] == "20")
@@ -347,8 +349,9 @@ def test_teacher_cache_views_auto_replays_each_view_at_most_four_times():
     assert runner.command_for(key, setting).endswith("--lambdas=1 --teacher_cache=auto")
 
 
-def test_a_real_tiny_run_lands_as_a_row(tmp_path, demo_faces):
-    """One real training + evaluation (no teacher, 6 faces, 32 px, 2 steps) through run_one."""
+def test_a_real_tiny_run_lands_as_a_row_from_its_own_process(tmp_path, demo_faces):
+    """One real training + evaluation (no teacher, 6 faces, 32 px, 2 steps) through run_one in
+    a spawned process (the CLI's default); a run that fails there raises here."""
     stems = sorted(p.stem for p in demo_faces.glob("*.jpg"))
     sets = ["ads"] * 6 + ["google2"] * (len(stems) - 6)
     (tmp_path / "attributes.csv").write_text("stem,image_set,turned\n" + "".join(
@@ -356,7 +359,7 @@ def test_a_real_tiny_run_lands_as_a_row(tmp_path, demo_faces):
     setting = runner.Setting(steps=2, student="0.35:32:8", data=demo_faces,
                              attributes=tmp_path / "attributes.csv", out=tmp_path / "out",
                              rows_dir=tmp_path / "rows", verbose=0)
-    row = runner.run_one(arms.RunKey("none", 6, 0), setting, lambda m: None)
+    row = runner.run_in_child(arms.RunKey("none", 6, 0), setting)
     stored = collect.read_rows(tmp_path / "rows" / "rows.csv")
     assert len(stored) == 1 and collect.row_key(stored[0]) == (
         "none", "", "6", "0", "s2", "", "0.35:32:8")
@@ -365,4 +368,48 @@ def test_a_real_tiny_run_lands_as_a_row(tmp_path, demo_faces):
     assert sorted(faces) == stems[6:]
     assert np.mean(list(faces.values())) == pytest.approx(row["nme"], rel=1e-4)
     assert row["nme_turned"] is not None and row["teacher"] == "none"
+    assert "(flags: " in row["machine"] and ", tensorflow 2." in row["machine"]
     assert row["command"].endswith(f"--attributes={tmp_path / 'attributes.csv'}")
+    missing = dataclasses.replace(setting, data=tmp_path / "no_faces")
+    with pytest.raises(Exception, match="no_faces"):
+        runner.run_in_child(arms.RunKey("none", 6, 1), missing)
+    assert len(collect.read_rows(tmp_path / "rows" / "rows.csv")) == 1
+
+
+KILLED_RUNNER = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from benchmarks.ablation.runner import child_pool
+if __name__ == "__main__":
+    with child_pool() as pool:
+        print(pool.submit(os.getpid).result(), flush=True)
+        pool.submit(time.sleep, 120).result()
+"""
+
+
+def test_a_killed_runner_leaves_no_run_behind(tmp_path):
+    """SIGKILL of the runner ends its training process too (else it would train on alone)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "runner.py"
+    script.write_text(KILLED_RUNNER)
+    repo = str(Path(__file__).resolve().parents[1])
+    runner_process = subprocess.Popen([sys.executable, str(script), repo],
+                                      stdout=subprocess.PIPE, text=True)
+    worker = int(runner_process.stdout.readline())
+    assert worker != runner_process.pid and Path(f"/proc/{worker}").exists()
+    runner_process.send_signal(signal.SIGKILL)
+    runner_process.wait()
+    def alive() -> bool:  # neither gone nor a zombie
+        try:
+            return Path(f"/proc/{worker}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.time() + 30
+    while alive() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not alive()

@@ -30,9 +30,11 @@ third).
 Runs that outlive a session: each finished run writes its per-face errors to
 ``docs/ablation/per_face/<run>.csv`` and then appends one row to ``docs/ablation/rows.csv``
 (config, lambda, N, seed, schedule, fold, student, teacher and its sha256, epochs, steps,
-seconds, NME, FR@0.10, AUC@0.10, per-subset NME, the reproducing command, code commit, date),
-rewriting the CSV atomically. A run whose key is in ``rows.csv`` is skipped before training.
-Run folders (``--out``, scratch) only serve to resume a run killed within a session. The report
+seconds, NME, FR@0.10, AUC@0.10, per-subset NME, the reproducing command, code commit, machine,
+date), rewriting the CSV atomically. A run whose key is in ``rows.csv`` is skipped before training.
+Run folders (``--out``, scratch) only serve to resume a run killed within a session. Each run
+trains in a process of its own (``--in_process``: in the runner's, for a debugger), so memory does
+not grow run after run and a run killed for memory fails alone. The report
 (``docs/results.md``, ``docs/ablation/summary.csv`` and plots) is built from the rows only.
 
 A session advances the grid by what fits, then commits the rows::

@@ -41,7 +41,7 @@ from .collect import (
     write_rows,
 )
 from .report import write_report
-from .runner import Setting, count_sets, run_one
+from .runner import Setting, count_sets, print_log, run_in_child, run_one
 
 
 def _list(value: str | None, cast: Callable = str) -> list | None:
@@ -93,6 +93,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "ablation_runs.csv (run-folder era) to rows.csv, missing fields empty")
     p.add_argument("--report_only", action="store_true", help="only regenerate the report")
     p.add_argument("--verbose", type=int, default=2, help="Keras progress (0, 1, 2)")
+    p.add_argument("--in_process", action="store_true", help="train in this process (for a "
+                   "debugger); by default each run trains in its own process, so memory does "
+                   "not grow run after run")
     args = p.parse_args(argv)
     default_configs = [] if args.cv and args.configs is None else (
         list(QUICK_CONFIGS) if args.quick else grid_configs(args.single_teacher))
@@ -186,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                       attributes=Path(args.attributes) if args.attributes else None,
                       out=args.out, rows_dir=rows_dir, teacher_cache=args.teacher_cache,
                       verbose=args.verbose)
-    log = lambda m: print(m, flush=True)  # noqa: E731
+    log = print_log
     if args.migrate_from:
         rows = read_rows(rows_csv)
         have = {row_key(r) for r in rows}
@@ -212,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         for i, key in enumerate(todo, 1):
             log(f"--- run {i}/{len(todo)}")
             try:
-                run_one(key, setting, log)
+                if args.in_process:
+                    run_one(key, setting, log)
+                else:
+                    run_in_child(key, setting)
             except KeyboardInterrupt:
                 raise
             except Exception as err:  # keep going; the run is retried by the next invocation

@@ -28,8 +28,8 @@ KEY_COLUMNS = ("config", "lambda", "n", "seed", "schedule", "fold", "student")
 ROW_COLUMNS = [
     *KEY_COLUMNS, "teacher", "teacher_pretrained", "teacher_sha256", "regularizers",
     "teacher_cache", "epochs", "steps", "num_train", "num_val", "seconds", "nme", "fr_10",
-    "auc_10", *(f"nme_{f}" for f in SUBSET_FLAGS), "per_face", "command", "commit", "date",
-    "note",
+    "auc_10", *(f"nme_{f}" for f in SUBSET_FLAGS), "per_face", "command", "commit",
+    "machine", "date", "note",
 ]
 INT_COLUMNS = {"n", "seed", "teacher_cache", "epochs", "steps", "num_train", "num_val"}
 FLOAT_COLUMNS = {"lambda", "seconds", "nme", "fr_10", "auc_10",

@@ -386,15 +386,19 @@ def _cv_section(cv: list[dict]) -> list[str]:
 
 
 def _sessions(rows: list[dict]) -> list[str]:
-    groups: dict[tuple[str, str], int] = {}
+    groups: dict[tuple[str, str, str], int] = {}
     for r in rows:
-        k = ((r.get("date") or "")[:10] or "unknown", (r.get("commit") or "")[:12] or "unknown")
+        k = ((r.get("date") or "")[:10] or "unknown", (r.get("commit") or "")[:12] or "unknown",
+             r.get("machine") or "not recorded")
         groups[k] = groups.get(k, 0) + 1
-    md = ["## Rows per session (date, code commit)", "", "| date | commit | rows |",
-          "|---|---|---|"]
-    md += [f"| {d} | {c} | {k} |" for (d, c), k in sorted(groups.items())]
-    return md + ["", "Every row's `command` column reproduces it (rows without one were "
-                 "migrated from the run-folder era).", ""]
+    md = ["## Rows per session (date, code commit, machine)", "",
+          "| date | commit | machine | rows |", "|---|---|---|---|"]
+    md += [f"| {d} | {c} | {m} | {k} |" for (d, c, m), k in sorted(groups.items())]
+    return md + ["", "Every row's `command` column reruns it (rows without one were migrated "
+                 "from the run-folder era). A rerun gives the row's numbers bit for bit on a "
+                 "machine like the row's (`machine`: the CPU's vector flags and TensorFlow's "
+                 "version, recorded since 2026-12-01); on another CPU the float kernels differ "
+                 "and the training drifts as with another seed.", ""]
 
 
 def write_report(docs: Path, progress: list[str], estimate: list[str],

@@ -3,15 +3,22 @@ record it: per-face file, then its row in ``rows.csv``."""
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import datetime
 import math
+import multiprocessing
+import os
 import shlex
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from benchmarks.machine import cpu
 from fas_tf.data import read_attributes, stems_in_sets, steps_per_epoch
 
 from .arms import (
@@ -126,6 +133,15 @@ def code_commit() -> str:
     return head + ("-dirty" if dirty.strip() else "")
 
 
+def machine() -> str:
+    """Where a run trained: CPU, its vector flags and TensorFlow's version. A row's command
+    gives the same numbers bit for bit on a machine that matches; on another CPU the training
+    drifts (other float kernels), as another seed would."""
+    import tensorflow as tf
+
+    return f"{cpu()}, tensorflow {tf.__version__}"
+
+
 def command_for(key: RunKey, setting: Setting) -> str:
     """The command that runs exactly this run (with ``--docs`` of a fresh folder it reruns it
     even when the row exists)."""
@@ -169,6 +185,7 @@ def build_row(key: RunKey, setting: Setting, result: dict, per_face: str) -> dic
         **{f"nme_{f}": float(subsets[f]["nme"]) if f in subsets else None
            for f in SUBSET_FLAGS},
         "per_face": per_face, "command": command_for(key, setting), "commit": code_commit(),
+        "machine": machine(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "note": "resumed after a kill: seconds are of the last part only"
         if result.get("resumed") else "",
@@ -188,3 +205,39 @@ def run_one(key: RunKey, setting: Setting, log: Callable[[str], None]) -> dict:
         f"AUC@0.10 {row['auc_10']:.3f} n={row['num_val']}, {row['seconds'] / 60:.1f} min: "
         f"row added to {setting.rows_dir / 'rows.csv'}")
     return row
+
+
+def print_log(message: str) -> None:
+    """The runner's log line (stdout, flushed); picklable, for :func:`run_in_child`."""
+    print(message, flush=True)
+
+
+def _die_with(parent: int) -> None:
+    """In a child process: be killed (SIGTERM) when the runner ``parent`` dies, whatever killed
+    it (Linux ``PR_SET_PDEATHSIG``; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the runner died before the call
+            os._exit(1)
+
+
+def child_pool() -> ProcessPoolExecutor:
+    """One spawned worker process that dies with this one (a killed runner leaves no training
+    behind)."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding TF threads
+    return ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_die_with,
+                               initargs=(os.getpid(),))
+
+
+def run_in_child(key: RunKey, setting: Setting) -> dict:
+    """:func:`run_one` in a fresh process (:func:`child_pool`); returns its row, re-raises its
+    error.
+
+    Keras keeps each training's traced step, and with it the teacher cache's constants, alive
+    in the process for good (``clear_session`` does not free them), so one process training
+    run after run grows by a cache per run until the OS kills it. A process per run gives the
+    memory back when the run ends; a run that dies (out of memory) fails alone
+    (``BrokenProcessPool``) and the invocation goes on with the next one.
+    """
+    with child_pool() as pool:
+        return pool.submit(run_one, key, setting, print_log).result()
