@@ -99,6 +99,55 @@ def test_each_finished_run_appends_one_row_and_is_never_run_again(tmp_path, monk
     assert calls == [("none", 20, 0, None)]
 
 
+def test_rerun_runs_rows_again_into_reruns_csv_once_per_machine(tmp_path, monkeypatch):
+    calls: list = []
+    folders: list = []
+    fake = _fake_train(calls)
+    shift = {"machine A": 0.0, "machine B": 0.01}
+    here = {"name": "machine A"}
+
+    def train(key, run_dir, setting, log):  # machine B's kernels drift by a point
+        folders.append(run_dir.name)
+        result = fake(key, run_dir, setting, log)
+        ev = result["eval"]
+        ev["per_face"] = [v + shift[here["name"]] for v in ev["per_face"]]
+        ev["nme"] = float(np.mean(ev["per_face"]))
+        return result
+
+    monkeypatch.setattr(runner, "train_and_evaluate", train)
+    monkeypatch.setattr(runner, "machine", lambda: here["name"])
+    monkeypatch.setattr(cli, "machine", lambda: here["name"])
+    docs, data = tmp_path / "docs", _data(tmp_path)
+    common = [f"--docs={docs}", f"--out={tmp_path / 'out'}", f"--data={data}", "--steps=31",
+              "--configs=none", "--seeds=0", "--in_process"]
+    assert cli.main([*common, "--sizes=20"]) == 0
+    rows_csv = docs / "ablation" / "rows.csv"
+    before = rows_csv.read_bytes()
+    calls.clear()
+    assert cli.main([*common, "--sizes=20,40", "--rerun"]) == 0  # N=40 has no row to rerun
+    assert calls == [("none", 20, 0, None)] and rows_csv.read_bytes() == before
+    assert folders[-1] != folders[0]  # a rerun never resumes its row's run folder
+    reruns = collect.read_rows(docs / "ablation" / "reruns.csv")
+    assert len(reruns) == 1 and reruns[0]["machine"] == "machine A"
+    assert reruns[0]["command"].endswith("--rerun")
+    assert reruns[0]["per_face"] == ("per_face/reruns/none_n20_seed0_s31_0.5-96-64."
+                                     f"{collect.machine_tag('machine A')}.csv")
+    calls.clear()
+    assert cli.main([*common, "--sizes=20", "--rerun"]) == 0  # done on this machine
+    assert calls == []
+    here["name"] = "machine B"
+    assert cli.main([*common, "--sizes=20", "--rerun"]) == 0
+    assert calls == [("none", 20, 0, None)]
+    assert len(collect.read_rows(docs / "ablation" / "reruns.csv")) == 2
+    md = (docs / "results.md").read_text()
+    assert ("| none_n20_seed0_s31_0.5-96-64 | machine A | machine A | 10.88 | 10.88 | +0.00 "
+            "| 8/8 |") in md
+    assert ("| none_n20_seed0_s31_0.5-96-64 | machine A | machine B | 10.88 | 11.88 | +1.00 "
+            "| 0/8 |") in md
+    assert "- 1 of 2 reruns give their row's error on every face." in md
+    assert "- The other 1 do not: rerun − row +1.00 points on average, from +1.00 to +1.00" in md
+
+
 def test_rows_csv_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     path = tmp_path / "rows.csv"
     first = {"config": "none", "n": 20, "seed": 0, "schedule": "s30", "nme": 0.1234567891}
@@ -413,3 +462,12 @@ def test_a_killed_runner_leaves_no_run_behind(tmp_path):
     while alive() and time.time() < deadline:
         time.sleep(0.2)
     assert not alive()
+
+
+def test_machine_names_the_cpu_and_the_kernel_settings(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    plain = runner.machine()
+    assert " CPUs (flags: " in plain and ", tensorflow 2." in plain and "ONEDNN" not in plain
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert runner.machine() == plain + ", ONEDNN_MAX_CPU_ISA=AVX2"

@@ -37,6 +37,11 @@ trains in a process of its own (``--in_process``: in the runner's, for a debugge
 not grow run after run and a run killed for memory fails alone. The report
 (``docs/results.md``, ``docs/ablation/summary.csv`` and plots) is built from the rows only.
 
+Reruns: ``--rerun`` runs asked runs that are in ``rows.csv`` again on this machine and records
+them in ``docs/ablation/reruns.csv`` (per-face files under ``per_face/reruns/``), once per run
+and machine; the report compares each with its row. A rerun on a matching machine gives the
+row's numbers bit for bit; on other CPU kernels training drifts as with another seed.
+
 A session advances the grid by what fits, then commits the rows::
 
     python benchmarks/ablation --configs=none,facenet_all,facenet_random --sizes=20,40 \\
@@ -51,7 +56,7 @@ Other invocations::
     python benchmarks/ablation --cv=none,facenet_all  # CV by batch
     python benchmarks/ablation --report_only          # rebuild the report from rows.csv
     python benchmarks/ablation --quick                # small check, report in docs/quick
-    <a row's command> --docs=/tmp/rerun               # rerun a row that is in rows.csv
+    <a row's command> --rerun                         # run a row again, into reruns.csv
 
 ``--teacher_cache=K`` passes ``TrainConfig.teacher_cache`` (precomputed teacher outputs);
 ``auto`` takes K = epochs / 4 per run (fewer views replay each one more often and cost

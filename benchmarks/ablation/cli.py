@@ -30,6 +30,7 @@ from .arms import (
     schedule_tag,
 )
 from .collect import (
+    RERUNS_CSV,
     ROWS_SUBDIR,
     estimate_seconds,
     migrate_old_rows,
@@ -41,7 +42,7 @@ from .collect import (
     write_rows,
 )
 from .report import write_report
-from .runner import Setting, count_sets, print_log, run_in_child, run_one
+from .runner import Setting, count_sets, machine, print_log, run_in_child, run_one
 
 
 def _list(value: str | None, cast: Callable = str) -> list | None:
@@ -93,6 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "ablation_runs.csv (run-folder era) to rows.csv, missing fields empty")
     p.add_argument("--report_only", action="store_true", help="only regenerate the report")
     p.add_argument("--verbose", type=int, default=2, help="Keras progress (0, 1, 2)")
+    p.add_argument("--rerun", action="store_true", help="run the asked runs that are in "
+                   "rows.csv again, on this machine, into reruns.csv (one per run and machine; "
+                   "rows.csv is left alone): does a row reproduce from its command?")
     p.add_argument("--in_process", action="store_true", help="train in this process (for a "
                    "debugger); by default each run trains in its own process, so memory does "
                    "not grow run after run")
@@ -142,8 +146,8 @@ def commands_for(argv: list[str]) -> dict[str, str]:
         "the whole default grid (none, both teachers + random controls, FaceNet singles, "
         "transfer; N 20-159; seeds 0-2; 2000 steps)": s,
         "3-fold cross-validation by batch": f"{s} --cv=none,facenet_all",
-        "rerun one row (its `command` column) although it is in rows.csv": (
-            "<the row's command> --docs=/tmp/rerun"),
+        "rerun rows on this machine (into reruns.csv: does a row reproduce from its "
+        "command?)": "<the row's command> --rerun",
         "regenerate this report from rows.csv": f"{s} --report_only",
         "this report was generated with": " ".join([s, *argv]),
     }
@@ -188,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     setting = Setting(steps=args.steps, student=args.student, data=args.data,
                       attributes=Path(args.attributes) if args.attributes else None,
                       out=args.out, rows_dir=rows_dir, teacher_cache=args.teacher_cache,
-                      verbose=args.verbose)
+                      verbose=args.verbose, rerun=args.rerun)
     log = print_log
     if args.migrate_from:
         rows = read_rows(rows_csv)
@@ -202,8 +206,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         done = {row_key(r) for r in read_rows(rows_csv)}
         todo = [k for k in keys if run_key(k, setting.schedule, setting.student) not in done]
-        log(f"{len(keys)} runs asked, {len(keys) - len(todo)} already in {rows_csv} (skipped), "
-            f"{len(todo)} to run; schedule {setting.schedule}, student {setting.student}")
+        if args.rerun:
+            here = machine()
+            rerun = {row_key(r) for r in read_rows(rows_dir / RERUNS_CSV)
+                     if r.get("machine") == here}
+            todo = [k for k in keys if run_key(k, setting.schedule, setting.student) in done
+                    - rerun]
+            log(f"{len(keys)} runs asked, {len(todo)} of them in {rows_csv} and not yet rerun "
+                f"on this machine ({here}): rerunning them into {rows_dir / RERUNS_CSV}")
+        else:
+            log(f"{len(keys)} runs asked, {len(keys) - len(todo)} already in {rows_csv} "
+                f"(skipped), {len(todo)} to run; schedule {setting.schedule}, student "
+                f"{setting.student}")
         if todo and not (setting.attributes_csv.is_file() and args.data.is_dir()):
             print(f"{args.data}: InfAnFace data (with attributes.csv) not found", file=sys.stderr)
             return 2

@@ -5,6 +5,8 @@ Layout of a rows folder (``docs/ablation``)::
 
     rows.csv                 one row per finished run (ROW_COLUMNS)
     per_face/<run name>.csv  stem,nme of every validation face of that run
+    reruns.csv               runs of rows.csv run again (``--rerun``), one per run and machine
+    per_face/reruns/<run name>.<machine tag>.csv   their per-face errors
 
 A run's per-face file is written before its row; the row is the mark that the run is done.
 """
@@ -15,6 +17,7 @@ import csv
 import math
 import os
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 from fas_tf.cli import atomic_path
@@ -22,6 +25,7 @@ from fas_tf.data import steps_per_epoch
 
 from .arms import ARMS, BATCH_SIZE, RunKey, epochs_for, lambda_text
 
+RERUNS_CSV = "reruns.csv"  # in the rows folder: rows of rows.csv run again (--rerun)
 ROWS_SUBDIR = "ablation"  # under the docs folder: rows.csv, per_face/, summary.csv, plots
 SUBSET_FLAGS = ("turned", "occluded", "expressive", "tilted")  # InfAnFace attribute flags
 KEY_COLUMNS = ("config", "lambda", "n", "seed", "schedule", "fold", "student")
@@ -45,6 +49,18 @@ def run_key(key: RunKey, schedule: str, student: str) -> tuple[str, ...]:
 def row_key(row: dict) -> tuple[str, ...]:
     """KEY_COLUMNS of a row read with :func:`read_rows` (raw text) or built by the runner."""
     return tuple(_cell(row.get(c)) for c in KEY_COLUMNS)
+
+
+def rerun_key(row: dict) -> tuple[str, ...]:
+    """A rerun's identity: its run's key and the machine it ran on."""
+    return (*row_key(row), _cell(row.get("machine")))
+
+
+def machine_tag(machine: str) -> str:
+    """8 hex digits naming a machine description in file names."""
+    import hashlib
+
+    return hashlib.sha256(machine.encode()).hexdigest()[:8]
 
 
 def run_name(key: tuple[str, ...]) -> str:
@@ -101,17 +117,17 @@ def write_rows(path: Path, rows: list[dict]) -> None:
             os.fsync(f.fileno())
 
 
-def append_row(path: Path, row: dict) -> None:
-    """Add one row to ``rows.csv`` (replacing a row with the same key); existing rows are kept
-    as text, byte for byte. The folder is locked meanwhile, so two processes appending at once
-    both keep their row."""
+def append_row(path: Path, row: dict, key: Callable[[dict], tuple] = row_key) -> None:
+    """Add one row to ``rows.csv`` (replacing a row with the same ``key``); existing rows are
+    kept as text, byte for byte. The folder is locked meanwhile, so two processes appending at
+    once both keep their row."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        rows = [r for r in read_rows(path) if row_key(r) != row_key(row)]
+        rows = [r for r in read_rows(path) if key(r) != key(row)]
         write_rows(path, [*rows, row])
     finally:
         os.close(fd)  # releases the lock

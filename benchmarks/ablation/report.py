@@ -16,6 +16,7 @@ from fas_tf.cli import atomic_path
 
 from .arms import ARMS, CONTROLS, LAMBDA, REGULARIZERS, REPO, SEEDS, SIZES, TRAIN_SETS, VAL_SETS
 from .collect import (
+    RERUNS_CSV,
     ROWS_SUBDIR,
     SUBSET_FLAGS,
     arm_label,
@@ -23,6 +24,8 @@ from .collect import (
     mean_sd,
     per_face_of,
     read_rows,
+    row_key,
+    run_name,
     setting_of,
     summarize,
     typed,
@@ -385,6 +388,59 @@ def _cv_section(cv: list[dict]) -> list[str]:
     return md + [""]
 
 
+def _reruns(rows: list[dict], reruns: list[dict], rows_dir: Path) -> list[str]:
+    """Each rerun against its row: same faces to 6 digits, NME difference; and how far reruns
+    drift next to the spread between seeds."""
+    by_key = {row_key(r): r for r in rows}
+    pairs = [(by_key[row_key(rr)], rr) for rr in reruns if row_key(rr) in by_key]
+    if not pairs:
+        return []
+    md = ["## Does a row reproduce from its command? (reruns)", "",
+          "Rows run again on purpose (`<the row's command> --rerun`), recorded in "
+          f"`{RERUNS_CSV}`, never in `rows.csv`. NME in %, difference in points; same faces: "
+          "validation faces whose error equals the row's to 6 digits.", "",
+          "| run | row's machine | rerun's machine | row | rerun | rerun − row | same faces |",
+          "|---|---|---|---|---|---|---|"]
+    drift = []
+    identical = 0
+    for row, rr in sorted(pairs, key=lambda p: (run_name(row_key(p[0])), p[1]["date"] or "")):
+        a, b = per_face_of(rows_dir, row), per_face_of(rows_dir, rr)
+        common = sorted(set(a) & set(b))
+        same = sum(a[f] == b[f] for f in common)
+        diff = (rr["nme"] - row["nme"]) * 100
+        if common and same == len(common):
+            identical += 1
+        else:
+            drift.append(diff)
+        md.append(f"| {run_name(row_key(row))} | {row.get('machine') or 'not recorded'} | "
+                  f"{rr.get('machine')} | {row['nme'] * 100:.2f} | {rr['nme'] * 100:.2f} | "
+                  f"{diff:+.2f} | {same}/{len(common)} |")
+    md += ["", f"- {identical} of {len(pairs)} reruns give their row's error on every face."]
+    if drift:
+        n_sizes = sorted({int(row["n"]) for row, _ in pairs if row.get("n")})
+        spread = [mean_sd([r["nme"] * 100 for r in rows if _group(r) == g])[1]
+                  for g in {_group(r) for r in rows if r.get("n") in n_sizes}
+                  if sum(_group(r) == g for r in rows) > 1]
+        sd = f", SD {np.std(drift, ddof=1):.2f}" if len(drift) > 1 else ""
+        md.append(
+            f"- The other {len(drift)} do not: rerun − row {np.mean(drift):+.2f} points on "
+            f"average{sd}, from {min(drift):+.2f} to {max(drift):+.2f}"
+            + (f"; for scale, the SD of NME over seeds of one arm at N = "
+               f"{', '.join(map(str, n_sizes))} is {np.mean(spread):.2f} points on average"
+               if spread else "")
+            + ". A training run amplifies the last bits of its float sums, so a run on other "
+            "kernels drifts like a run with another seed: a single run's NME carries that "
+            "noise, and a difference between two arms is evidence only beyond it (the "
+            "intervals above resample seeds for this reason).")
+    return md + [""]
+
+
+def _group(row: dict) -> tuple:
+    """A row's arm and setting without its seed (rows of one group differ by seed only)."""
+    return (row["config"], row.get("lambda"), row.get("n"), row["schedule"], row.get("fold"),
+            row["student"])
+
+
 def _sessions(rows: list[dict]) -> list[str]:
     groups: dict[tuple[str, str, str], int] = {}
     for r in rows:
@@ -479,6 +535,7 @@ def write_report(docs: Path, progress: list[str], estimate: list[str],
            f"- All grid numbers are on one batch ({', '.join(VAL_SETS)}); the cross-validation "
            "by batch is the check that they carry over to other batches. Weights λ chosen on "
            f"{', '.join(VAL_SETS)} are not an unbiased estimate there.", ""]
+    md += _reruns(rows, [typed(r) for r in read_rows(rows_dir / RERUNS_CSV)], rows_dir)
     md += _sessions(rows)
     md += ["## Time", ""] + [f"- {line}" for line in estimate] + [
         "", f"Files in `{_display(rows_dir, REPO)}`: `rows.csv` (one row per run), "

@@ -32,7 +32,17 @@ from .arms import (
     lambda_text,
     schedule_tag,
 )
-from .collect import SUBSET_FLAGS, append_row, run_key, run_name, write_per_face
+from .collect import (
+    RERUNS_CSV,
+    SUBSET_FLAGS,
+    append_row,
+    machine_tag,
+    rerun_key,
+    row_key,
+    run_key,
+    run_name,
+    write_per_face,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +57,7 @@ class Setting:
     rows_dir: Path = REPO / "docs" / "ablation"  # rows.csv + per_face/ (committed)
     teacher_cache: int | str = 0  # K views per face, "auto" (see cache_views); 0: teacher online
     verbose: int = 2
+    rerun: bool = False  # run rows of rows.csv again, into reruns.csv (one per run and machine)
 
     @property
     def schedule(self) -> str:
@@ -133,18 +144,24 @@ def code_commit() -> str:
     return head + ("-dirty" if dirty.strip() else "")
 
 
+# Environment variables that change which float kernels TensorFlow runs.
+KERNEL_ENV = ("ONEDNN_MAX_CPU_ISA", "TF_ENABLE_ONEDNN_OPTS")
+
+
 def machine() -> str:
-    """Where a run trained: CPU, its vector flags and TensorFlow's version. A row's command
-    gives the same numbers bit for bit on a machine that matches; on another CPU the training
-    drifts (other float kernels), as another seed would."""
+    """Where a run trained: CPU (model, count, vector flags), TensorFlow's version and any
+    :data:`KERNEL_ENV` setting. A row's command gives the same numbers bit for bit on a machine
+    that matches; on another CPU the training drifts (other kernels and blocking), as another
+    seed would (docs/results.md, reruns)."""
     import tensorflow as tf
 
-    return f"{cpu()}, tensorflow {tf.__version__}"
+    env = [f"{k}={os.environ[k]}" for k in KERNEL_ENV if os.environ.get(k)]
+    return ", ".join([cpu(), f"tensorflow {tf.__version__}", *env])
 
 
 def command_for(key: RunKey, setting: Setting) -> str:
-    """The command that runs exactly this run (with ``--docs`` of a fresh folder it reruns it
-    even when the row exists)."""
+    """The command that runs exactly this run (with ``--rerun`` it runs it again, into
+    ``reruns.csv``, even when the row exists)."""
     parts = ["python", "benchmarks/ablation"]
     if key.fold:
         parts += [f"--cv={key.arm}", f"--cv_seeds={key.seed}", f"--cv_folds={key.fold}"]
@@ -159,6 +176,8 @@ def command_for(key: RunKey, setting: Setting) -> str:
         parts.append(f"--data={setting.data}")
     if setting.attributes is not None:
         parts.append(f"--attributes={setting.attributes}")
+    if setting.rerun:
+        parts.append("--rerun")
     return shlex.join(parts)
 
 
@@ -193,17 +212,22 @@ def build_row(key: RunKey, setting: Setting, result: dict, per_face: str) -> dic
 
 
 def run_one(key: RunKey, setting: Setting, log: Callable[[str], None]) -> dict:
-    """Train and evaluate one run, write its per-face file, then append its row; returns it."""
+    """Train and evaluate one run, write its per-face file, then append its row (to
+    ``reruns.csv`` with ``setting.rerun``, in a run folder and per-face file of its own);
+    returns the row."""
     name = run_name(run_key(key, setting.schedule, setting.student))
-    result = train_and_evaluate(key, setting.out / name, setting, log)
+    tag = machine_tag(machine()) if setting.rerun else ""
+    folder, per_face, csv_name = (
+        (f"{name}.rerun.{tag}", f"per_face/reruns/{name}.{tag}.csv", RERUNS_CSV)
+        if setting.rerun else (name, f"per_face/{name}.csv", "rows.csv"))
+    result = train_and_evaluate(key, setting.out / folder, setting, log)
     ev = result["eval"]
-    per_face = f"per_face/{name}.csv"
     write_per_face(setting.rows_dir / per_face, list(ev["images"]), list(ev["per_face"]))
     row = build_row(key, setting, result, per_face)
-    append_row(setting.rows_dir / "rows.csv", row)
+    append_row(setting.rows_dir / csv_name, row, rerun_key if setting.rerun else row_key)
     log(f"[{name}] NME {row['nme'] * 100:.2f}% FR@0.10 {row['fr_10'] * 100:.1f}% "
         f"AUC@0.10 {row['auc_10']:.3f} n={row['num_val']}, {row['seconds'] / 60:.1f} min: "
-        f"row added to {setting.rows_dir / 'rows.csv'}")
+        f"row added to {setting.rows_dir / csv_name}")
     return row
 
 
