@@ -196,10 +196,12 @@ def test_old_rows_are_migrated_with_what_is_missing_marked(tmp_path):
 
 
 def _write_rows(docs: Path, shift: float, seeds: int, n_faces: int = 30,
-                replay: float | None = None, sweep: dict[str, float] | None = None) -> None:
+                replay: float | None = None, sweep: dict[str, float] | None = None,
+                machines: dict[tuple[str, int], str] | None = None) -> None:
     """rows.csv + per-face files: facenet_all = none + shift; facenet_random = none + noise;
     with ``replay``, a facenet_all lambda 0 arm = none + replay; ``sweep``: facenet_all at
-    further lambdas (text) = none + their shift."""
+    further lambdas (text) = none + their shift; ``machines``: (config, seed) -> the machine
+    of those rows (else one machine for all)."""
     rng = np.random.default_rng(1)
     rows_dir = docs / "ablation"
     rows = []
@@ -221,7 +223,8 @@ def _write_rows(docs: Path, shift: float, seeds: int, n_faces: int = 30,
                              "nme": float(np.mean(vals)), "fr_10": 0.5, "auc_10": 0.1,
                              "steps": 100, "seconds": 50.0, "per_face": name,
                              "date": "2026-11-30T01:00:00+00:00", "commit": "c0ffee",
-                             "machine": "AMD EPYC (flags: avx2), tensorflow 2.21.0"})
+                             "machine": (machines or {}).get(
+                                 (arm, seed), "AMD EPYC (flags: avx2), tensorflow 2.21.0")})
     collect.write_rows(rows_dir / "rows.csv", rows)
 
 
@@ -280,6 +283,19 @@ def test_report_answers_the_questions_from_the_paired_differences(tmp_path):
     assert ("- Against `facenet_random λ=1` (random weights): no difference shown at N=20, 40, "
             "and a gain larger than 0." in answers)
     assert "- `facenet_sa λ=1` against `none`: no paired rows yet." in answers
+    assert "†" not in answers  # every row from one machine
+
+
+def test_report_marks_differences_between_rows_of_different_machines(tmp_path):
+    docs = tmp_path / "docs"
+    _write_rows(docs, shift=-0.02, seeds=3, replay=0.005,
+                machines={("facenet_random", 1): "Intel Xeon, 2 CPUs (flags: avx2 avx512f)"})
+    assert cli.main(["--report_only", f"--docs={docs}", f"--out={tmp_path / 'nothing'}"]) == 0
+    answers = (docs / "results.md").read_text().split("## How a session")[0]
+    cells = next(line for line in answers.splitlines() if line.startswith("| 20 |")).split(" | ")
+    assert not cells[1].endswith("†") and cells[2].endswith("[3] †")  # only vs the control
+    assert not cells[3].rstrip(" |").endswith("†")
+    assert "† For at least one seed the two rows were trained on different machines" in answers
 
 
 def test_report_answers_which_weight_when_a_teacher_arm_ran_at_several(tmp_path):

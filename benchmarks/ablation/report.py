@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import datetime
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -85,13 +85,22 @@ def comparisons(rows: list[dict], faces: dict[int, dict[str, float]]) -> list[di
         pairs += [((c, lam), ref) for c, lam in arms
                   if lam and (ref := replay_control(c, arms))]
         for a, b in pairs:
-            m, _, _ = paired_matrix(_faces_by_seed(rows, faces, *a, n),
-                                    _faces_by_seed(rows, faces, *b, n))
+            m, seeds, _ = paired_matrix(_faces_by_seed(rows, faces, *a, n),
+                                        _faces_by_seed(rows, faces, *b, n))
             if m.size:
                 la, lb = (arm_label({"config": c, "lambda": lam}) for c, lam in (a, b))
+                ma, mb = (_machines_by_seed(rows, *arm, n) for arm in (a, b))
+                cross = sum(ma[s] != mb[s] for s in seeds)
                 out.append({"a": la, "b": lb, "n": n, "control": b[0] != "none",
-                            "iv": bootstrap(m)})
+                            "iv": bootstrap(m), "cross_machine": cross})
     return out
+
+
+def _machines_by_seed(rows: Iterable[dict], config: str, lam: float | None, n: int
+                      ) -> dict[int, str]:
+    """seed -> ``machine`` ('' when not recorded) of the grid rows of one (config, lambda, N)."""
+    return {r["seed"]: r.get("machine") or "" for r in rows
+            if not r["fold"] and r["n"] == n and _arm_key(r) == (config, lam)}
 
 
 def nme_intervals(rows: list[dict], faces: dict[int, dict[str, float]]) -> list[dict]:
@@ -285,10 +294,11 @@ def _cell(iv: Interval | None) -> str:
 
 
 def _weights(full: str, grid: list[dict], diffs: dict[tuple[str, str, int], Interval],
-             replay: str | None) -> list[str]:
+             replay: str | None, cell: Callable[[str, str | None, int], str]) -> list[str]:
     """The weight sweep of one teacher arm (``full``, e.g. ``facenet_all``) in one setting's
     ``grid``: each weight λ > 0 it ran at, minus ``none`` and minus the replay control, at every
-    N where it ran at a weight other than the default; nothing if it ran at one weight only."""
+    N where it ran at a weight other than the default; nothing if it ran at one weight only.
+    ``cell(arm, reference, N)``: a table cell."""
     weights = sorted({r["lambda"] for r in grid if r["config"] == full and r["lambda"]})
     sizes = sorted({r["n"] for r in grid if r["config"] == full and r["lambda"]
                     and r["lambda"] != LAMBDA})
@@ -298,8 +308,8 @@ def _weights(full: str, grid: list[dict], diffs: dict[tuple[str, str, int], Inte
     ref = f"`{replay}` (replay control)" if replay else "replay control"
     md = [f"**Which weight λ?** `{full}` (all four terms weighted λ jointly) at each weight it "
           "ran:", "", f"| N | λ | − `none` | − {ref} |", "|---|---|---|---|"]
-    md += [f"| {n} | {w:g} | {_cell(diffs.get((labels[w], 'none', n)))} | "
-           f"{_cell(diffs.get((labels[w], replay, n)))} |" for n in sizes for w in weights]
+    md += [f"| {n} | {w:g} | {cell(labels[w], 'none', n)} | {cell(labels[w], replay, n)} |"
+           for n in sizes for w in weights]
     md += ["", "In short:", ""]
     for label in labels.values():
         ivs = {n: diffs.get((label, "none", n)) for n in sizes}
@@ -330,10 +340,16 @@ def _answers(rows: list[dict], diffs_by_setting: dict[tuple[str, str], list[dict
         answered = True
         diffs = {(d["a"], d["b"], d["n"]): d["iv"]
                  for d in diffs_by_setting[(schedule, student)]}
+        crossed = {(d["a"], d["b"], d["n"]) for d in diffs_by_setting[(schedule, student)]
+                   if d.get("cross_machine")}
+        any_crossed = False
         label = arm_label({"config": full, "lambda": lam})
 
-        def cell(a: str, b: str | None, n: int, diffs=diffs) -> str:
-            return _cell(diffs.get((a, b, n)))
+        def cell(a: str, b: str | None, n: int, diffs=diffs, crossed=crossed) -> str:
+            nonlocal any_crossed
+            mark = (a, b, n) in crossed
+            any_crossed |= mark
+            return _cell(diffs.get((a, b, n))) + (" †" if mark else "")
 
         def column(a: str, b: str, diffs=diffs) -> dict[int, Interval | None]:
             return {n: diffs.get((a, b, n)) for n in sizes}
@@ -367,7 +383,12 @@ def _answers(rows: list[dict], diffs_by_setting: dict[tuple[str, str], list[dict
         md += [f"- {_in_short(f'`{a}` against `none`', column(a, 'none'))}" for a in singles]
         md.append("")
         for swept in CONTROLS:  # each pretrained teacher's weight sweep, if it ran
-            md += _weights(swept, grid, diffs, replay(swept))
+            md += _weights(swept, grid, diffs, replay(swept), cell)
+        if any_crossed:
+            md += ["† For at least one seed the two rows were trained on different machines "
+                   "(their `machine` differs or one is not recorded): a rerun on another "
+                   "machine drifts like a run with another seed (see the reruns below), so "
+                   "such a difference carries that drift too.", ""]
     if not answered:
         md += [f"No `{full}` rows yet: neither question is answered.", ""]
     return md
