@@ -279,11 +279,15 @@ def test_report_answers_the_questions_from_the_paired_differences(tmp_path):
     assert "| 40 | `facenet_cls λ=1` | no paired rows yet | no paired rows yet |" in answers
     # in short: what each column shows over the sizes, and which gains the intervals rule out
     assert ("- Against `none` (no teacher): lower NME shown at N=20, 40; not compared yet at "
-            "N=80." in answers)
+            "N=80; averaged over N=20, 40: -2.00 (" in answers)
     assert ("- Against `facenet_random λ=1` (random weights): no difference shown at N=20, 40, "
             "and a gain larger than 0." in answers)
     assert "- `facenet_sa λ=1` against `none`: no paired rows yet." in answers
     assert "†" not in answers  # every row from one machine
+    # averaged over the sizes that ran (20, 40), each weighted equally, 6 runs
+    pooled = next(line for line in answers.splitlines()
+                  if line.startswith("| ≤ 80, mean over N |")).split(" | ")
+    assert pooled[1].startswith("-2.00 (") and pooled[1].endswith("lower [6] (N=20, 40)")
 
 
 def test_report_marks_differences_between_rows_of_different_machines(tmp_path):
@@ -487,3 +491,19 @@ def test_machine_names_the_cpu_and_the_kernel_settings(monkeypatch):
     assert " CPUs (flags: " in plain and ", tensorflow 2." in plain and "ONEDNN" not in plain
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert runner.machine() == plain + ", ONEDNN_MAX_CPU_ISA=AVX2"
+
+
+def test_pooled_bootstrap_weighs_each_size_equally():
+    rng = np.random.default_rng(3)
+    faces = rng.normal(0, 0.02, 40)  # shared faces: one column each
+    strata = [faces + rng.normal(0, 0.005, (3, 40)) + shift for shift in (-0.01, 0.0, 0.04)]
+    strata[2] = np.vstack([strata[2], strata[2][:1] + 0.03])  # a 4th seed at one size
+    iv = stats.bootstrap_strata(strata)
+    assert iv.mean == pytest.approx(np.mean([m.mean() for m in strata]))
+    assert abs(iv.mean - np.vstack(strata).mean()) > 0.001  # not the mean of all rows
+    assert iv.seeds == 10 and iv.faces == 40 and iv.lo < iv.mean < iv.hi
+    one, plain = stats.bootstrap_strata(strata[:1]), stats.bootstrap(strata[0])
+    assert one.mean == pytest.approx(plain.mean)
+    assert one.hi - one.lo == pytest.approx(plain.hi - plain.lo, rel=0.15)
+    with pytest.raises(ValueError, match="same faces"):
+        stats.bootstrap_strata([np.zeros((2, 5)), np.zeros((2, 6))])

@@ -30,9 +30,10 @@ from .collect import (
     summarize,
     typed,
 )
-from .stats import Interval, bootstrap, paired_matrix, sentence
+from .stats import Interval, bootstrap, bootstrap_strata, paired_matrix, sentence
 
 CONTROL_ARMS = tuple(CONTROLS.values())  # drawn dashed
+MAX_N = 80  # the questions are asked at N <= MAX_N ("limited data")
 
 
 def mean_sd_text(mean: float, sd: float, scale: float, digits: int) -> str:
@@ -77,13 +78,8 @@ def comparisons(rows: list[dict], faces: dict[int, dict[str, float]]) -> list[di
     control (a teacher arm at lambda 0, the same config's if there is one), with bootstrap
     intervals."""
     out = []
-    arms = sorted({_arm_key(r) for r in rows if not r["fold"]},
-                  key=lambda k: (arm_order(k[0]), k[1] or 0.0))
+    pairs = _pairs(rows)
     for n in sorted({r["n"] for r in rows if not r["fold"]}):
-        pairs = [((c, lam), ("none", None)) for c, lam in arms if c != "none"]
-        pairs += [((c, lam), (CONTROLS[c], lam)) for c, lam in arms if c in CONTROLS]
-        pairs += [((c, lam), ref) for c, lam in arms
-                  if lam and (ref := replay_control(c, arms))]
         for a, b in pairs:
             m, seeds, _ = paired_matrix(_faces_by_seed(rows, faces, *a, n),
                                         _faces_by_seed(rows, faces, *b, n))
@@ -93,6 +89,44 @@ def comparisons(rows: list[dict], faces: dict[int, dict[str, float]]) -> list[di
                 cross = sum(ma[s] != mb[s] for s in seeds)
                 out.append({"a": la, "b": lb, "n": n, "control": b[0] != "none",
                             "iv": bootstrap(m), "cross_machine": cross})
+    return out
+
+
+def _pairs(rows: list[dict]) -> list[tuple[tuple[str, float | None], tuple[str, float | None]]]:
+    """(arm, reference) pairs of one setting's grid rows: every arm vs ``none``, every
+    pretrained teacher vs its random control, every weighted arm vs the replay control."""
+    arms = sorted({_arm_key(r) for r in rows if not r["fold"]},
+                  key=lambda k: (arm_order(k[0]), k[1] or 0.0))
+    pairs = [((c, lam), ("none", None)) for c, lam in arms if c != "none"]
+    pairs += [((c, lam), (CONTROLS[c], lam)) for c, lam in arms if c in CONTROLS]
+    pairs += [((c, lam), ref) for c, lam in arms if lam and (ref := replay_control(c, arms))]
+    return pairs
+
+
+def pooled_comparisons(rows: list[dict], faces: dict[int, dict[str, float]], max_n: int
+                       ) -> dict[tuple[str, str], dict]:
+    """The pairs of :func:`comparisons` averaged over the sizes N <= ``max_n`` where both arms
+    ran (each N weighted equally, :func:`.stats.bootstrap_strata` over the faces all share), for
+    pairs with at least two such sizes: ``(arm, reference) -> {"iv", "sizes",
+    "cross_machine"}``."""
+    out = {}
+    sizes = sorted({r["n"] for r in rows if not r["fold"] and r["n"] and r["n"] <= max_n})
+    for a, b in _pairs(rows):
+        found = {}
+        for n in sizes:
+            m, seeds, stems = paired_matrix(_faces_by_seed(rows, faces, *a, n),
+                                            _faces_by_seed(rows, faces, *b, n))
+            if m.size:
+                ma, mb = (_machines_by_seed(rows, *arm, n) for arm in (a, b))
+                found[n] = (m, stems, sum(ma[s] != mb[s] for s in seeds))
+        shared = set.intersection(*(set(v[1]) for v in found.values())) if found else set()
+        if len(found) < 2 or not shared:
+            continue
+        keep = sorted(shared)
+        strata = [m[:, [stems.index(t) for t in keep]] for m, stems, _ in found.values()]
+        la, lb = (arm_label({"config": c, "lambda": lam}) for c, lam in (a, b))
+        out[(la, lb)] = {"iv": bootstrap_strata(strata), "sizes": sorted(found),
+                         "cross_machine": sum(v[2] for v in found.values())}
     return out
 
 
@@ -261,12 +295,20 @@ def _verdict(iv: Interval) -> str:
             f"{', faces only' if iv.seeds == 1 else ''}")
 
 
-def _in_short(what: str, ivs: dict[int, Interval | None]) -> str:
+def _in_short(what: str, ivs: dict[int, Interval | None], pooled: dict | None = None) -> str:
     """One sentence on one comparison (``what``) over the sizes: where a difference is shown,
-    where not, and there which gains the intervals rule out."""
+    where not, and there which gains the intervals rule out; with ``pooled``
+    (:func:`pooled_comparisons`' entry), the same for the mean over those sizes."""
     found = {n: iv for n, iv in ivs.items() if iv is not None}
     if not found:
         return f"{what}: no paired rows yet."
+    if pooled:
+        iv = pooled["iv"]
+        ruled = (f", a gain larger than {max(0.0, -iv.lo) * 100:.2f} points ruled out"
+                 if not iv.excludes_zero else "")
+        mean_clause = (f"; averaged over N={', '.join(map(str, pooled['sizes']))}: "
+                       f"{_verdict(iv)}{ruled}")
+        return _in_short(what, ivs).rstrip(".") + mean_clause + "."
     by: dict[str, list[int]] = {}
     for n, iv in found.items():
         by.setdefault(_shown(iv), []).append(n)
@@ -318,12 +360,14 @@ def _weights(full: str, grid: list[dict], diffs: dict[tuple[str, str, int], Inte
 
 
 def _answers(rows: list[dict], diffs_by_setting: dict[tuple[str, str], list[dict]],
-             teacher: str = "facenet", max_n: int = 80) -> list[str]:
+             pooled_by_setting: dict[tuple[str, str], dict] | None = None,
+             teacher: str = "facenet", max_n: int = MAX_N) -> list[str]:
     """The issue's questions answered from the paired differences so far
     (``diffs_by_setting``: :func:`comparisons` per (schedule, student)), per setting with
     rows of ``{teacher}_all`` at the default weight: does the real teacher lower NME at
     N <= ``max_n`` against no teacher, its random control and the replay control, which
-    single regularizers do, and, where a teacher arm ran at several weights, at which."""
+    single regularizers do, and, where a teacher arm ran at several weights, at which; with
+    ``pooled_by_setting`` (:func:`pooled_comparisons` per setting), also averaged over N."""
     lam = LAMBDA
     full = f"{teacher}_all"
     name = {"facenet": "FaceNet"}.get(teacher, teacher)
@@ -354,6 +398,17 @@ def _answers(rows: list[dict], diffs_by_setting: dict[tuple[str, str], list[dict
         def column(a: str, b: str, diffs=diffs) -> dict[int, Interval | None]:
             return {n: diffs.get((a, b, n)) for n in sizes}
 
+        pooled = (pooled_by_setting or {}).get((schedule, student), {})
+
+        def pooled_cell(a: str, b: str | None, pooled=pooled) -> str:
+            nonlocal any_crossed
+            p = pooled.get((a, b))
+            if not p:
+                return "fewer than two sizes paired"
+            any_crossed |= bool(p["cross_machine"])
+            some = "" if p["sizes"] == sizes else f" (N={', '.join(map(str, p['sizes']))})"
+            return _cell(p["iv"]) + some + (" †" if p["cross_machine"] else "")
+
         arms = {_arm_key(r) for r in grid}
 
         def replay(config: str, arms=arms) -> str | None:
@@ -369,18 +424,25 @@ def _answers(rows: list[dict], diffs_by_setting: dict[tuple[str, str], list[dict
                "|---|---|---|---|"]
         md += [f"| {n} | {cell(label, 'none', n)} | {cell(label, control, n)} | "
                f"{cell(label, full_replay, n)} |" for n in sizes]
+        md.append(f"| ≤ {max_n}, mean over N | {pooled_cell(label, 'none')} | "
+                  f"{pooled_cell(label, control)} | {pooled_cell(label, full_replay)} |")
         refs = {"none": "no teacher", control: "random weights", full_replay: "replay control"}
-        md += ["", "In short (\"gain\": lower NME with the teacher; 95 % intervals):", ""]
-        md += [f"- {_in_short(f'Against `{ref}` ({why})', column(label, ref))}"
-               for ref, why in refs.items() if ref]
+        md += ["", "Mean over N: each N weighted equally, the interval resampling seeds within "
+               "each N and the faces once for all ([runs] in brackets).", "",
+               "In short (\"gain\": lower NME with the teacher; 95 % intervals):", ""]
+        md += ["- " + _in_short(f"Against `{ref}` ({why})", column(label, ref),
+                                pooled.get((label, ref))) for ref, why in refs.items() if ref]
         md += ["", f"**Which of the four regularizers carry it?** Each alone, λ={lam:g}:", "",
                "| N | arm | − `none` | − replay control |", "|---|---|---|---|"]
         singles = {arm_label({"config": f"{teacher}_{r}", "lambda": lam}): replay(f"{teacher}_{r}")
                    for r in REGULARIZERS}  # label -> its replay control
         md += [f"| {n} | `{a}` | {cell(a, 'none', n)} | {cell(a, ref, n)} |"
                for n in sizes for a, ref in singles.items()]
+        md += [f"| ≤ {max_n}, mean over N | `{a}` | {pooled_cell(a, 'none')} | "
+               f"{pooled_cell(a, ref)} |" for a, ref in singles.items()]
         md += ["", "In short:", ""]
-        md += [f"- {_in_short(f'`{a}` against `none`', column(a, 'none'))}" for a in singles]
+        md += ["- " + _in_short(f"`{a}` against `none`", column(a, "none"),
+                                pooled.get((a, "none"))) for a in singles]
         md.append("")
         for swept in CONTROLS:  # each pretrained teacher's weight sweep, if it ran
             md += _weights(swept, grid, diffs, replay(swept), cell)
@@ -491,6 +553,8 @@ def write_report(docs: Path, progress: list[str], estimate: list[str],
                       key=lambda s: -sum(setting_of(r) == s for r in rows))
     diffs = {s: comparisons([r for r in rows if setting_of(r) == s and not r["fold"]], faces)
              for s in settings}  # paired differences, for the answers and each setting's section
+    pooled = {s: pooled_comparisons([r for r in rows if setting_of(r) == s and not r["fold"]],
+                                    faces, MAX_N) for s in settings}
     md = [
         "# Limited-data ablation: teacher regularizers on InfAnFace",
         "",
@@ -504,7 +568,7 @@ def write_report(docs: Path, progress: list[str], estimate: list[str],
         "[accuracy.md](accuracy.md); this report is the teacher-regularizer ablation on the "
         "MobileNetV2 student.",
         "",
-        *_answers(rows, diffs),
+        *_answers(rows, diffs, pooled),
         "## How a session advances the grid",
         "",
         "Each finished run appends one row (and a per-face file) to the committed "

@@ -45,6 +45,29 @@ def bootstrap(values: np.ndarray, reps: int = REPS, seed: int = 0,
     return Interval(float(values.mean()), float(lo), float(hi), s, f)
 
 
+def bootstrap_strata(strata: list[np.ndarray], reps: int = REPS, seed: int = 0,
+                     level: float = LEVEL) -> Interval:
+    """Mean over strata (e.g. training-set sizes N) of each stratum's (seeds x faces) mean, and
+    a percentile interval: each replicate draws the seeds within every stratum and one draw of
+    the faces shared by all (the columns must be the same faces in every stratum), so each
+    stratum keeps its weight. ``seeds`` of the result counts the rows of all strata."""
+    strata = [np.asarray(m, dtype=np.float64) for m in strata]
+    f = strata[0].shape[1]
+    if any(m.ndim != 2 or m.shape[1] != f for m in strata):
+        raise ValueError("every stratum needs the same faces (columns)")
+    rng = np.random.default_rng(seed)
+    wf = rng.multinomial(f, np.full(f, 1 / f), size=reps)  # face draw counts (reps, f)
+    stats = np.zeros(reps)
+    for m in strata:
+        s = m.shape[0]
+        ws = rng.multinomial(s, np.full(s, 1 / s), size=reps)
+        stats += np.einsum("rs,sf,rf->r", ws, m, wf) / (s * f)
+    stats /= len(strata)
+    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    mean = float(np.mean([m.mean() for m in strata]))
+    return Interval(mean, float(lo), float(hi), sum(m.shape[0] for m in strata), f)
+
+
 def paired_matrix(a: dict[int, dict[str, float]],
                   b: dict[int, dict[str, float]]) -> tuple[np.ndarray, list[int], list[str]]:
     """``a - b`` per (seed, face) for the seeds both have and the faces all of them share.
