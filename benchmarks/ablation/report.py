@@ -81,15 +81,22 @@ def comparisons(rows: list[dict], faces: dict[int, dict[str, float]]) -> list[di
     pairs = _pairs(rows)
     for n in sorted({r["n"] for r in rows if not r["fold"]}):
         for a, b in pairs:
-            m, seeds, _ = paired_matrix(_faces_by_seed(rows, faces, *a, n),
-                                        _faces_by_seed(rows, faces, *b, n))
+            m, _, cross = _paired(rows, faces, a, b, n)
             if m.size:
                 la, lb = (arm_label({"config": c, "lambda": lam}) for c, lam in (a, b))
-                ma, mb = (_machines_by_seed(rows, *arm, n) for arm in (a, b))
-                cross = sum(ma[s] != mb[s] for s in seeds)
                 out.append({"a": la, "b": lb, "n": n, "control": b[0] != "none",
                             "iv": bootstrap(m), "cross_machine": cross})
     return out
+
+
+def _paired(rows: list[dict], faces: dict[int, dict[str, float]], a: tuple, b: tuple, n: int
+            ) -> tuple[np.ndarray, list[str], int]:
+    """Arm ``a`` − arm ``b`` (config, lambda) at N: the (seeds x faces) matrix, its faces, and
+    for how many of its seeds the two rows trained on different machines."""
+    m, seeds, stems = paired_matrix(_faces_by_seed(rows, faces, *a, n),
+                                    _faces_by_seed(rows, faces, *b, n))
+    ma, mb = (_machines_by_seed(rows, *arm, n) for arm in (a, b))
+    return m, stems, sum(ma[s] != mb[s] for s in seeds)
 
 
 def _pairs(rows: list[dict]) -> list[tuple[tuple[str, float | None], tuple[str, float | None]]]:
@@ -112,13 +119,7 @@ def pooled_comparisons(rows: list[dict], faces: dict[int, dict[str, float]], max
     out = {}
     sizes = sorted({r["n"] for r in rows if not r["fold"] and r["n"] and r["n"] <= max_n})
     for a, b in _pairs(rows):
-        found = {}
-        for n in sizes:
-            m, seeds, stems = paired_matrix(_faces_by_seed(rows, faces, *a, n),
-                                            _faces_by_seed(rows, faces, *b, n))
-            if m.size:
-                ma, mb = (_machines_by_seed(rows, *arm, n) for arm in (a, b))
-                found[n] = (m, stems, sum(ma[s] != mb[s] for s in seeds))
+        found = {n: got for n in sizes if (got := _paired(rows, faces, a, b, n))[0].size}
         shared = set.intersection(*(set(v[1]) for v in found.values())) if found else set()
         if len(found) < 2 or not shared:
             continue
