@@ -197,11 +197,12 @@ def test_old_rows_are_migrated_with_what_is_missing_marked(tmp_path):
 
 def _write_rows(docs: Path, shift: float, seeds: int, n_faces: int = 30,
                 replay: float | None = None, sweep: dict[str, float] | None = None,
-                machines: dict[tuple[str, int], str] | None = None) -> None:
+                machines: dict[tuple[str, int], str] | None = None,
+                transfer: float | None = None) -> None:
     """rows.csv + per-face files: facenet_all = none + shift; facenet_random = none + noise;
     with ``replay``, a facenet_all lambda 0 arm = none + replay; ``sweep``: facenet_all at
     further lambdas (text) = none + their shift; ``machines``: (config, seed) -> the machine
-    of those rows (else one machine for all)."""
+    of those rows (else one machine for all); with ``transfer``, transfer = none + it."""
     rng = np.random.default_rng(1)
     rows_dir = docs / "ablation"
     rows = []
@@ -214,6 +215,8 @@ def _write_rows(docs: Path, shift: float, seeds: int, n_faces: int = 30,
             if replay is not None:
                 arms.append(("facenet_all", "0", base + replay))
             arms += [("facenet_all", lam, base + d) for lam, d in (sweep or {}).items()]
+            if transfer is not None:
+                arms.append(("transfer", "", base + transfer))
             for arm, lam, vals in arms:
                 key = (arm, lam, str(n), str(seed), "s100", "", "0.5:96:64")
                 name = f"per_face/{collect.run_name(key)}.csv"
@@ -288,6 +291,21 @@ def test_report_answers_the_questions_from_the_paired_differences(tmp_path):
     pooled = next(line for line in answers.splitlines()
                   if line.startswith("| ≤ 80, mean over N |")).split(" | ")
     assert pooled[1].startswith("-2.00 (") and pooled[1].endswith("lower [6] (N=20, 40)")
+
+
+def test_report_compares_the_teacher_with_standard_transfer_learning(tmp_path):
+    docs = tmp_path / "docs"
+    _write_rows(docs, shift=-0.02, seeds=3)
+    assert cli.main(["--report_only", f"--docs={docs}", f"--out={tmp_path / 'nothing'}"]) == 0
+    assert "Does it beat standard transfer learning?" not in (docs / "results.md").read_text()
+    _write_rows(docs, shift=-0.02, seeds=3, transfer=-0.03)
+    assert cli.main(["--report_only", f"--docs={docs}", f"--out={tmp_path / 'nothing'}"]) == 0
+    section = (docs / "results.md").read_text().split(
+        "Does it beat standard transfer learning?")[1].split("**Which of the four")[0]
+    cells = next(line for line in section.splitlines() if line.startswith("| 40 |")).split(" | ")
+    assert cells[1].startswith("-3.00 (") and cells[1].endswith("lower [3]")  # transfer − none
+    assert cells[2].startswith("+1.00 (") and "higher [3]" in cells[2]  # facenet_all − transfer
+    assert "- `facenet_all λ=1` against `transfer`: higher NME shown at N=20, 40;" in section
 
 
 def test_report_marks_differences_between_rows_of_different_machines(tmp_path):

@@ -101,12 +101,15 @@ def _paired(rows: list[dict], faces: dict[int, dict[str, float]], a: tuple, b: t
 
 def _pairs(rows: list[dict]) -> list[tuple[tuple[str, float | None], tuple[str, float | None]]]:
     """(arm, reference) pairs of one setting's grid rows: every arm vs ``none``, every
-    pretrained teacher vs its random control, every weighted arm vs the replay control."""
+    pretrained teacher vs its random control, every weighted arm vs the replay control, every
+    teacher arm with all four terms vs ``transfer``."""
     arms = sorted({_arm_key(r) for r in rows if not r["fold"]},
                   key=lambda k: (arm_order(k[0]), k[1] or 0.0))
     pairs = [((c, lam), ("none", None)) for c, lam in arms if c != "none"]
     pairs += [((c, lam), (CONTROLS[c], lam)) for c, lam in arms if c in CONTROLS]
     pairs += [((c, lam), ref) for c, lam in arms if lam and (ref := replay_control(c, arms))]
+    if ("transfer", None) in arms:  # the method against standard transfer learning
+        pairs += [((c, lam), ("transfer", None)) for c, lam in arms if c in CONTROLS]
     return pairs
 
 
@@ -433,6 +436,17 @@ def _answers(rows: list[dict], diffs_by_setting: dict[tuple[str, str], list[dict
                "In short (\"gain\": lower NME with the teacher; 95 % intervals):", ""]
         md += ["- " + _in_short(f"Against `{ref}` ({why})", column(label, ref),
                                 pooled.get((label, ref))) for ref, why in refs.items() if ref]
+        if any(r["config"] == "transfer" for r in grid):
+            md += ["", "**Does it beat standard transfer learning?** `transfer`: the same "
+                   "heatmap head on dlib's pretrained face-recognition trunk, every weight "
+                   "fine-tuned, heatmap loss only (no teacher term):", "",
+                   f"| N | `transfer` − `none` | `{label}` − `transfer` |", "|---|---|---|"]
+            md += [f"| {n} | {cell('transfer', 'none', n)} | {cell(label, 'transfer', n)} |"
+                   for n in sizes]
+            md += [f"| ≤ {max_n}, mean over N | {pooled_cell('transfer', 'none')} | "
+                   f"{pooled_cell(label, 'transfer')} |", "", "In short:", ""]
+            md += ["- " + _in_short(f"`{a}` against `{b}`", column(a, b), pooled.get((a, b)))
+                   for a, b in (("transfer", "none"), (label, "transfer"))]
         md += ["", f"**Which of the four regularizers carry it?** Each alone, λ={lam:g}:", "",
                "| N | arm | − `none` | − replay control |", "|---|---|---|---|"]
         singles = {arm_label({"config": f"{teacher}_{r}", "lambda": lam}): replay(f"{teacher}_{r}")
