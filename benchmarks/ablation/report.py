@@ -632,6 +632,12 @@ def write_report(docs: Path, progress: list[str], estimate: list[str],
            "difference, which is not proof of no effect (few seeds, 51 faces).",
            "- With one seed the interval covers the faces only, not the variation between "
            "training subsets and initializations.",
+           "- The mean over N weighs each N equally: it answers \"on average over these "
+           "sizes\" and can hide effects of opposite sign at different N (the rows per N show "
+           "those).",
+           "- `transfer` is another network than the student (dlib's ResNet trunk, fine-tuned): "
+           "it compares the method with standard transfer learning, not one network with and "
+           "without pretraining.",
            f"- All grid numbers are on one batch ({', '.join(VAL_SETS)}); the cross-validation "
            "by batch is the check that they carry over to other batches. Weights λ chosen on "
            f"{', '.join(VAL_SETS)} are not an unbiased estimate there.", ""]
