@@ -144,7 +144,8 @@ def test_rerun_runs_rows_again_into_reruns_csv_once_per_machine(tmp_path, monkey
             "| 8/8 |") in md
     assert ("| none_n20_seed0_s31_0.5-96-64 | machine A | machine B | 10.88 | 11.88 | +1.00 "
             "| 0/8 |") in md
-    assert "- 1 of 2 reruns give their row's error on every face." in md
+    assert ("- 1 of 2 reruns give their row's error on every face; 1 of the 1 on the row's own "
+            "machine do.") in md
     assert "- The other 1 do not: rerun − row +1.00 points on average, from +1.00 to +1.00" in md
 
 

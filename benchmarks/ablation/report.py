@@ -499,30 +499,35 @@ def _reruns(rows: list[dict], reruns: list[dict], rows_dir: Path) -> list[str]:
           "validation faces whose error equals the row's to 6 digits.", "",
           "| run | row's machine | rerun's machine | row | rerun | rerun − row | same faces |",
           "|---|---|---|---|---|---|---|"]
-    drift = []
-    identical = 0
+    drift: list[tuple[float, int | None]] = []  # (rerun − row, N) of reruns that differ
+    identical = home = home_identical = 0
     for row, rr in sorted(pairs, key=lambda p: (run_name(row_key(p[0])), p[1]["date"] or "")):
         a, b = per_face_of(rows_dir, row), per_face_of(rows_dir, rr)
         common = sorted(set(a) & set(b))
         same = sum(a[f] == b[f] for f in common)
         diff = (rr["nme"] - row["nme"]) * 100
+        at_home = bool(row.get("machine")) and row.get("machine") == rr.get("machine")
+        home += at_home
         if common and same == len(common):
             identical += 1
+            home_identical += at_home
         else:
-            drift.append(diff)
+            drift.append((diff, row.get("n")))
         md.append(f"| {run_name(row_key(row))} | {row.get('machine') or 'not recorded'} | "
                   f"{rr.get('machine')} | {row['nme'] * 100:.2f} | {rr['nme'] * 100:.2f} | "
                   f"{diff:+.2f} | {same}/{len(common)} |")
-    md += ["", f"- {identical} of {len(pairs)} reruns give their row's error on every face."]
+    md += ["", f"- {identical} of {len(pairs)} reruns give their row's error on every face; "
+           f"{home_identical} of the {home} on the row's own machine do."]
     if drift:
-        n_sizes = sorted({int(row["n"]) for row, _ in pairs if row.get("n")})
+        n_sizes = sorted({n for _, n in drift if n})
         spread = [mean_sd([r["nme"] * 100 for r in rows if _group(r) == g])[1]
                   for g in {_group(r) for r in rows if r.get("n") in n_sizes}
                   if sum(_group(r) == g for r in rows) > 1]
-        sd = f", SD {np.std(drift, ddof=1):.2f}" if len(drift) > 1 else ""
+        diffs = [d for d, _ in drift]
+        sd = f", SD {np.std(diffs, ddof=1):.2f}" if len(diffs) > 1 else ""
         md.append(
-            f"- The other {len(drift)} do not: rerun − row {np.mean(drift):+.2f} points on "
-            f"average{sd}, from {min(drift):+.2f} to {max(drift):+.2f}"
+            f"- The other {len(diffs)} do not: rerun − row {np.mean(diffs):+.2f} points on "
+            f"average{sd}, from {min(diffs):+.2f} to {max(diffs):+.2f}"
             + (f"; for scale, the SD of NME over seeds of one arm at N = "
                f"{', '.join(map(str, n_sizes))} is {np.mean(spread):.2f} points on average"
                if spread else "")
