@@ -319,6 +319,23 @@ def test_report_marks_differences_between_rows_of_different_machines(tmp_path):
     assert not cells[1].endswith("†") and cells[2].endswith("[3] †")  # only vs the control
     assert not cells[3].rstrip(" |").endswith("†")
     assert "† For at least one seed the two rows were trained on different machines" in answers
+    # a rerun of facenet_all on the control's machine (seed 1) takes its row's place in that
+    # pair: no † left, and the pair uses the rerun's errors (1 point higher there)
+    rows_dir = docs / "ablation"
+    row = next(r for r in collect.read_rows(rows_dir / "rows.csv")
+               if (r["config"], r["lambda"], r["n"], r["seed"]) == ("facenet_all", "1", "20", "1"))
+    faces = collect.read_per_face(rows_dir / row["per_face"])
+    rerun = {**row, "machine": "Intel Xeon, 2 CPUs (flags: avx2 avx512f)",
+             "per_face": "per_face/reruns/facenet_all_n20.csv"}
+    collect.write_per_face(rows_dir / rerun["per_face"], list(faces),
+                           [v + 0.01 for v in faces.values()])
+    collect.write_rows(rows_dir / "reruns.csv", [rerun])
+    assert cli.main(["--report_only", f"--docs={docs}", f"--out={tmp_path / 'nothing'}"]) == 0
+    answers = (docs / "results.md").read_text().split("## How a session")[0]
+    after = next(line for line in answers.splitlines() if line.startswith("| 20 |")).split(" | ")
+    assert after[1] == cells[1]  # vs none: rows of one machine, the rerun not used
+    assert "†" not in after[2] and float(after[2].split(" ")[0]) == pytest.approx(
+        float(cells[2].split(" ")[0]) + 1 / 3, abs=0.011)
 
 
 def test_report_answers_which_weight_when_a_teacher_arm_ran_at_several(tmp_path):

@@ -72,16 +72,17 @@ def replay_control(config: str, arms: Iterable[tuple[str, float | None]]
     return (config, 0.0) if (config, 0.0) in replay else (replay[0] if replay else None)
 
 
-def comparisons(rows: list[dict], faces: dict[int, dict[str, float]]) -> list[dict]:
+def comparisons(rows: list[dict], faces: dict[int, dict[str, float]],
+                reruns: list[dict] = ()) -> list[dict]:
     """Paired differences of one setting's grid rows, per N: every arm vs ``none``, every
     pretrained teacher vs its random control (same lambda) and every weighted arm vs the replay
     control (a teacher arm at lambda 0, the same config's if there is one), with bootstrap
-    intervals."""
+    intervals; ``reruns`` (see :func:`_paired`) stand in for rows of another machine."""
     out = []
     pairs = _pairs(rows)
     for n in sorted({r["n"] for r in rows if not r["fold"]}):
         for a, b in pairs:
-            m, _, cross = _paired(rows, faces, a, b, n)
+            m, _, cross = _paired(rows, faces, a, b, n, reruns)
             if m.size:
                 la, lb = (arm_label({"config": c, "lambda": lam}) for c, lam in (a, b))
                 out.append({"a": la, "b": lb, "n": n, "control": b[0] != "none",
@@ -89,14 +90,44 @@ def comparisons(rows: list[dict], faces: dict[int, dict[str, float]]) -> list[di
     return out
 
 
-def _paired(rows: list[dict], faces: dict[int, dict[str, float]], a: tuple, b: tuple, n: int
-            ) -> tuple[np.ndarray, list[str], int]:
+def _paired(rows: list[dict], faces: dict[int, dict[str, float]], a: tuple, b: tuple, n: int,
+            reruns: list[dict] = ()) -> tuple[np.ndarray, list[str], int]:
     """Arm ``a`` − arm ``b`` (config, lambda) at N: the (seeds x faces) matrix, its faces, and
-    for how many of its seeds the two rows trained on different machines."""
-    m, seeds, stems = paired_matrix(_faces_by_seed(rows, faces, *a, n),
-                                    _faces_by_seed(rows, faces, *b, n))
-    ma, mb = (_machines_by_seed(rows, *arm, n) for arm in (a, b))
-    return m, stems, sum(ma[s] != mb[s] for s in seeds)
+    for how many of its seeds the two runs trained on different machines.
+
+    Where a seed's two rows come from different machines, a rerun (``reruns``, per-face errors
+    in ``faces`` too) of one arm on the other row's machine takes its row's place, so the pair
+    is of one machine."""
+    runs = {arm: _runs_by_seed(rows, *arm, n) for arm in (a, b)}
+    again = {arm: _runs_by_seed(reruns, *arm, n, every=True) for arm in (a, b)}
+    fa, fb, machines = {}, {}, {}
+    for seed in sorted(set(runs[a]) & set(runs[b])):
+        x, y = runs[a][seed], runs[b][seed]
+        if _machine(x) != _machine(y):
+            x, y = next(((x, r) for r in again[b].get(seed, []) if _machine(r) == _machine(x)),
+                        next(((r, y) for r in again[a].get(seed, [])
+                              if _machine(r) == _machine(y)), (x, y)))
+        if faces.get(id(x)) and faces.get(id(y)):
+            fa[seed], fb[seed], machines[seed] = faces[id(x)], faces[id(y)], (x, y)
+    m, seeds, stems = paired_matrix(fa, fb)
+    return m, stems, sum(_machine(machines[t][0]) != _machine(machines[t][1]) for t in seeds)
+
+
+def _machine(row: dict) -> str:
+    return row.get("machine") or ""
+
+
+def _runs_by_seed(rows: Iterable[dict], config: str, lam: float | None, n: int,
+                  every: bool = False) -> dict[int, dict] | dict[int, list[dict]]:
+    """seed -> the grid row of one (config, lambda, N) (``every``: the list of them)."""
+    out: dict = {}
+    for r in rows:
+        if not r["fold"] and r["n"] == n and _arm_key(r) == (config, lam):
+            if every:
+                out.setdefault(r["seed"], []).append(r)
+            else:
+                out[r["seed"]] = r
+    return out
 
 
 def _pairs(rows: list[dict]) -> list[tuple[tuple[str, float | None], tuple[str, float | None]]]:
@@ -113,8 +144,8 @@ def _pairs(rows: list[dict]) -> list[tuple[tuple[str, float | None], tuple[str, 
     return pairs
 
 
-def pooled_comparisons(rows: list[dict], faces: dict[int, dict[str, float]], max_n: int
-                       ) -> dict[tuple[str, str], dict]:
+def pooled_comparisons(rows: list[dict], faces: dict[int, dict[str, float]], max_n: int,
+                       reruns: list[dict] = ()) -> dict[tuple[str, str], dict]:
     """The pairs of :func:`comparisons` averaged over the sizes N <= ``max_n`` where both arms
     ran (each N weighted equally, :func:`.stats.bootstrap_strata` over the faces all share), for
     pairs with at least two such sizes: ``(arm, reference) -> {"iv", "sizes",
@@ -122,7 +153,8 @@ def pooled_comparisons(rows: list[dict], faces: dict[int, dict[str, float]], max
     out = {}
     sizes = sorted({r["n"] for r in rows if not r["fold"] and r["n"] and r["n"] <= max_n})
     for a, b in _pairs(rows):
-        found = {n: got for n in sizes if (got := _paired(rows, faces, a, b, n))[0].size}
+        found = {n: got for n in sizes
+                 if (got := _paired(rows, faces, a, b, n, reruns))[0].size}
         shared = set.intersection(*(set(v[1]) for v in found.values())) if found else set()
         if len(found) < 2 or not shared:
             continue
@@ -132,13 +164,6 @@ def pooled_comparisons(rows: list[dict], faces: dict[int, dict[str, float]], max
         out[(la, lb)] = {"iv": bootstrap_strata(strata), "sizes": sorted(found),
                          "cross_machine": sum(v[2] for v in found.values())}
     return out
-
-
-def _machines_by_seed(rows: Iterable[dict], config: str, lam: float | None, n: int
-                      ) -> dict[int, str]:
-    """seed -> ``machine`` ('' when not recorded) of the grid rows of one (config, lambda, N)."""
-    return {r["seed"]: r.get("machine") or "" for r in rows
-            if not r["fold"] and r["n"] == n and _arm_key(r) == (config, lam)}
 
 
 def nme_intervals(rows: list[dict], faces: dict[int, dict[str, float]]) -> list[dict]:
@@ -463,9 +488,10 @@ def _answers(rows: list[dict], diffs_by_setting: dict[tuple[str, str], list[dict
             md += _weights(swept, grid, diffs, replay(swept), cell)
         if any_crossed:
             md += ["† For at least one seed the two rows were trained on different machines "
-                   "(their `machine` differs or one is not recorded): a rerun on another "
-                   "machine drifts like a run with another seed (see the reruns below), so "
-                   "such a difference carries that drift too.", ""]
+                   "(their `machine` differs or one is not recorded) and no rerun of either on "
+                   "the other's machine exists (where one does, it takes its row's place in the "
+                   "pair): a run on another machine drifts like a run with another seed (see "
+                   "the reruns below), so such a difference carries that drift too.", ""]
     if not answered:
         md += [f"No `{full}` rows yet: neither question is answered.", ""]
     return md
@@ -567,14 +593,19 @@ def write_report(docs: Path, progress: list[str], estimate: list[str],
     rows_dir = docs / ROWS_SUBDIR
     raw = read_rows(rows_dir / "rows.csv")
     rows = [typed(r) for r in raw]
-    faces = {id(r): per_face_of(rows_dir, r) for r in rows}
+    reruns = [typed(r) for r in read_rows(rows_dir / RERUNS_CSV)]
+    faces = {id(r): per_face_of(rows_dir, r) for r in rows + reruns}
     docs.mkdir(parents=True, exist_ok=True)
     settings = sorted({setting_of(r) for r in rows},
                       key=lambda s: -sum(setting_of(r) == s for r in rows))
-    diffs = {s: comparisons([r for r in rows if setting_of(r) == s and not r["fold"]], faces)
-             for s in settings}  # paired differences, for the answers and each setting's section
-    pooled = {s: pooled_comparisons([r for r in rows if setting_of(r) == s and not r["fold"]],
-                                    faces, MAX_N) for s in settings}
+
+    def grid(some: list[dict], setting: tuple[str, str]) -> list[dict]:
+        return [r for r in some if setting_of(r) == setting and not r["fold"]]
+
+    # paired differences, for the answers and each setting's section
+    diffs = {s: comparisons(grid(rows, s), faces, grid(reruns, s)) for s in settings}
+    pooled = {s: pooled_comparisons(grid(rows, s), faces, MAX_N, grid(reruns, s))
+              for s in settings}
     md = [
         "# Limited-data ablation: teacher regularizers on InfAnFace",
         "",
@@ -646,7 +677,7 @@ def write_report(docs: Path, progress: list[str], estimate: list[str],
            f"- All grid numbers are on one batch ({', '.join(VAL_SETS)}); the cross-validation "
            "by batch is the check that they carry over to other batches. Weights λ chosen on "
            f"{', '.join(VAL_SETS)} are not an unbiased estimate there.", ""]
-    md += _reruns(rows, [typed(r) for r in read_rows(rows_dir / RERUNS_CSV)], rows_dir)
+    md += _reruns(rows, reruns, rows_dir)
     md += _sessions(rows)
     md += ["## Time", ""] + [f"- {line}" for line in estimate] + [
         "", f"Files in `{_display(rows_dir, REPO)}`: `rows.csv` (one row per run), "
