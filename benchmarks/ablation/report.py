@@ -512,9 +512,10 @@ def _cv_section(cv: list[dict]) -> list[str]:
     return md + [""]
 
 
-def _reruns(rows: list[dict], reruns: list[dict], rows_dir: Path) -> list[str]:
-    """Each rerun against its row: same faces to 6 digits, NME difference; and how far reruns
-    drift next to the spread between seeds."""
+def _reruns(rows: list[dict], reruns: list[dict], faces: dict[int, dict[str, float]]
+            ) -> list[str]:
+    """Each rerun against its row (``faces``: per-face errors by ``id`` of either): same faces
+    to 6 digits, NME difference; and how far reruns drift next to the spread between seeds."""
     by_key = {row_key(r): r for r in rows}
     pairs = [(by_key[row_key(rr)], rr) for rr in reruns if row_key(rr) in by_key]
     if not pairs:
@@ -528,11 +529,11 @@ def _reruns(rows: list[dict], reruns: list[dict], rows_dir: Path) -> list[str]:
     drift: list[tuple[float, int | None]] = []  # (rerun − row, N) of reruns that differ
     identical = home = home_identical = 0
     for row, rr in sorted(pairs, key=lambda p: (run_name(row_key(p[0])), p[1]["date"] or "")):
-        a, b = per_face_of(rows_dir, row), per_face_of(rows_dir, rr)
+        a, b = faces.get(id(row), {}), faces.get(id(rr), {})
         common = sorted(set(a) & set(b))
         same = sum(a[f] == b[f] for f in common)
         diff = (rr["nme"] - row["nme"]) * 100
-        at_home = bool(row.get("machine")) and row.get("machine") == rr.get("machine")
+        at_home = bool(_machine(row)) and _machine(row) == _machine(rr)
         home += at_home
         if common and same == len(common):
             identical += 1
@@ -581,9 +582,9 @@ def _sessions(rows: list[dict]) -> list[str]:
     md += [f"| {d} | {c} | {m} | {k} |" for (d, c, m), k in sorted(groups.items())]
     return md + ["", "Every row's `command` column reruns it (rows without one were migrated "
                  "from the run-folder era). A rerun gives the row's numbers bit for bit on a "
-                 "machine like the row's (`machine`: the CPU's vector flags and TensorFlow's "
-                 "version, recorded since 2026-12-01); on another CPU the float kernels differ "
-                 "and the training drifts as with another seed.", ""]
+                 "machine like the row's (`machine`: CPU model and count, vector flags, "
+                 "TensorFlow's version; recorded for rows since 2026-11-30 19:23 UTC); on "
+                 "another CPU the training drifts as with another seed (reruns above).", ""]
 
 
 def write_report(docs: Path, progress: list[str], estimate: list[str],
@@ -677,7 +678,7 @@ def write_report(docs: Path, progress: list[str], estimate: list[str],
            f"- All grid numbers are on one batch ({', '.join(VAL_SETS)}); the cross-validation "
            "by batch is the check that they carry over to other batches. Weights λ chosen on "
            f"{', '.join(VAL_SETS)} are not an unbiased estimate there.", ""]
-    md += _reruns(rows, reruns, rows_dir)
+    md += _reruns(rows, reruns, faces)
     md += _sessions(rows)
     md += ["## Time", ""] + [f"- {line}" for line in estimate] + [
         "", f"Files in `{_display(rows_dir, REPO)}`: `rows.csv` (one row per run), "
