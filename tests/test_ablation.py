@@ -146,7 +146,11 @@ def test_rerun_runs_rows_again_into_reruns_csv_once_per_machine(tmp_path, monkey
             "| 0/8 |") in md
     assert ("- 1 of 2 reruns give their row's error on every face; 1 of the 1 on the row's own "
             "machine do.") in md
-    assert "- The other 1 do not: rerun − row +1.00 points on average, from +1.00 to +1.00" in md
+    assert ("- The other 1 do not (1 distinct): rerun − row +1.00 points on average, from "
+            "+1.00 to +1.00") in md
+    assert "not around 0" in report._drift_bias([-1.64, -1.08, -1.47])  # one way: biased
+    assert "centred on 0" in report._drift_bias([-1.5, 1.4, 0.2, -0.3])
+    assert report._drift_bias([-1.0, -1.2]) == ""  # too few to tell
 
 
 def test_rows_csv_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):

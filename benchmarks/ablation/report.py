@@ -528,6 +528,7 @@ def _reruns(rows: list[dict], reruns: list[dict], faces: dict[int, dict[str, flo
           "|---|---|---|---|---|---|---|"]
     drift: list[tuple[float, int | None]] = []  # (rerun − row, N) of reruns that differ
     identical = home = home_identical = 0
+    seen: set[tuple] = set()  # (row key, errors) of the drifted reruns counted
     for row, rr in sorted(pairs, key=lambda p: (run_name(row_key(p[0])), p[1]["date"] or "")):
         a, b = faces.get(id(row), {}), faces.get(id(rr), {})
         common = sorted(set(a) & set(b))
@@ -538,7 +539,8 @@ def _reruns(rows: list[dict], reruns: list[dict], faces: dict[int, dict[str, flo
         if common and same == len(common):
             identical += 1
             home_identical += at_home
-        else:
+        elif (row_key(row), tuple(b[f] for f in common)) not in seen:  # twins count once
+            seen.add((row_key(row), tuple(b[f] for f in common)))
             drift.append((diff, row.get("n")))
         md.append(f"| {run_name(row_key(row))} | {row.get('machine') or 'not recorded'} | "
                   f"{rr.get('machine')} | {row['nme'] * 100:.2f} | {rr['nme'] * 100:.2f} | "
@@ -553,16 +555,30 @@ def _reruns(rows: list[dict], reruns: list[dict], faces: dict[int, dict[str, flo
         diffs = [d for d, _ in drift]
         sd = f", SD {np.std(diffs, ddof=1):.2f}" if len(diffs) > 1 else ""
         md.append(
-            f"- The other {len(diffs)} do not: rerun − row {np.mean(diffs):+.2f} points on "
+            f"- The other {len(pairs) - identical} do not ({len(diffs)} distinct): "
+            f"rerun − row {np.mean(diffs):+.2f} points on "
             f"average{sd}, from {min(diffs):+.2f} to {max(diffs):+.2f}"
             + (f"; for scale, the SD of NME over seeds of one arm at N = "
                f"{', '.join(map(str, n_sizes))} is {np.mean(spread):.2f} points on average"
                if spread else "")
             + ". A training run amplifies the last bits of its float sums, so a run on other "
-            "kernels drifts like a run with another seed: a single run's NME carries that "
-            "noise, and a difference between two arms is evidence only beyond it (the "
-            "intervals above resample seeds for this reason).")
+            "kernels drifts as with another seed" + _drift_bias(diffs) + ".")
     return md + [""]
+
+
+def _drift_bias(diffs: list[float]) -> str:
+    """Whether reruns on other machines drift one way: a clause on the mean's 95 % interval
+    (normal approximation, from 3 reruns on)."""
+    if len(diffs) < 3:
+        return ""
+    half = 1.96 * float(np.std(diffs, ddof=1)) / math.sqrt(len(diffs))
+    mean = float(np.mean(diffs))
+    where = f"mean {mean:+.2f}, {mean - half:+.2f} to {mean + half:+.2f}"
+    if abs(mean) <= half:
+        return f", centred on 0 here ({where}): across machines a difference is noisier"
+    return (f", and here not around 0 ({where}): across machines a difference can be biased, "
+            "not only noisier, so the answers above pair rows of one machine where a rerun "
+            "allows and mark the others †")
 
 
 def _group(row: dict) -> tuple:
