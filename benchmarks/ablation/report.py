@@ -60,8 +60,8 @@ def _arm_key(row: dict) -> tuple[str, float | None]:
 def _faces_by_seed(rows: Iterable[dict], faces: dict[int, dict[str, float]],
                    config: str, lam: float | None, n: int) -> dict[int, dict[str, float]]:
     """seed -> per-face NMEs of the grid rows of one (config, lambda, N) with a per-face file."""
-    return {r["seed"]: faces[id(r)] for r in rows if not r["fold"] and r["n"] == n
-            and _arm_key(r) == (config, lam) and faces.get(id(r))}
+    return {seed: faces[id(r)] for seed, r in _runs_by_seed(rows, config, lam, n).items()
+            if faces.get(id(r))}
 
 
 def replay_control(config: str, arms: Iterable[tuple[str, float | None]]
@@ -104,9 +104,12 @@ def _paired(rows: list[dict], faces: dict[int, dict[str, float]], a: tuple, b: t
     for seed in sorted(set(runs[a]) & set(runs[b])):
         x, y = runs[a][seed], runs[b][seed]
         if _machine(x) != _machine(y):
-            x, y = next(((x, r) for r in again[b].get(seed, []) if _machine(r) == _machine(x)),
-                        next(((r, y) for r in again[a].get(seed, [])
-                              if _machine(r) == _machine(y)), (x, y)))
+            b_on_x = [r for r in again[b].get(seed, []) if _machine(r) == _machine(x)]
+            a_on_y = [r for r in again[a].get(seed, []) if _machine(r) == _machine(y)]
+            if b_on_x:
+                y = b_on_x[0]
+            elif a_on_y:
+                x = a_on_y[0]
         if faces.get(id(x)) and faces.get(id(y)):
             fa[seed], fb[seed], machines[seed] = faces[id(x)], faces[id(y)], (x, y)
     m, seeds, stems = paired_matrix(fa, fb)
