@@ -542,8 +542,8 @@ def _reruns(rows: list[dict], reruns: list[dict], faces: dict[int, dict[str, flo
         if common and same == len(common):
             identical += 1
             home_identical += at_home
-        elif (row_key(row), tuple(b[f] for f in common)) not in seen:  # twins count once
-            seen.add((row_key(row), tuple(b[f] for f in common)))
+        elif (twin := (row_key(row), tuple(b[f] for f in common))) not in seen:
+            seen.add(twin)  # reruns with the same errors count once
             drift.append((diff, row.get("n")))
         md.append(f"| {run_name(row_key(row))} | {row.get('machine') or 'not recorded'} | "
                   f"{rr.get('machine')} | {row['nme'] * 100:.2f} | {rr['nme'] * 100:.2f} | "
@@ -552,9 +552,9 @@ def _reruns(rows: list[dict], reruns: list[dict], faces: dict[int, dict[str, flo
            f"{home_identical} of the {home} on the row's own machine do."]
     if drift:
         n_sizes = sorted({n for _, n in drift if n})
-        spread = [mean_sd([r["nme"] * 100 for r in rows if _group(r) == g])[1]
-                  for g in {_group(r) for r in rows if r.get("n") in n_sizes}
-                  if sum(_group(r) == g for r in rows) > 1]
+        spread = [g["nme_sd"] * 100 for setting in {setting_of(r) for r in rows}
+                  for g in summarize([r for r in rows if setting_of(r) == setting])
+                  if g["n"] in n_sizes and g["seeds"] > 1]
         diffs = [d for d, _ in drift]
         sd = f", SD {np.std(diffs, ddof=1):.2f}" if len(diffs) > 1 else ""
         md.append(
@@ -582,12 +582,6 @@ def _drift_bias(diffs: list[float]) -> str:
     return (f", and here not around 0 ({where}): across machines a difference can be biased, "
             "not only noisier, so the answers above pair rows of one machine where a rerun "
             "allows and mark the others †")
-
-
-def _group(row: dict) -> tuple:
-    """A row's arm and setting without its seed (rows of one group differ by seed only)."""
-    return (row["config"], row.get("lambda"), row.get("n"), row["schedule"], row.get("fold"),
-            row["student"])
 
 
 def _sessions(rows: list[dict]) -> list[str]:
