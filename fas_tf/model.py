@@ -265,6 +265,23 @@ class RegularizedLandmarkModel(keras.Model):
             t = self.teacher(images)  # frozen, training=False inside
         return {k: tf.stop_gradient(v) for k, v in t.items()}
 
+    def _adapt(self, stride: int, feat: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+        """``a_i(s_i)``: the 1x1 adapter of ``stride`` on the student's ``feat``, on the
+        teacher's grid ``size`` (bilinear resize).
+
+        The two commute (both linear per pixel or per channel, and each bilinear output pixel
+        is a weighted mean of input pixels, so the adapter's bias passes through), so the map
+        is resized first where that shrinks it: fewer pixels go through the adapter, and the
+        resize moves the student's channels instead of the teacher's (e.g. 4x4x256 -> 3x3 before
+        a 256 -> 1792 adapter, not after).
+        """
+        adapter = self.adapters[str(stride)]
+        if tuple(feat.shape[1:3]) == size:
+            return adapter(feat)
+        if size[0] * size[1] < int(feat.shape[1]) * int(feat.shape[2]):
+            return adapter(tf.image.resize(feat, size, method="bilinear"))
+        return tf.image.resize(adapter(feat), size, method="bilinear")
+
     def _regularizer_losses(
         self, outputs: dict[str, tf.Tensor], t: dict[str, tf.Tensor]
     ) -> dict[str, tf.Tensor]:
@@ -282,11 +299,8 @@ class RegularizedLandmarkModel(keras.Model):
             adapted = []
             pairs = zip(FEATURE_STRIDES, student_feats, teacher_feats, strict=True)
             for s, feat, teacher_feat in pairs:
-                a = self.adapters[str(s)](feat)
                 size = tuple(int(d) for d in teacher_feat.shape[1:3])
-                if tuple(a.shape[1:3]) != size:
-                    a = tf.image.resize(a, size, method="bilinear")
-                adapted.append(a)
+                adapted.append(self._adapt(s, feat, size))
         if "cls" in self.regularizers:
             pooled = tf.reduce_mean(tf.cast(student_feats[-1], tf.float32), axis=[1, 2])
             e_s = self.embedding_head(pooled)

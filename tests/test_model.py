@@ -140,3 +140,25 @@ def test_lite_student_drops_the_1280_channel_top_and_feeds_the_regularizers(teac
     losses = model._regularizer_losses(lite(images, training=True), model.teacher_outputs(images))
     assert set(losses) == {"cls", "feat", "sa", "ca"}
     assert all(np.isfinite(float(v)) and float(v) > 0 for v in losses.values())
+
+
+def test_adapter_resizes_first_where_the_teacher_grid_is_smaller(teacher):
+    # a 64 px student: feat 8x8, 4x4, 2x2 against the tiny teacher's 6x6, 3x3, 2x2 taps
+    from .conftest import tiny_student
+
+    student = tiny_student(input_size=64)
+    model = RegularizedLandmarkModel(student, teacher)
+    feats = student(np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32"))
+    taps = teacher.tap_shapes()
+    shrunk = 0
+    for s in (8, 16, 32):
+        feat, size = feats[f"feat_{s}"], taps[s][:2]
+        shrunk += size[0] < feat.shape[1]
+        after = model.adapters[str(s)](feat)  # the adapter first, then the resize
+        if tuple(after.shape[1:3]) != size:
+            after = tf.image.resize(after, size, method="bilinear")
+        got = model._adapt(s, feat, size)
+        assert got.shape == after.shape == (2, *size, taps[s][2])
+        np.testing.assert_allclose(got.numpy(), after.numpy(), rtol=1e-5, atol=1e-5)
+        assert float(tf.reduce_max(tf.abs(after))) > 0.01  # not trivially equal
+    assert shrunk == 2  # strides 8 and 16 took the resize-first path
