@@ -49,7 +49,7 @@ def _fake_train(calls: list, fail: set | None = None):
         return {
             "record": {"teacher": teacher, "num_train": key.n,
                        "regularizers_active": [] if key.arm == "none" else ["cls", "feat"]},
-            "epochs": arms.epochs_for(key.n, setting.steps),
+            "epochs": arms.epochs_for(key.n or 106, setting.steps),  # a fold: 106 faces
             "eval": {"nme": float(np.mean(per_face)), "fr_10": 0.25, "auc_10": 0.3,
                      "n": len(STEMS), "per_face": per_face, "images": STEMS,
                      "subsets": {"turned": {"nme": base + 0.005}}},
@@ -97,6 +97,26 @@ def test_each_finished_run_appends_one_row_and_is_never_run_again(tmp_path, monk
     calls.clear()  # another schedule is another run
     assert cli.main([*common, "--seeds=0", "--configs=none", "--sizes=20", "--steps=40"]) == 0
     assert calls == [("none", 20, 0, None)]
+
+
+def test_the_cv_fold_of_the_grids_own_split_is_its_n159_run(tmp_path, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(runner, "train_and_evaluate", _fake_train(calls))
+    docs, data = tmp_path / "docs", _data(tmp_path)
+    common = [f"--docs={docs}", f"--out={tmp_path / 'out'}", f"--data={data}", "--steps=31",
+              "--in_process"]
+    fold = arms.RunKey("facenet_all", None, 0, "google2", 1.0)
+    assert arms.grid_twin(fold) == arms.RunKey("facenet_all", 159, 0, "", 1.0)
+    assert arms.grid_twin(arms.RunKey("none", None, 0, "ads")) is None
+    assert cli.main([*common, "--configs=none,facenet_all", "--sizes=159", "--seeds=0"]) == 0
+    calls.clear()  # holding out google2 = the N=159 runs above: only the ads fold trains
+    assert cli.main([*common, "--cv=none,facenet_all", "--cv_folds=google2,ads"]) == 0
+    assert calls == [("none", None, 0, None), ("facenet_all", None, 0, 1.0)]
+    md = (docs / "results.md").read_text()
+    assert "| `none` | s31 | 0.5:96:64 | google2 * | 1 | 10.88 |" in md
+    assert "| `facenet_all λ=1` | s31 | 0.5:96:64 | ads | 1 × 8 | -1.00 (-1.00 to -1.00)" in md
+    # both held-out batches, each face once: 1 seed x (8 + 8) faces
+    assert "| `facenet_all λ=1` | s31 | 0.5:96:64 | ads+google2 * | 1 × 16 | -1.00 " in md
 
 
 def test_rerun_runs_rows_again_into_reruns_csv_once_per_machine(tmp_path, monkeypatch):

@@ -128,6 +128,19 @@ def grid_keys(arms: list[str], sizes: list[int], seeds: list[int],
             for lam in (lambdas if ARMS[a].weighted else [None]) for n in sizes for s in seeds]
 
 
+def grid_twin(key: RunKey) -> RunKey | None:
+    """The grid run that is the same training as CV fold ``key``, else None.
+
+    The fold that holds out the grid's validation batch trains on every face of
+    :data:`TRAIN_SETS`, as the grid does at its largest N (all 159 faces: ``train_limit`` no
+    smaller than the faces draws no subset), with the same seed, schedule and student: one run
+    serves both (none seed 0 gave identical per-face errors both ways).
+    """
+    if key.fold and key.val_sets == VAL_SETS:
+        return RunKey(key.arm, SIZES[-1], key.seed, "", key.lam)
+    return None
+
+
 def cv_keys(arms: list[str], seeds: list[int], folds: list[str] = BATCHES,
             lambdas: list[float] = (LAMBDA,)) -> list[RunKey]:
     return [RunKey(a, None, s, fold, lam) for a in arms

@@ -27,6 +27,7 @@ from .arms import (
     cv_keys,
     grid_configs,
     grid_keys,
+    grid_twin,
     schedule_tag,
 )
 from .collect import (
@@ -153,6 +154,13 @@ def commands_for(argv: list[str]) -> dict[str, str]:
     }
 
 
+def is_done(key: RunKey, done: set[tuple[str, ...]], schedule: str, student: str) -> bool:
+    """Whether ``key`` has a row in ``done`` (row keys), itself or its grid twin
+    (:func:`.arms.grid_twin`: a CV fold that is the same training as a grid run)."""
+    return any(run_key(k, schedule, student) in done
+               for k in (key, grid_twin(key)) if k is not None)
+
+
 def progress_lines(rows: list[dict], keys: list[RunKey], setting: Setting,
                    counts: dict[str, int]) -> tuple[list[str], list[str]]:
     """(progress, time estimate) lines for this invocation's runs and the default grid."""
@@ -162,7 +170,7 @@ def progress_lines(rows: list[dict], keys: list[RunKey], setting: Setting,
     rate = seconds_per_step([typed(r) for r in rows])
 
     def left(ks: list[RunKey], schedule: str, student: str, steps: int) -> tuple[int, float]:
-        todo = [k for k in ks if run_key(k, schedule, student) not in done]
+        todo = [k for k in ks if not is_done(k, done, schedule, student)]
         return len(todo), sum(estimate_seconds(rate, k, steps, counts) or 0.0 for k in todo)
 
     n_full, s_full = left(full, *full_setting, STEPS)
@@ -205,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = []
     if not args.report_only:
         done = {row_key(r) for r in read_rows(rows_csv)}
-        todo = [k for k in keys if run_key(k, setting.schedule, setting.student) not in done]
+        todo = [k for k in keys if not is_done(k, done, setting.schedule, setting.student)]
         if args.rerun:
             here = machine()
             rerun = {row_key(r) for r in read_rows(rows_dir / RERUNS_CSV)

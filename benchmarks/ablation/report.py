@@ -14,7 +14,18 @@ import numpy as np
 
 from fas_tf.cli import atomic_path
 
-from .arms import ARMS, CONTROLS, LAMBDA, REGULARIZERS, REPO, SEEDS, SIZES, TRAIN_SETS, VAL_SETS
+from .arms import (
+    ARMS,
+    BATCHES,
+    CONTROLS,
+    LAMBDA,
+    REGULARIZERS,
+    REPO,
+    SEEDS,
+    SIZES,
+    TRAIN_SETS,
+    VAL_SETS,
+)
 from .collect import (
     RERUNS_CSV,
     ROWS_SUBDIR,
@@ -500,8 +511,71 @@ def _answers(rows: list[dict], diffs_by_setting: dict[tuple[str, str], list[dict
     return md
 
 
-def _cv_section(cv: list[dict]) -> list[str]:
+def cv_runs(rows: list[dict]) -> list[dict]:
+    """The CV runs: rows with a fold, and for an arm and setting with such rows, a fold that
+    did not run but whose grid twin did (:func:`.arms.grid_twin`, the same training) as a copy
+    of that grid row, its ``twin`` the grid row."""
+    cv = [r for r in rows if r["fold"]]
+    have = {row_key(r) for r in cv}
+    ran = {(_arm_key(r), setting_of(r)) for r in cv}
+    for r in rows:
+        if r["fold"] or r["n"] != SIZES[-1] or (_arm_key(r), setting_of(r)) not in ran:
+            continue
+        fold = {**r, "fold": VAL_SETS[0], "n": None, "twin": r}
+        if row_key(fold) not in have:
+            cv.append(fold)
+    return cv
+
+
+def cv_comparisons(cv: list[dict], faces: dict[int, dict[str, float]]) -> list[dict]:
+    """Each CV arm − ``none`` (same schedule, student, seed): per held-out batch, and over the
+    faces of every batch both ran (each face weighted once: the CV estimate), with bootstrap
+    intervals over seeds and faces. ``cross_machine``: seeds whose two runs differ in machine."""
+    def by(r: dict) -> tuple:
+        return (_arm_key(r), r["schedule"], r["student"])
+
+    runs: dict[tuple, dict[str, dict[int, dict]]] = {}
+    for r in cv:
+        if faces.get(id(r)):
+            runs.setdefault(by(r), {}).setdefault(r["fold"], {})[r["seed"]] = r
+    out = []
+    for (arm, schedule, student), folds in sorted(runs.items(),
+                                                  key=lambda kv: arm_order(kv[0][0][0])):
+        ref = runs.get((("none", None), schedule, student))
+        if arm[0] == "none" or not ref:
+            continue
+        per_fold = {}
+        for fold in BATCHES:
+            a, b = folds.get(fold, {}), ref.get(fold, {})
+            seeds = sorted(set(a) & set(b))
+            if not seeds:
+                continue
+            m, _, stems = paired_matrix({s: faces[id(a[s])] for s in seeds},
+                                        {s: faces[id(b[s])] for s in seeds})
+            cross = sum(_machine(a[s]) != _machine(b[s]) for s in seeds)
+            per_fold[fold] = (m, stems, cross, any(a[s].get("twin") for s in seeds))
+        label = arm_label({"config": arm[0], "lambda": arm[1]})
+        for fold, (m, _, cross, twin) in per_fold.items():
+            out.append({"a": label, "schedule": schedule, "student": student, "fold": fold,
+                        "iv": bootstrap(m), "cross_machine": cross, "twin": twin})
+        seeds = set.intersection(*(set(folds[f]) & set(ref[f]) for f in per_fold))
+        if len(per_fold) > 1 and seeds:
+            keep = sorted(seeds)
+            rows_of = {f: sorted(set(folds[f]) & set(ref[f])) for f in per_fold}
+            m = np.concatenate([per_fold[f][0][[rows_of[f].index(s) for s in keep]]
+                                for f in per_fold], axis=1)
+            out.append({"a": label, "schedule": schedule, "student": student,
+                        "fold": "+".join(per_fold), "iv": bootstrap(m),
+                        "cross_machine": sum(v[2] for v in per_fold.values()),
+                        "twin": any(v[3] for v in per_fold.values())})
+    return out
+
+
+def _cv_section(cv: list[dict], faces: dict[int, dict[str, float]]) -> list[str]:
     md = ["## 3-fold cross-validation by batch (train on two batches, test on the third)", "",
+          f"Holding out {VAL_SETS[0]} is the grid's own split: that fold's run is the grid's "
+          f"N={SIZES[-1]} run of the same seed (the same training, *), so it is not trained "
+          "twice.", "",
           "| config | schedule | student | test batch | seeds | NME (%) | FR@0.10 (%) | AUC@0.10 |",
           "|---|---|---|---|---|---|---|---|"]
     folds: dict[tuple, list[dict]] = {}
@@ -509,9 +583,23 @@ def _cv_section(cv: list[dict]) -> list[str]:
         folds.setdefault((arm_label(r), r["schedule"], r["student"], r["fold"]), []).append(r)
     for (label, sch, stu, fold), rs in sorted(folds.items()):
         stats = [mean_sd([r[m] for r in rs]) for m in ("nme", "fr_10", "auc_10")]
-        md.append(f"| `{label}` | {sch} | {stu} | {fold} | {len(rs)} | "
+        star = " *" if any(r.get("twin") for r in rs) else ""
+        md.append(f"| `{label}` | {sch} | {stu} | {fold}{star} | {len(rs)} | "
                   f"{mean_sd_text(*stats[0], 100, 2)} | {mean_sd_text(*stats[1], 100, 1)} | "
                   f"{mean_sd_text(*stats[2], 1, 3)} |")
+    diffs = cv_comparisons(cv, faces)
+    if diffs:
+        md += ["", "Paired difference with `none` (same seed and held-out faces; points of %, "
+               "95 % interval over seeds and faces; several batches: every face of them "
+               "weighted once):", "",
+               "| config − `none` | schedule | student | test batch | seeds × faces | "
+               "difference |", "|---|---|---|---|---|---|"]
+        for d in diffs:
+            iv = d["iv"]
+            mark = " †" if d["cross_machine"] else ""
+            star = " *" if d["twin"] else ""
+            md.append(f"| `{d['a']}` | {d['schedule']} | {d['student']} | {d['fold']}{star} "
+                      f"| {iv.seeds} × {iv.faces} | {_cell(iv)}{mark} |")
     return md + [""]
 
 
@@ -673,9 +761,10 @@ def write_report(docs: Path, progress: list[str], estimate: list[str],
                                diffs[(schedule, student)])
     if not rows:
         md += ["**No finished runs yet**: the tables and plots appear once rows exist.", ""]
-    cv = [r for r in rows if r["fold"]]
-    if cv:
-        md += _cv_section(cv)
+    cv = cv_runs(rows)
+    faces.update({id(r): faces[id(r["twin"])] for r in cv if r.get("twin")})
+    if any(not r.get("twin") for r in cv):
+        md += _cv_section(cv, faces)
     md += ["## What is and is not shown", "",
            "- An interval that excludes 0 shows a difference in NME on these validation faces "
            "for the seeds run, at that N, schedule and student; one that contains 0 shows no "
