@@ -547,27 +547,26 @@ def cv_comparisons(cv: list[dict], faces: dict[int, dict[str, float]]) -> list[d
         per_fold = {}
         for fold in BATCHES:
             a, b = folds.get(fold, {}), ref.get(fold, {})
-            seeds = sorted(set(a) & set(b))
-            if not seeds:
-                continue
-            m, _, stems = paired_matrix({s: faces[id(a[s])] for s in seeds},
-                                        {s: faces[id(b[s])] for s in seeds})
-            cross = sum(_machine(a[s]) != _machine(b[s]) for s in seeds)
-            per_fold[fold] = (m, stems, cross, any(a[s].get("twin") for s in seeds))
+            both = sorted(set(a) & set(b))
+            if both:
+                m, seeds, _ = paired_matrix({s: faces[id(a[s])] for s in both},
+                                            {s: faces[id(b[s])] for s in both})
+                per_fold[fold] = {"m": m, "seeds": seeds,
+                                  "cross": sum(_machine(a[s]) != _machine(b[s]) for s in seeds),
+                                  "twin": any(a[s].get("twin") for s in seeds)}
         label = arm_label({"config": arm[0], "lambda": arm[1]})
-        for fold, (m, _, cross, twin) in per_fold.items():
+        for fold, v in per_fold.items():
             out.append({"a": label, "schedule": schedule, "student": student, "fold": fold,
-                        "iv": bootstrap(m), "cross_machine": cross, "twin": twin})
-        seeds = set.intersection(*(set(folds[f]) & set(ref[f]) for f in per_fold))
-        if len(per_fold) > 1 and seeds:
-            keep = sorted(seeds)
-            rows_of = {f: sorted(set(folds[f]) & set(ref[f])) for f in per_fold}
-            m = np.concatenate([per_fold[f][0][[rows_of[f].index(s) for s in keep]]
-                                for f in per_fold], axis=1)
+                        "iv": bootstrap(v["m"]), "cross_machine": v["cross"], "twin": v["twin"]})
+        shared = sorted(set.intersection(*(set(v["seeds"]) for v in per_fold.values()))
+                        if per_fold else ())
+        if len(per_fold) > 1 and shared:
+            m = np.concatenate([v["m"][[v["seeds"].index(s) for s in shared]]
+                                for v in per_fold.values()], axis=1)
             out.append({"a": label, "schedule": schedule, "student": student,
                         "fold": "+".join(per_fold), "iv": bootstrap(m),
-                        "cross_machine": sum(v[2] for v in per_fold.values()),
-                        "twin": any(v[3] for v in per_fold.values())})
+                        "cross_machine": sum(v["cross"] for v in per_fold.values()),
+                        "twin": any(v["twin"] for v in per_fold.values())})
     return out
 
 
