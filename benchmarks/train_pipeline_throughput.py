@@ -4,7 +4,7 @@ teacher, and the teacher cache's build time and size.
     python benchmarks/train_pipeline_throughput.py [--data=../shared/data/infanface-train]
         [--train_sets=ads,youtube2] [--input_size=96] [--batch_size=16] [--epochs=4]
         [--views=16] [--build_views=16,64] [--arms=plain,facenet,facenet_cached,dlib,dlib_cached]
-        [--facenet_weights=PATH] [--student=mobilenetv2]
+        [--facenet_weights=PATH] [--student=mobilenetv2] [--rounds=1]
 
 Each arm trains the student (``--student``: MobileNetV2 0.5 with head 64, the 96 px mobile
 student, or ``dlib_transfer``, the default of ``fas_tf.train``) with ``model.fit`` on the
@@ -42,6 +42,8 @@ flags.DEFINE_string("train_sets", "ads,youtube2", "image_set values (attributes.
 flags.DEFINE_integer("input_size", 96, "student input size")
 flags.DEFINE_integer("batch_size", 16, "batch size")
 flags.DEFINE_integer("epochs", 4, "epochs per arm (the first is not timed)")
+flags.DEFINE_integer("rounds", 1, "times the arms run, in turn (each arm's images/s is the median "
+                     "over rounds, so a drift of the machine's speed reaches every arm alike)")
 flags.DEFINE_integer("views", 16, "views per face of the cached arms")
 flags.DEFINE_string("build_views", "16,64", "cache sizes whose build is timed, per teacher")
 flags.DEFINE_string("arms", "plain,facenet,facenet_cached,dlib,dlib_cached", "arms to time")
@@ -108,21 +110,27 @@ def main(argv):
                     caches[name] = cache
                 else:
                     shutil.rmtree(cache.path)
-        for arm in arms:
-            base = arm.removesuffix("_cached")
-            teacher = teachers.get(base)
-            cache = caches.get(base) if arm.endswith("_cached") else None
-            rows.append(measure(arm, teacher, cache, faces, layout))
-            print(json.dumps(rows[-1]), flush=True)
+        for round_ in range(FLAGS.rounds):
+            for arm in arms:
+                base = arm.removesuffix("_cached")
+                teacher = teachers.get(base)
+                cache = caches.get(base) if arm.endswith("_cached") else None
+                rows.append({**measure(arm, teacher, cache, faces, layout), "round": round_})
+                print(json.dumps(rows[-1]), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    plain = next((r["images_per_s"] for r in rows if r["arm"] == "plain"), None)
+    speed = {a: float(np.median([r["images_per_s"] for r in rows if r["arm"] == a]))
+             for a in arms}
+    plain = speed.get("plain")
     print(f"\n{FLAGS.student} student, {len(faces)} faces, input {FLAGS.input_size}, "
-          f"batch {FLAGS.batch_size}, {FLAGS.epochs - 1} timed epochs per arm")
-    print(f"{'arm':16s} {'views':>5s} {'images/s':>9s} {'vs plain':>9s}")
-    for r in rows:
-        ratio = f"{r['images_per_s'] / plain:.2f}x" if plain else "-"
-        print(f"{r['arm']:16s} {r['views']:5d} {r['images_per_s']:9.1f} {ratio:>9s}")
+          f"batch {FLAGS.batch_size}, {FLAGS.epochs - 1} timed epochs per arm, "
+          f"{FLAGS.rounds} round(s)")
+    print(f"{'arm':16s} {'views':>5s} {'images/s':>9s} {'vs plain':>9s}  per round")
+    for a in arms:
+        ratio = f"{speed[a] / plain:.2f}x" if plain else "-"
+        each = " ".join(f"{r['images_per_s']:.1f}" for r in rows if r["arm"] == a)
+        views = next(r["views"] for r in rows if r["arm"] == a)
+        print(f"{a:16s} {views:5d} {speed[a]:9.1f} {ratio:>9s}  {each}")
     print(f"\n{'cache build':16s} {'views':>5s} {'seconds':>9s} {'MiB':>9s}")
     for b in builds:
         print(f"{b['teacher']:16s} {b['views']:5d} {b['build_s']:9.1f} {b['MiB']:9.1f}")
