@@ -119,6 +119,42 @@ def test_the_cv_fold_of_the_grids_own_split_is_its_n159_run(tmp_path, monkeypatc
     assert "| `facenet_all λ=1` | s31 | 0.5:96:64 | ads+google2 * | 1 × 16 | -1.00 " in md
 
 
+def test_a_cv_pair_of_two_machines_takes_a_rerun_of_one_machine(tmp_path, monkeypatch):
+    calls: list = []
+    fake = _fake_train(calls)
+    here = {"name": "machine A"}
+
+    def train(key, run_dir, setting, log):  # machine B's kernels drift by a point
+        result = fake(key, run_dir, setting, log)
+        if here["name"] == "machine B":
+            ev = result["eval"]
+            ev["per_face"] = [v + 0.01 for v in ev["per_face"]]
+            ev["nme"] = float(np.mean(ev["per_face"]))
+        return result
+
+    monkeypatch.setattr(runner, "train_and_evaluate", train)
+    monkeypatch.setattr(runner, "machine", lambda: here["name"])
+    monkeypatch.setattr(cli, "machine", lambda: here["name"])
+    docs, data = tmp_path / "docs", _data(tmp_path)
+    common = [f"--docs={docs}", f"--out={tmp_path / 'out'}", f"--data={data}", "--steps=31",
+              "--in_process", "--cv_folds=ads"]
+
+    def cv_line() -> str:
+        md = (docs / "results.md").read_text()
+        return next(line for line in md.splitlines()
+                    if line.startswith("| `facenet_all λ=1` | s31 | 0.5:96:64 | ads | 1 × 8 |"))
+
+    assert cli.main([*common, "--cv=none"]) == 0
+    here["name"] = "machine B"
+    assert cli.main([*common, "--cv=facenet_all"]) == 0
+    # teacher -1 point, machine B +1 point: the rows of two machines show no difference
+    assert cv_line().endswith(
+        "| 1 × 8 | +0.00 (+0.00 to +0.00), no difference shown, faces only [1] † |")
+    assert cli.main([*common, "--cv=none", "--rerun"]) == 0  # none again, on machine B
+    assert calls[-1] == ("none", None, 0, None)
+    assert cv_line().endswith("| 1 × 8 | -1.00 (-1.00 to -1.00), lower, faces only [1] |")
+
+
 def test_rerun_runs_rows_again_into_reruns_csv_once_per_machine(tmp_path, monkeypatch):
     calls: list = []
     folders: list = []

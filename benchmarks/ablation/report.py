@@ -113,14 +113,8 @@ def _paired(rows: list[dict], faces: dict[int, dict[str, float]], a: tuple, b: t
     again = {arm: _runs_by_seed(reruns, *arm, n, every=True) for arm in (a, b)}
     fa, fb, machines = {}, {}, {}
     for seed in sorted(set(runs[a]) & set(runs[b])):
-        x, y = runs[a][seed], runs[b][seed]
-        if _machine(x) != _machine(y):
-            b_on_x = [r for r in again[b].get(seed, []) if _machine(r) == _machine(x)]
-            a_on_y = [r for r in again[a].get(seed, []) if _machine(r) == _machine(y)]
-            if b_on_x:
-                y = b_on_x[0]
-            elif a_on_y:
-                x = a_on_y[0]
+        x, y = one_machine(runs[a][seed], runs[b][seed], again[a].get(seed, []),
+                           again[b].get(seed, []))
         if faces.get(id(x)) and faces.get(id(y)):
             fa[seed], fb[seed], machines[seed] = faces[id(x)], faces[id(y)], (x, y)
     m, seeds, stems = paired_matrix(fa, fb)
@@ -129,6 +123,21 @@ def _paired(rows: list[dict], faces: dict[int, dict[str, float]], a: tuple, b: t
 
 def _machine(row: dict) -> str:
     return row.get("machine") or ""
+
+
+def one_machine(x: dict, y: dict, x_again: Iterable[dict], y_again: Iterable[dict]
+                ) -> tuple[dict, dict]:
+    """The two runs of a pair (rows ``x`` and ``y``), of one machine where reruns allow:
+    where ``x`` and ``y`` ran on different machines, a rerun of ``y`` on ``x``'s machine
+    (``y_again``) takes ``y``'s place, else one of ``x`` on ``y``'s machine takes ``x``'s."""
+    if _machine(x) != _machine(y):
+        for r in y_again:
+            if _machine(r) == _machine(x):
+                return x, r
+        for r in x_again:
+            if _machine(r) == _machine(y):
+                return r, y
+    return x, y
 
 
 def _runs_by_seed(rows: Iterable[dict], config: str, lam: float | None, n: int,
@@ -511,15 +520,17 @@ def _answers(rows: list[dict], diffs_by_setting: dict[tuple[str, str], list[dict
     return md
 
 
-def cv_runs(rows: list[dict]) -> list[dict]:
-    """The CV runs: rows with a fold, and for an arm and setting with such rows, a fold that
-    did not run but whose grid twin did (:func:`.arms.grid_twin`, the same training) as a copy
-    of that grid row, its ``twin`` the grid row."""
+def cv_runs(rows: list[dict], every_twin: bool = False) -> list[dict]:
+    """The CV runs: rows with a fold, and for an arm and setting with such rows (any arm
+    with ``every_twin``, for reruns), a fold that did not run but whose grid twin did
+    (:func:`.arms.grid_twin`, the same training) as a copy of that grid row, its ``twin`` the
+    grid row."""
     cv = [r for r in rows if r["fold"]]
     have = {row_key(r) for r in cv}
     ran = {(_arm_key(r), setting_of(r)) for r in cv}
     for r in rows:
-        if r["fold"] or r["n"] != SIZES[-1] or (_arm_key(r), setting_of(r)) not in ran:
+        if r["fold"] or r["n"] != SIZES[-1] or not (
+                every_twin or (_arm_key(r), setting_of(r)) in ran):
             continue
         fold = {**r, "fold": VAL_SETS[0], "n": None, "twin": r}
         if row_key(fold) not in have:
@@ -527,10 +538,13 @@ def cv_runs(rows: list[dict]) -> list[dict]:
     return cv
 
 
-def cv_comparisons(cv: list[dict], faces: dict[int, dict[str, float]]) -> list[dict]:
+def cv_comparisons(cv: list[dict], faces: dict[int, dict[str, float]],
+                   reruns: list[dict] = ()) -> list[dict]:
     """Each CV arm − ``none`` (same schedule, student, seed): per held-out batch, and over the
     faces of every batch both ran (each face weighted once: the CV estimate), with bootstrap
-    intervals over seeds and faces. ``cross_machine``: seeds whose two runs differ in machine."""
+    intervals over seeds and faces. ``reruns`` (CV runs run again, :func:`cv_runs`) stand in
+    for a run of another machine (:func:`one_machine`); ``cross_machine``: seeds whose two
+    runs still differ in machine."""
     def by(r: dict) -> tuple:
         return (_arm_key(r), r["schedule"], r["student"])
 
@@ -538,21 +552,29 @@ def cv_comparisons(cv: list[dict], faces: dict[int, dict[str, float]]) -> list[d
     for r in cv:
         if faces.get(id(r)):
             runs.setdefault(by(r), {}).setdefault(r["fold"], {})[r["seed"]] = r
+    again: dict[tuple, list[dict]] = {}
+    for r in reruns:
+        if faces.get(id(r)):
+            again.setdefault((by(r), r["fold"], r["seed"]), []).append(r)
     out = []
     for (arm, schedule, student), folds in sorted(runs.items(),
                                                   key=lambda kv: arm_order(kv[0][0][0])):
         ref = runs.get((("none", None), schedule, student))
         if arm[0] == "none" or not ref:
             continue
+        ref_key = (("none", None), schedule, student)
         per_fold = {}
         for fold in BATCHES:
             a, b = folds.get(fold, {}), ref.get(fold, {})
-            both = sorted(set(a) & set(b))
-            if both:
-                m, seeds, _ = paired_matrix({s: faces[id(a[s])] for s in both},
-                                            {s: faces[id(b[s])] for s in both})
+            pairs = {s: one_machine(a[s], b[s], again.get(((arm, schedule, student), fold, s), []),
+                                    again.get((ref_key, fold, s), []))
+                     for s in sorted(set(a) & set(b))}
+            if pairs:
+                m, seeds, _ = paired_matrix({s: faces[id(x)] for s, (x, _) in pairs.items()},
+                                            {s: faces[id(y)] for s, (_, y) in pairs.items()})
                 per_fold[fold] = {"m": m, "seeds": seeds,
-                                  "cross": sum(_machine(a[s]) != _machine(b[s]) for s in seeds),
+                                  "cross": sum(_machine(pairs[s][0]) != _machine(pairs[s][1])
+                                               for s in seeds),
                                   "twin": any(a[s].get("twin") for s in seeds)}
         label = arm_label({"config": arm[0], "lambda": arm[1]})
         for fold, v in per_fold.items():
@@ -570,7 +592,8 @@ def cv_comparisons(cv: list[dict], faces: dict[int, dict[str, float]]) -> list[d
     return out
 
 
-def _cv_section(cv: list[dict], faces: dict[int, dict[str, float]]) -> list[str]:
+def _cv_section(cv: list[dict], faces: dict[int, dict[str, float]],
+                reruns: list[dict] = ()) -> list[str]:
     md = ["## 3-fold cross-validation by batch (train on two batches, test on the third)", "",
           f"Holding out {VAL_SETS[0]} is the grid's own split: that fold's run is the grid's "
           f"N={SIZES[-1]} run of the same seed (the same training, *), so it is not trained "
@@ -586,7 +609,7 @@ def _cv_section(cv: list[dict], faces: dict[int, dict[str, float]]) -> list[str]
         md.append(f"| `{label}` | {sch} | {stu} | {fold}{star} | {len(rs)} | "
                   f"{mean_sd_text(*stats[0], 100, 2)} | {mean_sd_text(*stats[1], 100, 1)} | "
                   f"{mean_sd_text(*stats[2], 1, 3)} |")
-    diffs = cv_comparisons(cv, faces)
+    diffs = cv_comparisons(cv, faces, reruns)
     if diffs:
         md += ["", "Paired difference with `none` (same seed and held-out faces; points of %, "
                "95 % interval over seeds and faces; several batches: every face of them "
@@ -599,6 +622,9 @@ def _cv_section(cv: list[dict], faces: dict[int, dict[str, float]]) -> list[str]
             star = " *" if d["twin"] else ""
             md.append(f"| `{d['a']}` | {d['schedule']} | {d['student']} | {d['fold']}{star} "
                       f"| {iv.seeds} × {iv.faces} | {_cell(iv)}{mark} |")
+        md += ["", "Where a fold's two runs trained on different machines, a rerun of one on "
+               "the other's machine takes its place (`--rerun`, reruns below); † marks a "
+               "difference for which none exists, so it carries the drift between machines too."]
     return md + [""]
 
 
@@ -760,10 +786,10 @@ def write_report(docs: Path, progress: list[str], estimate: list[str],
                                diffs[(schedule, student)])
     if not rows:
         md += ["**No finished runs yet**: the tables and plots appear once rows exist.", ""]
-    cv = cv_runs(rows)
-    faces.update({id(r): faces[id(r["twin"])] for r in cv if r.get("twin")})
+    cv, cv_again = cv_runs(rows), cv_runs(reruns, every_twin=True)
+    faces.update({id(r): faces[id(r["twin"])] for r in cv + cv_again if r.get("twin")})
     if any(not r.get("twin") for r in cv):
-        md += _cv_section(cv, faces)
+        md += _cv_section(cv, faces, cv_again)
     md += ["## What is and is not shown", "",
            "- An interval that excludes 0 shows a difference in NME on these validation faces "
            "for the seeds run, at that N, schedule and student; one that contains 0 shows no "
