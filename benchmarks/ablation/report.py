@@ -559,10 +559,10 @@ def cv_comparisons(cv: list[dict], faces: dict[int, dict[str, float]],
     out = []
     for (arm, schedule, student), folds in sorted(runs.items(),
                                                   key=lambda kv: arm_order(kv[0][0][0])):
-        ref = runs.get((("none", None), schedule, student))
+        ref_key = (("none", None), schedule, student)
+        ref = runs.get(ref_key)
         if arm[0] == "none" or not ref:
             continue
-        ref_key = (("none", None), schedule, student)
         per_fold = {}
         for fold in BATCHES:
             a, b = folds.get(fold, {}), ref.get(fold, {})
