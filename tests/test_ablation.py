@@ -119,12 +119,15 @@ def test_the_cv_fold_of_the_grids_own_split_is_its_n159_run(tmp_path, monkeypatc
     assert "| `facenet_all λ=1` | s31 | 0.5:96:64 | ads+google2 * | 1 × 16 | -1.00 " in md
 
 
-def test_a_cv_pair_of_two_machines_takes_a_rerun_of_one_machine(tmp_path, monkeypatch):
-    calls: list = []
+def _on_two_machines(monkeypatch, calls: list, folders: list | None = None) -> dict:
+    """Fake training on "machine A" or "machine B" (``here["name"]`` of the returned dict),
+    whose kernels drift: B adds a point of NME to every face. ``folders`` gets each run folder."""
     fake = _fake_train(calls)
     here = {"name": "machine A"}
 
-    def train(key, run_dir, setting, log):  # machine B's kernels drift by a point
+    def train(key, run_dir, setting, log):
+        if folders is not None:
+            folders.append(run_dir.name)
         result = fake(key, run_dir, setting, log)
         if here["name"] == "machine B":
             ev = result["eval"]
@@ -135,6 +138,12 @@ def test_a_cv_pair_of_two_machines_takes_a_rerun_of_one_machine(tmp_path, monkey
     monkeypatch.setattr(runner, "train_and_evaluate", train)
     monkeypatch.setattr(runner, "machine", lambda: here["name"])
     monkeypatch.setattr(cli, "machine", lambda: here["name"])
+    return here
+
+
+def test_a_cv_pair_of_two_machines_takes_a_rerun_of_one_machine(tmp_path, monkeypatch):
+    calls: list = []
+    here = _on_two_machines(monkeypatch, calls)
     docs, data = tmp_path / "docs", _data(tmp_path)
     common = [f"--docs={docs}", f"--out={tmp_path / 'out'}", f"--data={data}", "--steps=31",
               "--in_process", "--cv_folds=ads"]
@@ -158,21 +167,7 @@ def test_a_cv_pair_of_two_machines_takes_a_rerun_of_one_machine(tmp_path, monkey
 def test_rerun_runs_rows_again_into_reruns_csv_once_per_machine(tmp_path, monkeypatch):
     calls: list = []
     folders: list = []
-    fake = _fake_train(calls)
-    shift = {"machine A": 0.0, "machine B": 0.01}
-    here = {"name": "machine A"}
-
-    def train(key, run_dir, setting, log):  # machine B's kernels drift by a point
-        folders.append(run_dir.name)
-        result = fake(key, run_dir, setting, log)
-        ev = result["eval"]
-        ev["per_face"] = [v + shift[here["name"]] for v in ev["per_face"]]
-        ev["nme"] = float(np.mean(ev["per_face"]))
-        return result
-
-    monkeypatch.setattr(runner, "train_and_evaluate", train)
-    monkeypatch.setattr(runner, "machine", lambda: here["name"])
-    monkeypatch.setattr(cli, "machine", lambda: here["name"])
+    here = _on_two_machines(monkeypatch, calls, folders)
     docs, data = tmp_path / "docs", _data(tmp_path)
     common = [f"--docs={docs}", f"--out={tmp_path / 'out'}", f"--data={data}", "--steps=31",
               "--configs=none", "--seeds=0", "--in_process"]
