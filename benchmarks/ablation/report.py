@@ -539,7 +539,7 @@ def cv_runs(rows: list[dict], every_twin: bool = False) -> list[dict]:
 
 
 def cv_comparisons(cv: list[dict], faces: dict[int, dict[str, float]],
-                   reruns: list[dict] = ()) -> list[dict]:
+                   reruns: Iterable[dict] = ()) -> list[dict]:
     """Each CV arm − ``none`` (same schedule, student, seed): per held-out batch, and over the
     faces of every batch both ran (each face weighted once: the CV estimate), with bootstrap
     intervals over seeds and faces. ``reruns`` (CV runs run again, :func:`cv_runs`) stand in
@@ -593,7 +593,7 @@ def cv_comparisons(cv: list[dict], faces: dict[int, dict[str, float]],
 
 
 def _cv_section(cv: list[dict], faces: dict[int, dict[str, float]],
-                reruns: list[dict] = ()) -> list[str]:
+                reruns: Iterable[dict] = ()) -> list[str]:
     md = ["## 3-fold cross-validation by batch (train on two batches, test on the third)", "",
           f"Holding out {VAL_SETS[0]} is the grid's own split: that fold's run is the grid's "
           f"N={SIZES[-1]} run of the same seed (the same training, *), so it is not trained "
