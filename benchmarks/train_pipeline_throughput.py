@@ -69,10 +69,11 @@ def measure(name, teacher, cache, faces, layout) -> dict:
     student = build_architecture(FLAGS.student, layout.num_landmarks, FLAGS.input_size, 0.5, 64)
     model = RegularizedLandmarkModel(student, teacher)
     model.compile(keras.optimizers.AdamW(1e-3), regularizers=NAMES if teacher else None)
-    model.use_teacher_cache(cache)
     views = cache.views if cache else 0
     ds = make_dataset(faces, layout, FLAGS.input_size, batch_size=FLAGS.batch_size,
                       seed=FLAGS.seed, epochs=FLAGS.epochs, views=views)
+    if cache is not None:
+        ds = cache.attach(ds)
     timer = EpochTimer()
     model.fit(ds, epochs=FLAGS.epochs, steps_per_epoch=steps_per_epoch(len(faces),
               FLAGS.batch_size), callbacks=[timer], verbose=0)
@@ -104,7 +105,7 @@ def main(argv):
                 cache = load_or_build(teacher, faces, layout, FLAGS.input_size, augment, k,
                                       FLAGS.seed, root=root)
                 builds.append({"teacher": name, "views": k, "faces": len(faces),
-                               "build_s": round(cache.build_seconds, 1),
+                               "build_s": round(cache.compute_seconds, 1),
                                "MiB": round(cache.nbytes / 2**20, 1)})
                 if k == FLAGS.views:
                     caches[name] = cache

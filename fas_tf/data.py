@@ -550,8 +550,10 @@ def view_dataset(
     seed: int,
     views: int,
     batch_size: int = 32,
+    rows: tf.Tensor | None = None,
 ) -> tf.data.Dataset:
-    """Batches of ``(images, rows)``: the ``views`` cached views of every face, in row order.
+    """Batches of ``(images, rows)``: the ``views`` cached views of every face, in row order
+    (only ``rows``, int64, when given).
 
     Row ``index * views + view`` is the crop of :func:`view_seed` ``(seed, index, view)``, the
     one :func:`make_dataset` replays with ``views``.
@@ -564,7 +566,8 @@ def view_dataset(
         image, _ = crop(row // views, view_seed(seed, row // views, row % views))
         return image, row
 
-    ds = tf.data.Dataset.range(len(faces) * views)
+    ds = (tf.data.Dataset.range(len(faces) * views) if rows is None
+          else tf.data.Dataset.from_tensor_slices(tf.cast(rows, tf.int64)))
     ds = ds.map(view, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
@@ -31,9 +30,6 @@ from fas_tf.heatmaps import decode_heatmaps, resample_heatmaps
 from fas_tf.metrics import default_normalization, mean_nme
 from fas_tf.student import FEATURE_STRIDES, student_geometry
 from fas_tf.teachers import Teacher
-
-if TYPE_CHECKING:
-    from fas_tf.teacher_cache import TeacherCache
 
 DEFAULT_WEIGHTS = {"cls": 1.0, "feat": 1.0, "sa": 1.0, "ca": 1.0}
 
@@ -178,7 +174,6 @@ class RegularizedLandmarkModel(keras.Model):
         self.regularizers: tuple[str, ...] = ()
         self.regularizer_weights: dict[str, float] = {}
         self._trackers: dict[str, keras.metrics.Mean] = {}
-        self._teacher_cache: TeacherCache | None = None
         self.built = True  # every sub-layer is built above
 
     # ------------------------------------------------------------------ configuration
@@ -237,30 +232,16 @@ class RegularizedLandmarkModel(keras.Model):
     def call(self, images, training=False):
         return self.student(images, training=training)
 
-    def use_teacher_cache(self, cache: TeacherCache | None) -> None:
-        """Read the teacher's outputs from ``cache`` instead of running the teacher.
-
-        Training batches must then carry the cache rows of their crops, ``(images, targets,
-        rows)`` (:func:`fas_tf.data.make_dataset` ``views=K``). The stored outputs are host
-        tensors outside every checkpoint (the cache is not a Keras-tracked object).
-        """
-        if cache is not None:
-            cache.tensors()  # load now, not while tracing the step
-        self._teacher_cache = cache
-
-    def teacher_outputs(self, images, rows=None) -> dict[str, tf.Tensor]:
+    def teacher_outputs(self, images, stored=None) -> dict[str, tf.Tensor]:
         """The frozen teacher's outputs on ``images``, no gradient.
 
-        With a teacher cache (:meth:`use_teacher_cache`) they are the stored outputs of cache
-        ``rows`` (the views ``images`` were cropped from), cast to the compute dtype; the
-        teacher is not run. Without one the teacher runs on ``images``.
+        ``stored``: the teacher's outputs on ``images`` read from a teacher cache (the third
+        element of a cached batch, :meth:`fas_tf.teacher_cache.TeacherCache.attach`), cast to
+        the compute dtype; the teacher is then not run. Without it the teacher runs on
+        ``images``.
         """
-        cache = self._teacher_cache
-        if cache is not None:
-            if rows is None:
-                raise ValueError("a teacher cache is in use: batches must be (images, targets, "
-                                 "rows), see fas_tf.data.make_dataset(views=K)")
-            t = {k: tf.cast(v, self.compute_dtype) for k, v in cache.lookup(rows).items()}
+        if stored is not None:
+            t = {k: tf.cast(v, self.compute_dtype) for k, v in stored.items()}
         else:
             t = self.teacher(images)  # frozen, training=False inside
         return {k: tf.stop_gradient(v) for k, v in t.items()}
@@ -335,11 +316,11 @@ class RegularizedLandmarkModel(keras.Model):
 
     # ------------------------------------------------------------------ steps
     def train_step(self, data):
-        """One step on ``(images, targets)``, or ``(images, targets, rows)`` with a teacher
-        cache (the teacher's outputs are then read, not computed; a distill source always
-        runs on ``images``)."""
+        """One step on ``(images, targets)``, or ``(images, targets, stored)`` with a teacher
+        cache (``stored``: the teacher's outputs on ``images``, read instead of computed; a
+        distill source always runs on ``images``)."""
         images, targets = data[0], data[1]
-        rows = data[2] if len(data) > 2 else None
+        stored = data[2] if len(data) > 2 else None
         batch = tf.cast(tf.shape(images)[0], tf.float32)
         variables = self.trainable_variables  # student + used adapters/head; never the teacher
         with tf.GradientTape() as tape:
@@ -347,7 +328,7 @@ class RegularizedLandmarkModel(keras.Model):
             hm_loss = R.heatmap_loss(outputs["heatmaps"], targets["heatmaps"])
             reg = {}
             if self.regularizers:
-                reg = self._regularizer_losses(outputs, self.teacher_outputs(images, rows))
+                reg = self._regularizer_losses(outputs, self.teacher_outputs(images, stored))
             total = hm_loss
             for name, value in reg.items():
                 total = total + self.regularizer_weights[name] * value

@@ -3,18 +3,25 @@
 The teacher is frozen, so its outputs on a given crop never change (FKD, Shen & Xing, ECCV 2022,
 stores soft labels per random crop with the crop's parameters; ReLabel, Yun et al., CVPR 2021,
 stores label maps per image). View ``k`` of training face ``i`` is the augmented crop of the
-stateless seed :func:`fas_tf.data.view_seed` ``(seed, i, k)``; the teacher's outputs on all
-``faces x K`` views (embedding and taps, float16) are computed once, in batches, before ``fit``.
-Training replays the views (:func:`fas_tf.data.make_dataset` ``views=K`` yields each crop with
-its row ``i * K + k``) and the train step reads the stored outputs of those rows
-(:meth:`TeacherCache.lookup`) instead of running the teacher. Crops are regenerated from their
-seeds, so only the teacher's outputs are stored.
+stateless seed :func:`fas_tf.data.view_seed` ``(seed, i, k)``; the teacher's outputs on it
+(embedding and taps, float16) are row ``i * K + k`` of the cache. Training replays the views
+(:func:`fas_tf.data.make_dataset` ``views=K`` yields each crop with its row) and
+:meth:`TeacherCache.attach` puts the stored outputs of each batch's rows into the batch, so the
+train step reads them instead of running the teacher.
+
+A row not yet stored is computed the first time a batch needs it, by the input pipeline (in
+its own thread, ahead of the train step that ``prefetch`` overlaps it with), and kept: the
+first ``K`` epochs fill the cache while training, and every later replay reads it. A run can
+also fill every row before training (:meth:`TeacherCache.fill`, what :func:`load_or_build`
+does). Crops are regenerated from their seeds, so only the teacher's outputs are stored.
 
 Storage: one folder per key under ``$XDG_CACHE_HOME/fas_tf/teacher_cache/`` (default
-``~/.cache``) with ``meta.json`` and one ``.npy`` per output (rows ``i * K + k``), written into
-a temporary folder renamed into place when complete. The key hashes everything the stored
-numbers depend on (:func:`cache_key`), so a run with the same key (e.g. an ablation arm with
-other regularizers or lambdas) reuses the cache and any other run builds its own.
+``~/.cache``) with ``meta.json``, one ``.npy`` per output (rows ``i * K + k``) and
+``filled.npy`` (which rows are stored), written into a temporary folder renamed into place
+(:meth:`TeacherCache.save`), so an interrupted write leaves the previous copy or the new one.
+The key hashes everything the stored numbers depend on (:func:`cache_key`), so a run with the
+same key (e.g. an ablation arm with other regularizers or lambdas) reuses the cache and any
+other run builds its own.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import json
 import math
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +48,7 @@ if TYPE_CHECKING:
     from fas_tf.teachers import Teacher
 
 # Bump when the stored numbers of a key change meaning (the sources in _CODE are hashed too).
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 OUTPUTS = ("embedding", "tap_8", "tap_16", "tap_32")
 # The code a view's crop and the teacher's outputs on it depend on.
 _CODE = ("augment.py", "data.py", "teacher_cache.py", "teachers.py", "dlib_resnet.py")
@@ -73,15 +81,17 @@ def cache_root() -> Path:
 
 @dataclass
 class TeacherCache:
-    """The teacher's stored outputs on ``faces x views`` views (row ``face * views + view``).
+    """The teacher's outputs on ``faces x views`` views (row ``face * views + view``).
 
     Attributes:
         key: hex digest naming the cache (:func:`cache_key`).
         path: its folder.
         faces, views: how many faces and views per face it holds.
-        arrays: output name -> (faces * views, ...) float16 array (memory-mapped).
-        built: True when this process computed it, False when it was reused.
-        build_seconds: time to compute it (0 when reused).
+        arrays: output name -> (faces * views, ...) float16 array, in memory.
+        filled: (faces * views,) bool, which rows hold the teacher's outputs.
+        teacher: computes the rows not yet filled (None: every row must be filled).
+        reused_rows: rows read from disk when the cache was opened.
+        computed_rows, compute_seconds: rows this process computed, and the time it took.
     """
 
     key: str
@@ -89,35 +99,139 @@ class TeacherCache:
     faces: int
     views: int
     arrays: dict[str, np.ndarray]
-    built: bool = False
-    build_seconds: float = 0.0
-    _tensors: dict | None = field(default=None, repr=False, compare=False)
+    filled: np.ndarray
+    teacher: Teacher | None = None
+    reused_rows: int = 0
+    computed_rows: int = 0
+    compute_seconds: float = 0.0
+    _meta: dict = field(default_factory=dict, repr=False, compare=False)
+    _forward: object = field(default=None, repr=False, compare=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False,
+                                   compare=False)
+    _saved_rows: int = field(default=0, repr=False, compare=False)
 
     @property
     def nbytes(self) -> int:
         return int(sum(a.nbytes for a in self.arrays.values()))
 
-    def tensors(self) -> dict[str, tf.Tensor]:
-        """The stored outputs as float16 eager tensors in host memory (loaded on first use)."""
+    @property
+    def complete(self) -> bool:
+        return bool(self.filled.all())
+
+    @property
+    def built(self) -> bool:
+        """True when this process computed any of its rows."""
+        return self.computed_rows > 0
+
+    def outputs(self, images: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The stored outputs (float16, in :data:`OUTPUTS` order) of ``rows``, whose crops are
+        ``images``; rows not yet filled are computed by the teacher first and kept (the first
+        time the cache is complete it is saved)."""
+        rows = np.asarray(rows, np.int64)
+        with self._lock:
+            missing = np.flatnonzero(~self.filled[rows])
+            if missing.size:
+                todo, first = np.unique(rows[missing], return_index=True)
+                self._compute(np.asarray(images)[missing[first]], todo)
+                if self.complete:
+                    self.save()
+            return tuple(self.arrays[name][rows] for name in OUTPUTS)
+
+    def _compute(self, images: np.ndarray, rows: np.ndarray) -> None:
         import tensorflow as tf
 
-        if self._tensors is None:
-            with tf.init_scope(), tf.device("/cpu:0"):
-                self._tensors = {k: tf.constant(np.asarray(v)) for k, v in self.arrays.items()}
-        return self._tensors
+        if self.teacher is None:
+            raise ValueError(f"teacher cache {self.path}: rows {rows[:5].tolist()} are not "
+                             "stored and no teacher was given to compute them")
+        if self._forward is None:
+            self._forward = tf.function(self.teacher.__call__, reduce_retracing=True)
+        start = time.perf_counter()
+        result = self._forward(tf.constant(images))
+        for name in OUTPUTS:
+            self.arrays[name][rows] = np.asarray(result[name]).astype(np.float16)
+        self.filled[rows] = True
+        self.computed_rows += len(rows)
+        self.compute_seconds += time.perf_counter() - start
 
-    def lookup(self, rows: tf.Tensor) -> dict[str, tf.Tensor]:
-        """TF op: the stored outputs (float16) of ``rows``, gathered in host memory.
-
-        Inside a ``tf.function`` the tensors are captured inputs (never serialized into the
-        graph, never variables, so never in a checkpoint); only the gathered rows move to the
-        step's device.
-        """
+    def attach(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
+        """``(images, targets, rows)`` batches -> ``(images, targets, outputs)``, ``outputs``
+        the dict of :meth:`outputs`, computed in the input pipeline (prefetched, so rows not
+        yet stored are computed ahead of the step where the step leaves CPU time idle)."""
         import tensorflow as tf
 
-        tensors = self.tensors()
-        with tf.device("/cpu:0"):
-            return {k: tf.gather(v, rows) for k, v in tensors.items()}
+        shapes = {name: tuple(a.shape[1:]) for name, a in self.arrays.items()}
+
+        def stage(images, targets, rows):
+            found = tf.numpy_function(self.outputs, [images, rows], [tf.float16] * len(OUTPUTS),
+                                      stateful=True)
+            outputs = {}
+            for name, value in zip(OUTPUTS, found, strict=True):
+                value.set_shape((images.shape[0], *shapes[name]))
+                outputs[name] = value
+            return images, targets, outputs
+
+        return dataset.map(stage).prefetch(tf.data.AUTOTUNE)
+
+    def fill(self, faces: LabelledFaces, layout: Layout, input_size: int,
+             augment: AugmentConfig, seed: int, batch_size: int = 32) -> None:
+        """Compute every row not yet filled now (views of :func:`fas_tf.data.view_dataset`)."""
+        import tensorflow as tf
+
+        from fas_tf.data import view_dataset
+
+        if self.complete:
+            return
+        rows = tf.constant(np.flatnonzero(~self.filled))
+        for images, index in view_dataset(faces, layout, input_size, augment, seed, self.views,
+                                          batch_size, rows=rows):
+            with self._lock:
+                self._compute(images.numpy(), index.numpy())
+        self.save()
+
+    def save(self) -> None:
+        """Write the cache (every output and ``filled.npy``) into its folder, atomically; a no-op
+        when nothing was computed since it was opened or last saved. Rows another run with the
+        same key saved there meanwhile (e.g. a parallel ablation lane) are kept."""
+        with self._lock:  # the input pipeline may still be computing rows
+            if self.computed_rows != self._saved_rows:
+                self._write()
+
+    def _write(self) -> None:
+        root, key = self.path.parent, self.key
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale_builds(root, key)
+        tmp = root / f".{key}.tmp-{os.getpid()}"
+        old = root / f".{key}.old-{os.getpid()}"
+        self._merge_saved()
+        try:
+            tmp.mkdir()
+            for name, arr in self.arrays.items():
+                np.save(tmp / f"{name}.npy", arr)
+            np.save(tmp / "filled.npy", self.filled)
+            meta = {**self._meta, "filled_rows": int(self.filled.sum()),
+                    "compute_seconds": round(self.compute_seconds, 2)}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            if self.path.exists():
+                os.rename(self.path, old)
+            os.rename(tmp, self.path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+        self._saved_rows = self.computed_rows
+
+    def _merge_saved(self) -> None:
+        """Take the rows that the copy in :attr:`path` holds and this one does not."""
+        if not self.path.is_dir():
+            return
+        shapes = {name: tuple(a.shape[1:]) for name, a in self.arrays.items()}
+        try:
+            arrays, filled = _open(self.path, self.key, len(self.filled), shapes, mmap=True)
+        except (OSError, ValueError):
+            return  # unreadable: replaced by this copy
+        rows = np.flatnonzero(filled & ~self.filled)
+        for name, arr in arrays.items():
+            self.arrays[name][rows] = arr[rows]
+        self.filled[rows] = True
 
     def describe(self) -> dict:
         return {
@@ -127,7 +241,9 @@ class TeacherCache:
             "views_per_face": self.views,
             "bytes": self.nbytes,
             "built": self.built,
-            "build_seconds": round(self.build_seconds, 2),
+            "reused_rows": self.reused_rows,
+            "computed_rows": self.computed_rows,
+            "build_seconds": round(self.compute_seconds, 2),
         }
 
 
@@ -195,28 +311,88 @@ def _shapes(teacher: Teacher) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _open(folder: Path, key: str, rows: int, shapes: dict) -> dict[str, np.ndarray]:
+def _open(folder: Path, key: str, rows: int, shapes: dict,
+          mmap: bool = False) -> tuple[dict, np.ndarray]:
     meta = json.loads((folder / "meta.json").read_text())
     if meta.get("key") != key:
         raise ValueError("meta.json names another key")
+    filled = np.load(folder / "filled.npy")
+    if filled.shape != (rows,) or filled.dtype != np.bool_:
+        raise ValueError(f"filled.npy is {filled.dtype} {filled.shape}, expected bool {(rows,)}")
     arrays = {}
     for name, shape in shapes.items():
-        arr = np.load(folder / f"{name}.npy", mmap_mode="r")
+        arr = np.load(folder / f"{name}.npy", mmap_mode="r" if mmap else None)
         if arr.shape != (rows, *shape) or arr.dtype != np.float16:
             raise ValueError(f"{name}.npy is {arr.dtype} {arr.shape}, expected {(rows, *shape)}")
         arrays[name] = arr
-    return arrays
+    return arrays, filled
 
 
 def _remove_stale_builds(root: Path, key: str) -> None:
-    """Remove temporary folders of builds of ``key`` whose process is gone (killed -9)."""
-    for tmp in root.glob(f".{key}.tmp-*"):
+    """Remove temporary folders of writes of ``key`` whose process is gone (killed -9)."""
+    for tmp in [*root.glob(f".{key}.tmp-*"), *root.glob(f".{key}.old-*")]:
         try:
             os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
         except (ValueError, ProcessLookupError):
             shutil.rmtree(tmp, ignore_errors=True)
         except PermissionError:  # another user's live process
             pass
+
+
+def open_cache(
+    teacher: Teacher,
+    faces: LabelledFaces,
+    layout: Layout,
+    input_size: int,
+    augment: AugmentConfig,
+    views: int,
+    seed: int,
+    root: str | os.PathLike | None = None,
+    log=print,
+) -> TeacherCache:
+    """The teacher cache of these settings, with the rows stored under its key in ``root``
+    (none when there is no such folder or it is unreadable); the rest are computed when first
+    needed (:meth:`TeacherCache.outputs`) or by :meth:`TeacherCache.fill`. Logs one line."""
+    if views < 1:
+        raise ValueError(f"a teacher cache needs at least 1 view per face, got {views}")
+    root = Path(root) if root is not None else cache_root()
+    key = cache_key(teacher, faces, layout, input_size, augment, views, seed)
+    folder = root / key
+    rows = len(faces) * views
+    shapes = _shapes(teacher)
+    arrays = filled = None
+    if folder.is_dir():
+        try:
+            arrays, filled = _open(folder, key, rows, shapes)
+        except (OSError, ValueError) as err:
+            log(f"teacher cache: {folder} is unreadable ({err}); computing it anew")
+    if arrays is None:
+        arrays = {name: np.zeros((rows, *shape), np.float16) for name, shape in shapes.items()}
+        filled = np.zeros(rows, np.bool_)
+    meta = {
+        "key": key,
+        "version": CACHE_VERSION,
+        "teacher": teacher.describe(),
+        "faces": len(faces),
+        "files": [Path(p).name for p in faces.paths],
+        "views_per_face": int(views),
+        "seed": int(seed),
+        "input_size": int(input_size),
+        "augment": augment.to_json(),
+        "shapes": {k: list(v) for k, v in shapes.items()},
+    }
+    stored = int(filled.sum())
+    cache = TeacherCache(key, folder, len(faces), views, arrays, filled, teacher,
+                         reused_rows=stored, _meta=meta)
+    size = f"{cache.nbytes / 2**20:.1f} MiB, {len(faces)} faces x {views} views"
+    if stored == rows:
+        log(f"teacher cache: reused {folder} ({size})")
+    elif stored:
+        log(f"teacher cache: reused {stored} of {rows} views from {folder} ({size}); the rest "
+            "are computed when first used")
+    else:
+        log(f"teacher cache: new {folder} ({size}); each view is computed when first used")
+    return cache
 
 
 def load_or_build(
@@ -231,82 +407,13 @@ def load_or_build(
     batch_size: int = 32,
     log=print,
 ) -> TeacherCache:
-    """The teacher cache of these settings: reused from ``root`` when its key exists, else built.
-
-    Building runs the teacher on every view (:func:`fas_tf.data.view_dataset`) in batches of
-    ``batch_size`` and writes its outputs as float16 into a temporary folder, renamed to
-    ``root/<key>`` only when complete: an interrupted build leaves nothing behind (a killed
-    one's folder is removed by the next build of that key). An unreadable cache is rebuilt.
-    Logs one line.
-    """
-    import tensorflow as tf
-
-    from fas_tf.data import view_dataset
-
-    if views < 1:
-        raise ValueError(f"a teacher cache needs at least 1 view per face, got {views}")
-    root = Path(root) if root is not None else cache_root()
-    key = cache_key(teacher, faces, layout, input_size, augment, views, seed)
-    folder = root / key
-    rows = len(faces) * views
-    shapes = _shapes(teacher)
-
-    if folder.is_dir():
-        try:
-            arrays = _open(folder, key, rows, shapes)
-            cache = TeacherCache(key, folder, len(faces), views, arrays)
-            log(f"teacher cache: reused {folder} ({cache.nbytes / 2**20:.1f} MiB, "
-                f"{len(faces)} faces x {views} views)")
-            return cache
-        except (OSError, ValueError) as err:
-            log(f"teacher cache: {folder} is unreadable ({err}); rebuilding it")
-            shutil.rmtree(folder, ignore_errors=True)
-
-    root.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(root, key)
-    tmp = root / f".{key}.tmp-{os.getpid()}"
-    start = time.time()
-    try:
-        tmp.mkdir()
-        out = {
-            name: np.lib.format.open_memmap(tmp / f"{name}.npy", "w+", np.float16, (rows, *shape))
-            for name, shape in shapes.items()
-        }
-        run = tf.function(teacher.__call__)
-        for images, index in view_dataset(
-            faces, layout, input_size, augment, seed, views, batch_size
-        ):
-            result = run(images)
-            index = index.numpy()
-            for name in shapes:
-                out[name][index] = np.asarray(result[name]).astype(np.float16)
-        for arr in out.values():
-            arr.flush()
-        del out
-        seconds = time.time() - start
-        meta = {
-            "key": key,
-            "version": CACHE_VERSION,
-            "teacher": teacher.describe(),
-            "faces": len(faces),
-            "files": [Path(p).name for p in faces.paths],
-            "views_per_face": int(views),
-            "seed": int(seed),
-            "input_size": int(input_size),
-            "augment": augment.to_json(),
-            "shapes": {k: list(v) for k, v in shapes.items()},
-            "build_seconds": seconds,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        try:
-            os.rename(tmp, folder)
-        except OSError:  # another process finished the same key first: use its copy
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    cache = TeacherCache(key, folder, len(faces), views, _open(folder, key, rows, shapes),
-                         built=True, build_seconds=seconds)
-    log(f"teacher cache: built {folder} in {seconds:.1f} s ({cache.nbytes / 2**20:.1f} MiB, "
-        f"{len(faces)} faces x {views} views)")
+    """The complete teacher cache of these settings: :func:`open_cache`, then every row not
+    stored is computed now (:meth:`TeacherCache.fill`, in batches of ``batch_size``) and the
+    cache saved. An interrupted build leaves nothing behind. Logs one more line when it
+    computed rows."""
+    cache = open_cache(teacher, faces, layout, input_size, augment, views, seed, root, log)
+    if not cache.complete:
+        cache.fill(faces, layout, input_size, augment, seed, batch_size)
+        log(f"teacher cache: built {cache.path} in {cache.compute_seconds:.1f} s "
+            f"({cache.computed_rows} views computed)")
     return cache

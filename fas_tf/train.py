@@ -584,18 +584,16 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill=No
         )
     cache = None
     if config.teacher_cache and model.regularizers:
-        from fas_tf.teacher_cache import load_or_build, replay_warning
+        from fas_tf.teacher_cache import open_cache, replay_warning
 
         if (warning := replay_warning(config.epochs, config.teacher_cache)) is not None:
             print(warning, file=sys.stderr, flush=True)
-        cache = load_or_build(teacher, train_faces, layout, config.input_size, augment,
-                              config.teacher_cache, config.seed, log=log)
-        model.use_teacher_cache(cache)
+        cache = open_cache(teacher, train_faces, layout, config.input_size, augment,
+                           config.teacher_cache, config.seed, log=log)
     elif config.teacher_cache:
         log("teacher cache: not used (no teacher or no regularizer to feed)")
     train_ds, val_ds = _distributed_datasets(
-        strategy, config, train_faces, val_faces, layout, augment, initial_epoch,
-        cache.views if cache else 0, log,
+        strategy, config, train_faces, val_faces, layout, augment, initial_epoch, cache, log,
     )
     log(
         f"training on {len(train_faces)} faces"
@@ -653,6 +651,8 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill=No
         if history_log is not None:
             history_log.on_train_end()  # closes history.csv also when fit raises (idempotent)
     elapsed = time.time() - start
+    if cache is not None:
+        cache.save()  # the views computed in this run, for the next one with the same key
     metrics: dict = {
         "epochs": config.epochs,
         "fit_seconds_this_process": elapsed,
@@ -682,15 +682,15 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill=No
 
 
 def _distributed_datasets(
-    strategy, config, train_faces, val_faces, layout, augment, initial_epoch: int, views: int,
-    log,
+    strategy, config, train_faces, val_faces, layout, augment, initial_epoch: int, cache, log,
 ):
     """Training and validation input for ``strategy``.
 
     The training input holds epochs ``initial_epoch .. config.epochs - 1`` (each one's order
     and crops a function of ``config.seed`` and the epoch, :func:`fas_tf.data.make_dataset`),
-    so ``fit`` needs ``steps_per_epoch``; ``views > 0`` replays that many teacher-cache views
-    per face and adds the cache rows to each batch. One replica: the plain pipelines. Several
+    so ``fit`` needs ``steps_per_epoch``; a teacher ``cache``
+    (:class:`fas_tf.teacher_cache.TeacherCache`) replays its views and adds the teacher's
+    outputs on them to each batch (its ``attach``). One replica: the plain pipelines. Several
     replicas (``mirrored``, ``multiworker``): every input pipeline (one per worker) orders each
     epoch alike, pads it to whole global batches of ``--batch_size`` and keeps its shard of each
     (``shard``), so every batch is full and every worker runs the same number of steps.
@@ -704,11 +704,15 @@ def _distributed_datasets(
     replicas = strategy.num_replicas_in_sync
     common = {"input_size": config.input_size, "sigma": config.sigma, "augment": augment,
               "seed": config.seed, "initial_epoch": initial_epoch, "epochs": config.epochs,
-              "views": views}
+              "views": cache.views if cache is not None else 0}
+
+    def with_teacher(ds: tf.data.Dataset) -> tf.data.Dataset:
+        return cache.attach(ds) if cache is not None else ds
+
     if replicas == 1:
-        train_ds = make_dataset(
+        train_ds = with_teacher(make_dataset(
             train_faces, layout, **common, batch_size=config.batch_size, training=True
-        )
+        ))
         val_ds = None
         if val_faces is not None:
             val_ds = make_dataset(
@@ -723,12 +727,12 @@ def _distributed_datasets(
         )
 
     def train_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return make_dataset(
+        return with_teacher(make_dataset(
             train_faces, layout, **common,
             batch_size=context.get_per_replica_batch_size(config.batch_size), training=True,
             global_batch=config.batch_size,
             shard=(context.num_input_pipelines, context.input_pipeline_id),
-        )
+        ))
 
     train_ds = strategy.distribute_datasets_from_function(train_fn)
     val_ds = None

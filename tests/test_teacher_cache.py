@@ -17,7 +17,7 @@ from fas_tf.data import load_faces, make_dataset, view_of
 from fas_tf.landmarks import layout_for
 from fas_tf.model import RegularizedLandmarkModel
 from fas_tf.student import build_student
-from fas_tf.teacher_cache import load_or_build
+from fas_tf.teacher_cache import load_or_build, open_cache
 from fas_tf.teachers import Teacher
 
 from .conftest import Interrupt, killed_in_epoch, tiny_teacher
@@ -68,23 +68,21 @@ def test_cached_losses_equal_online_losses_on_the_same_views(faces, tmp_path):
                           log=quiet)
     ds = make_dataset(faces, LAYOUT, SIZE, batch_size=6, seed=0, initial_epoch=2, epochs=3,
                       views=3)
-    images, _, rows = next(iter(ds))
+    _, _, rows = next(iter(ds))
     assert sorted((rows.numpy() // 3).tolist()) == list(range(6))
+    images, _, stored = next(iter(cache.attach(ds)))
+    assert all(v.dtype == tf.float16 for v in stored.values())
+    np.testing.assert_array_equal(stored["tap_8"], cache.arrays["tap_8"][rows.numpy()])
     model = RegularizedLandmarkModel(small_student(), teacher)
     model.compile("adam", regularizers="cls,feat,sa,ca")
     outputs = model.student(images, training=False)
     online = model._regularizer_losses(outputs, model.teacher_outputs(images))
-    model.use_teacher_cache(cache)
-    stored = cache.lookup(rows)
-    assert all(v.dtype == tf.float16 for v in stored.values())
-    cached = model._regularizer_losses(outputs, model.teacher_outputs(images, rows))
+    cached = model._regularizer_losses(outputs, model.teacher_outputs(images, stored))
     assert set(cached) == {"cls", "feat", "sa", "ca"}
     for name in cached:
         assert float(online[name]) > 1e-3, name
         np.testing.assert_allclose(float(cached[name]), float(online[name]), rtol=2e-3,
                                    err_msg=name)
-    with pytest.raises(ValueError, match="rows"):
-        model.teacher_outputs(images)
 
 
 def test_teacher_never_runs_in_fit_with_the_cache_and_no_checkpoint_holds_it(
@@ -99,21 +97,85 @@ def test_teacher_never_runs_in_fit_with_the_cache_and_no_checkpoint_holds_it(
     weights = len(model.weights)
     model.optimizer.build(model.trainable_variables)
     model.save_weights(tmp_path / "before.weights.h5")
-    model.use_teacher_cache(cache)
-    assert len(model.weights) == weights, "the cache is not a model variable"
-    ds = make_dataset(faces, LAYOUT, SIZE, batch_size=4, seed=0, epochs=2, views=2)
+    ds = cache.attach(make_dataset(faces, LAYOUT, SIZE, batch_size=4, seed=0, epochs=2, views=2))
     CountingTeacher.calls = 0
     logs = model.fit(ds, epochs=2, steps_per_epoch=2, verbose=0).history
     assert CountingTeacher.calls == 0
     for k in ("cls_loss", "feat_loss", "sa_loss", "ca_loss"):
         assert len(logs[k]) == 2 and np.isfinite(logs[k][-1]) and logs[k][-1] > 0, k
+    assert len(model.weights) == weights, "the cache is not a model variable"
     model.save_weights(tmp_path / "after.weights.h5")
     size = os.path.getsize
     assert size(tmp_path / "after.weights.h5") == size(tmp_path / "before.weights.h5")
-    model.use_teacher_cache(None)
     online = make_dataset(faces, LAYOUT, SIZE, batch_size=4, seed=0)
     model.fit(online.take(1), epochs=1, verbose=0)
     assert CountingTeacher.calls > 0, "without the cache the step runs the teacher"
+
+
+def test_views_computed_while_training_equal_a_build_and_are_kept(faces, tmp_path):
+    """An empty cache fills itself from the training batches: after the K epochs that use
+    every view it holds what a build before training holds, is saved, and is reused whole."""
+    keras.utils.set_random_seed(0)
+    teacher = counting_tiny_teacher()
+    args = (teacher, faces, LAYOUT, SIZE, AugmentConfig(), 3, 0)
+    built = load_or_build(*args, root=tmp_path / "built", log=quiet)
+    lines = []
+    lazy = open_cache(*args, root=tmp_path / "lazy", log=lines.append)
+    assert lines[0].startswith("teacher cache: new") and not lazy.filled.any()
+    model = RegularizedLandmarkModel(small_student(), teacher)
+    model.compile(keras.optimizers.Adam(1e-3), regularizers="cls,feat,sa,ca")
+
+
+    def epochs(first, end):
+        return lazy.attach(make_dataset(faces, LAYOUT, SIZE, batch_size=4, seed=0,
+                                        initial_epoch=first, epochs=end, views=3))
+
+    model.fit(epochs(0, 1), epochs=1, verbose=0)  # epoch 0: one view of each of the 6 faces
+    assert (lazy.computed_rows, int(lazy.filled.sum())) == (6, 6)
+    assert not (tmp_path / "lazy").exists(), "an incomplete cache is saved by its owner only"
+    model.fit(epochs(1, 3), epochs=1, steps_per_epoch=4, verbose=0)  # epochs 1 and 2
+    assert lazy.complete and lazy.computed_rows == 18
+    assert (tmp_path / "lazy" / lazy.key / "filled.npy").is_file(), "saved once complete"
+    for name in built.arrays:
+        np.testing.assert_allclose(np.asarray(lazy.arrays[name], np.float32),
+                                   np.asarray(built.arrays[name], np.float32), atol=2e-3,
+                                   rtol=2e-3, err_msg=name)
+    CountingTeacher.calls = 0
+    again = open_cache(*args, root=tmp_path / "lazy", log=lines.append)
+    assert again.complete and again.reused_rows == 18 and lines[-1].startswith(
+        "teacher cache: reused")
+    for _ in again.attach(make_dataset(faces, LAYOUT, SIZE, batch_size=4, seed=0, epochs=3,
+                                       views=3)):
+        pass
+    assert CountingTeacher.calls == 0 and again.computed_rows == 0
+
+
+def test_a_partial_cache_is_saved_and_completed_by_the_next_run(faces, tmp_path):
+    keras.utils.set_random_seed(0)
+    teacher = tiny_teacher()
+    args = (teacher, faces, LAYOUT, SIZE, AugmentConfig(), 4, 0)
+    first = open_cache(*args, root=tmp_path, log=quiet)
+    other = open_cache(*args, root=tmp_path, log=quiet)  # a parallel run with the same key
+    for cache, epoch in ((first, 0), (other, 1)):
+        for _ in cache.attach(make_dataset(faces, LAYOUT, SIZE, batch_size=6, seed=0,
+                                           initial_epoch=epoch, epochs=epoch + 1, views=4)):
+            pass
+        assert cache.computed_rows == 6
+    first.save()
+    other.save()  # keeps the rows first saved
+    lines = []
+    second = open_cache(*args, root=tmp_path, log=lines.append)
+    assert second.reused_rows == 12 and not second.complete
+    assert lines == [f"teacher cache: reused 12 of 24 views from {tmp_path / first.key} "
+                     f"({first.nbytes / 2**20:.1f} MiB, 6 faces x 4 views); the rest are "
+                     "computed when first used"]
+    np.testing.assert_array_equal(second.filled, first.filled | other.filled)
+    for cache in (first, other):
+        rows = np.flatnonzero(cache.filled)
+        np.testing.assert_array_equal(second.arrays["tap_8"][rows], cache.arrays["tap_8"][rows])
+    second.fill(faces, LAYOUT, SIZE, AugmentConfig(), 0)
+    assert second.complete and second.computed_rows == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.key], "no temp folder left"
 
 
 def test_same_key_builds_nothing_and_a_changed_key_rebuilds(faces, tmp_path):
@@ -188,12 +250,14 @@ def test_train_with_the_cache_reuses_it_and_resumes_seeded(
         )
         metrics = train_module.train(config, log=lines.append)
         record = json.loads((tmp_path / name / "config.json").read_text())["teacher_cache"]
-        assert metrics["teacher_cache"] == record
-        return record, (tmp_path / name / "history.csv").read_text()
+        # config.json: the cache as the run found it; metrics.json: what the run added
+        assert metrics["teacher_cache"]["key"] == record["key"]
+        assert record["computed_rows"] == 0
+        return metrics["teacher_cache"], (tmp_path / name / "history.csv").read_text()
 
     first, straight = run("a")
-    assert first["built"] and first["bytes"] > 0
-    assert (first["faces"], first["views_per_face"]) == (7, 2)
+    assert first["built"] and first["bytes"] > 0 and first["reused_rows"] == 0
+    assert (first["faces"], first["views_per_face"], first["computed_rows"]) == (7, 2, 14)
     assert "cls_loss" in straight and len(straight.splitlines()) == 3
 
     real_checkpoint = train_module.student_checkpoint
@@ -203,8 +267,9 @@ def test_train_with_the_cache_reuses_it_and_resumes_seeded(
     monkeypatch.setattr(train_module, "student_checkpoint", real_checkpoint)
     second, resumed = run("b", resume=True)
     assert not second["built"] and second["key"] == first["key"]
+    assert second["reused_rows"] == 14
     assert resumed == straight, "a killed and resumed cached run equals the straight one"
-    assert sum(line.startswith("teacher cache: built") for line in lines) == 1
+    assert sum(line.startswith("teacher cache: new") for line in lines) == 1
     assert sum(line.startswith("teacher cache: reused") for line in lines) == 2
 
 
@@ -222,10 +287,9 @@ def test_cached_step_under_mixed_precision(faces, tmp_path):
     try:
         model = RegularizedLandmarkModel(small_student(), teacher)
         model.compile(keras.optimizers.Adam(1e-3), regularizers="cls,feat,sa,ca")
-        model.use_teacher_cache(cache)
-        ds = make_dataset(faces, LAYOUT, SIZE, batch_size=3, seed=0, views=2)
-        images, _, rows = next(iter(ds))
-        assert model.teacher_outputs(images, rows)["tap_8"].dtype == tf.float16
+        ds = cache.attach(make_dataset(faces, LAYOUT, SIZE, batch_size=3, seed=0, views=2))
+        images, _, stored = next(iter(ds))
+        assert model.teacher_outputs(images, stored)["tap_8"].dtype == tf.float16
         CountingTeacher.calls = 0
         logs = model.fit(ds, epochs=1, verbose=0).history
     finally:
