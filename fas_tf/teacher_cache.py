@@ -243,7 +243,7 @@ class TeacherCache:
             "built": self.built,
             "reused_rows": self.reused_rows,
             "computed_rows": self.computed_rows,
-            "build_seconds": round(self.compute_seconds, 2),
+            "compute_seconds": round(self.compute_seconds, 2),
         }
 
 
