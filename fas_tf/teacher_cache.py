@@ -31,6 +31,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -91,7 +92,10 @@ class TeacherCache:
         filled: (faces * views,) bool, which rows hold the teacher's outputs.
         teacher: computes the rows not yet filled (None: every row must be filled).
         reused_rows: rows read from disk when the cache was opened.
-        computed_rows, compute_seconds: rows this process computed, and the time it took.
+        computed_rows, compute_seconds: rows this process computed, and the time it took
+            (the teacher's conversion for its forward included).
+        forward_backend: what ran the teacher's forward (``"litert"`` or ``"tensorflow"``),
+            None before any row was computed.
     """
 
     key: str
@@ -104,11 +108,13 @@ class TeacherCache:
     reused_rows: int = 0
     computed_rows: int = 0
     compute_seconds: float = 0.0
+    forward_backend: str | None = None
     _meta: dict = field(default_factory=dict, repr=False, compare=False)
     _forward: object = field(default=None, repr=False, compare=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False,
                                    compare=False)
     _saved_rows: int = field(default=0, repr=False, compare=False)
+    saver: threading.Thread | None = field(default=None, repr=False, compare=False)
 
     @property
     def nbytes(self) -> int:
@@ -125,33 +131,62 @@ class TeacherCache:
 
     def outputs(self, images: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         """The stored outputs (float16, in :data:`OUTPUTS` order) of ``rows``, whose crops are
-        ``images``; rows not yet filled are computed by the teacher first and kept (the first
-        time the cache is complete it is saved)."""
+        ``images``; rows not yet filled are computed by the teacher first and kept (when the
+        cache becomes complete it is saved, by a thread of its own)."""
         rows = np.asarray(rows, np.int64)
+        if self.saver is not None:  # complete: the arrays no longer change, no lock needed
+            return tuple(self.arrays[name][rows] for name in OUTPUTS)
         with self._lock:
             missing = np.flatnonzero(~self.filled[rows])
             if missing.size:
                 todo, first = np.unique(rows[missing], return_index=True)
-                self._compute(np.asarray(images)[missing[first]], todo)
-                if self.complete:
-                    self.save()
+                self._compute(np.asarray(images)[missing[first]], todo, len(rows))
+            if self.complete:
+                # Written by a thread of its own while training goes on; save() waits for it.
+                self.saver = threading.Thread(target=self._save_quietly,
+                                               name="teacher-cache-save")
+                self.saver.start()
             return tuple(self.arrays[name][rows] for name in OUTPUTS)
 
-    def _compute(self, images: np.ndarray, rows: np.ndarray) -> None:
-        import tensorflow as tf
+    def _save_quietly(self) -> None:
+        try:
+            self.save()
+        except OSError:  # e.g. a full disk: the end-of-run save() tries again and reports it
+            pass
+
+    def _compute(self, images: np.ndarray, rows: np.ndarray, batch_size: int) -> None:
 
         if self.teacher is None:
             raise ValueError(f"teacher cache {self.path}: rows {rows[:5].tolist()} are not "
                              "stored and no teacher was given to compute them")
-        if self._forward is None:
-            self._forward = tf.function(self.teacher.__call__, reduce_retracing=True)
         start = time.perf_counter()
-        result = self._forward(tf.constant(images))
+        if self._forward is None:
+            self._forward = self._make_forward(batch_size, images.shape[1])
+        result = self._forward(images)
         for name in OUTPUTS:
             self.arrays[name][rows] = np.asarray(result[name]).astype(np.float16)
         self.filled[rows] = True
         self.computed_rows += len(rows)
         self.compute_seconds += time.perf_counter() - start
+
+    def _make_forward(self, batch_size: int, crop_size: int):
+        """The teacher's forward on crops of ``crop_size``: LiteRT (:meth:`Teacher.litert_forward`
+        at ``batch_size``) on a CPU-only machine with a float32 teacher, else TensorFlow (a GPU
+        runs the teacher faster than any CPU path; a model LiteRT cannot convert, too)."""
+        import tensorflow as tf
+
+        self.forward_backend = "tensorflow"
+        floats = str(self.teacher.model.output["tap_8"].dtype) == "float32"
+        if floats and not tf.config.list_logical_devices("GPU"):
+            try:
+                forward = self.teacher.litert_forward(batch_size, crop_size)
+                self.forward_backend = "litert"
+                return forward
+            except ValueError as err:
+                print(f"teacher cache: {err}; the teacher runs in TensorFlow",
+                      file=sys.stderr, flush=True)
+        fn = tf.function(self.teacher.__call__, reduce_retracing=True)
+        return lambda x: fn(tf.constant(x))
 
     def attach(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
         """``(images, targets, rows)`` batches -> ``(images, targets, outputs)``, ``outputs``
@@ -185,13 +220,16 @@ class TeacherCache:
         for images, index in view_dataset(faces, layout, input_size, augment, seed, self.views,
                                           batch_size, rows=rows):
             with self._lock:
-                self._compute(images.numpy(), index.numpy())
+                self._compute(images.numpy(), index.numpy(), batch_size)
         self.save()
 
     def save(self) -> None:
         """Write the cache (every output and ``filled.npy``) into its folder, atomically; a no-op
         when nothing was computed since it was opened or last saved. Rows another run with the
         same key saved there meanwhile (e.g. a parallel ablation lane) are kept."""
+        saver = self.saver
+        if saver is not None and saver is not threading.current_thread():
+            saver.join()
         with self._lock:  # the input pipeline may still be computing rows
             if self.computed_rows != self._saved_rows:
                 self._write()
@@ -244,6 +282,7 @@ class TeacherCache:
             "reused_rows": self.reused_rows,
             "computed_rows": self.computed_rows,
             "compute_seconds": round(self.compute_seconds, 2),
+            "forward_backend": self.forward_backend,
         }
 
 

@@ -111,6 +111,14 @@ def test_dlib_teacher_interface(dlib_teacher):
     assert not t.model.trainable
 
 
+@needs_dat
+def test_dlib_litert_forward_equals_tensorflow(dlib_teacher):
+    crops = np.random.default_rng(0).uniform(0, 255, (3, 96, 96, 3)).astype("float32")
+    found = dlib_teacher.litert_forward(batch_size=2, crop_size=96)(crops)
+    for name, value in dlib_teacher(crops).items():
+        np.testing.assert_allclose(found[name], value.numpy(), atol=3e-4, err_msg=name)
+
+
 def test_dlib_random_teacher_is_not_pretrained():
     t = teachers.build_dlib("random")
     assert not t.pretrained and t.tap_shapes()[32] == (4, 4, 256)

@@ -135,7 +135,10 @@ def test_views_computed_while_training_equal_a_build_and_are_kept(faces, tmp_pat
     assert not (tmp_path / "lazy").exists(), "an incomplete cache is saved by its owner only"
     model.fit(epochs(1, 3), epochs=1, steps_per_epoch=4, verbose=0)  # epochs 1 and 2
     assert lazy.complete and lazy.computed_rows == 18
+    assert lazy.saver is not None, "the complete cache is being saved"
+    lazy.saver.join()  # by a thread of its own, while training goes on
     assert (tmp_path / "lazy" / lazy.key / "filled.npy").is_file(), "saved once complete"
+    assert lazy.forward_backend == "litert"
     for name in built.arrays:
         np.testing.assert_allclose(np.asarray(lazy.arrays[name], np.float32),
                                    np.asarray(built.arrays[name], np.float32), atol=2e-3,
@@ -176,6 +179,21 @@ def test_a_partial_cache_is_saved_and_completed_by_the_next_run(faces, tmp_path)
     second.fill(faces, LAYOUT, SIZE, AugmentConfig(), 0)
     assert second.complete and second.computed_rows == 12
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.key], "no temp folder left"
+
+
+def test_litert_forward_equals_the_teacher_on_any_number_of_crops():
+    teacher = tiny_teacher()
+    crops = np.random.default_rng(0).uniform(0, 255, (7, SIZE, SIZE, 3)).astype(np.float32)
+    forward = teacher.litert_forward(batch_size=3, crop_size=SIZE, num_threads=1)
+    expected = teacher(tf.constant(crops))
+    for n in (7, 3, 1):  # padded, whole, one crop
+        found = forward(crops[:n])
+        assert set(found) == set(expected)
+        for name, value in expected.items():
+            assert found[name].shape == (n, *value.shape[1:]), name
+            assert np.abs(value.numpy()).max() > 0.05, name
+            np.testing.assert_allclose(found[name], value.numpy()[:n], atol=1e-4, rtol=1e-4,
+                                       err_msg=name)
 
 
 def test_same_key_builds_nothing_and_a_changed_key_rebuilds(faces, tmp_path):
