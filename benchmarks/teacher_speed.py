@@ -1,11 +1,17 @@
 """Teacher forward speed on this machine: FaceNet (random weights) and dlib's ResNet.
 
-``python benchmarks/teacher_speed.py [--batch=16] [--warmup=3] [--runs=10] [--dlib_reference]``
+``python benchmarks/teacher_speed.py [--batch=16] [--warmup=3] [--runs=10] [--dlib_reference]
+[--crop_size=96] [--facenet=PATH]``
 
 Prints images/s (median over ``--runs`` timed batches after ``--warmup`` untimed ones, each
 batch at the teacher's own input size through its compiled ``tf.function`` forward) and the
 time to read and parse ``dlib_face_recognition_resnet_model_v1.dat`` (median of 5).
 ``--dlib_reference`` also times dlib's own C++ network on the same batch size.
+
+Then the two forwards the teacher cache can compute its rows with, in one run on
+``--crop_size`` student crops (resize included): TensorFlow (``tf.function`` of the teacher)
+and LiteRT (:meth:`fas_tf.teachers.Teacher.litert_forward`, all cores): images/s of each,
+the conversion time and the largest difference of their outputs.
 """
 
 from __future__ import annotations
@@ -36,6 +42,39 @@ def images_per_second(teacher, batch: int, warmup: int, runs: int) -> float:
     return batch / statistics.median(times)
 
 
+def cache_forwards(teacher, crop_size: int, batch: int, warmup: int, runs: int) -> str:
+    """One line: TensorFlow vs LiteRT forward of the teacher cache on ``crop_size`` crops."""
+    import numpy as np
+    import tensorflow as tf
+
+    x = np.random.default_rng(0).uniform(0, 255, (batch, crop_size, crop_size, 3))
+    x = x.astype(np.float32)
+    fn = tf.function(teacher.__call__)
+
+    def tf_forward(images):
+        return {k: v.numpy() for k, v in fn(tf.constant(images)).items()}
+
+    start = time.perf_counter()
+    lite_forward = teacher.litert_forward(batch, crop_size)
+    convert_s = time.perf_counter() - start
+    speeds = {}
+    for name, forward in (("tensorflow", tf_forward), ("litert", lite_forward)):
+        for _ in range(warmup):
+            forward(x)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            forward(x)
+            times.append(time.perf_counter() - start)
+        speeds[name] = batch / statistics.median(times)
+    expected, found = tf_forward(x), lite_forward(x)
+    diff = max(float(np.abs(expected[k] - found[k]).max()) for k in expected)
+    return (f"{crop_size} px crops, batch {batch}: tensorflow {speeds['tensorflow']:.1f} "
+            f"images/s, litert {speeds['litert']:.1f} images/s "
+            f"({speeds['litert'] / speeds['tensorflow']:.2f}x; conversion {convert_s:.1f} s, "
+            f"max output difference {diff:.1e})")
+
+
 def dlib_reference_images_per_second(path: str, batch: int, runs: int) -> float:
     """Median images/s of dlib's own network (dlib-bin) on random aligned 150x150 chips."""
     import dlib
@@ -61,6 +100,10 @@ def main() -> None:
                         help="TF intra/inter-op threads (0: TF default)")
     parser.add_argument("--dlib_reference", action="store_true",
                         help="also time dlib's own C++ network (needs dlib-bin)")
+    parser.add_argument("--crop_size", type=int, default=96,
+                        help="student crop size for the teacher cache's forwards")
+    parser.add_argument("--facenet", default=None,
+                        help="FaceNet weights for the cache forwards (default: random weights)")
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -90,6 +133,10 @@ def main() -> None:
     if args.dlib_reference:
         ips = dlib_reference_images_per_second(path, args.batch, min(args.runs, 3))
         print(f"dlib C++ reference (dlib-bin), batch {args.batch}: {ips:.1f} images/s")
+    facenet = build_facenet(args.facenet or "random")
+    for name, teacher in (("facenet", facenet), ("dlib", dlib)):
+        line = cache_forwards(teacher, args.crop_size, args.batch, args.warmup, args.runs)
+        print(f"teacher cache forward, {name}: {line}")
 
 
 if __name__ == "__main__":

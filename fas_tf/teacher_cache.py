@@ -14,6 +14,9 @@ its own thread, ahead of the train step that ``prefetch`` overlaps it with), and
 first ``K`` epochs fill the cache while training, and every later replay reads it. A run can
 also fill every row before training (:meth:`TeacherCache.fill`, what :func:`load_or_build`
 does). Crops are regenerated from their seeds, so only the teacher's outputs are stored.
+On a CPU-only machine the rows are computed by the teacher converted to LiteRT
+(:meth:`fas_tf.teachers.Teacher.litert_forward`, faster than TensorFlow on a CPU, same outputs
+within 1e-4), elsewhere by TensorFlow.
 
 Storage: one folder per key under ``$XDG_CACHE_HOME/fas_tf/teacher_cache/`` (default
 ``~/.cache``) with ``meta.json``, one ``.npy`` per output (rows ``i * K + k``) and
