@@ -126,14 +126,15 @@ def main() -> None:
     build_s = time.perf_counter() - start
     print(f"dlib .dat parse: {statistics.median(loads) * 1000:.0f} ms (median of 5, "
           f"{os.path.getsize(path) / 1e6:.1f} MB); parse + Keras build: {build_s:.2f} s")
-    for name, teacher in (("facenet (random weights)", build_facenet("random")), ("dlib", dlib)):
+    random_facenet = build_facenet("random")
+    for name, teacher in (("facenet (random weights)", random_facenet), ("dlib", dlib)):
         ips = images_per_second(teacher, args.batch, args.warmup, args.runs)
         print(f"{name}: {teacher.input_size}x{teacher.input_size}, batch {args.batch}: "
               f"{ips:.1f} images/s")
     if args.dlib_reference:
         ips = dlib_reference_images_per_second(path, args.batch, min(args.runs, 3))
         print(f"dlib C++ reference (dlib-bin), batch {args.batch}: {ips:.1f} images/s")
-    facenet = build_facenet(args.facenet or "random")
+    facenet = build_facenet(args.facenet) if args.facenet else random_facenet
     for name, teacher in (("facenet", facenet), ("dlib", dlib)):
         line = cache_forwards(teacher, args.crop_size, args.batch, args.warmup, args.runs)
         print(f"teacher cache forward, {name}: {line}")

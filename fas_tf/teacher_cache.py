@@ -158,7 +158,6 @@ class TeacherCache:
             pass
 
     def _compute(self, images: np.ndarray, rows: np.ndarray, batch_size: int) -> None:
-
         if self.teacher is None:
             raise ValueError(f"teacher cache {self.path}: rows {rows[:5].tolist()} are not "
                              "stored and no teacher was given to compute them")
