@@ -26,6 +26,7 @@ setup(
         "matplotlib",
         "ai-edge-litert",
         "tensorboard",
+        "pyyaml",  # recipes (fas_tf.training.config)
     ],
     extras_require={
         "dev": ["pytest", "pytest-xdist", "ruff", "dlib-bin"],
