@@ -77,7 +77,7 @@ def count_sets(attributes: Path, sets: tuple[str, ...]) -> dict[str, int]:
 def cache_views(option: int | str, epochs: int) -> int:
     """``TrainConfig.teacher_cache`` of a run: ``option`` itself, or for ``"auto"`` the fewest
     views that replay none more than ``fas_tf.teacher_cache.MAX_REPLAYS`` times in ``epochs``
-    (more replays cost accuracy, see README "Choose K from the epochs")."""
+    (more replays cost accuracy, see docs/teacher_cache.md "Choose K from the epochs")."""
     if option == "auto":
         from fas_tf.teacher_cache import MAX_REPLAYS
 
