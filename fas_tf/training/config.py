@@ -26,11 +26,13 @@ RECIPE_SUFFIXES = (".json", ".yaml", ".yml")
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *,
-            choices: Iterable[str] | None = None, flag: bool = True,
+            choices: Iterable[str] | None = None, flag: bool = True, recipe: bool = True,
             default_factory: Any = dataclasses.MISSING) -> Any:
     """A settings field: ``help`` becomes the flag's help text, ``choices`` makes it an enum;
-    ``flag=False`` keeps it out of the command line (library-only settings)."""
-    metadata = {"help": help, "choices": tuple(choices) if choices else None, "flag": flag}
+    ``flag=False`` keeps it out of the command line (library-only settings), ``recipe=False``
+    out of recipes (how a run is driven, not what it trains: e.g. ``resume``)."""
+    metadata = {"help": help, "choices": tuple(choices) if choices else None, "flag": flag,
+                "recipe": recipe}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -111,16 +113,19 @@ def read_recipe(path: str | os.PathLike, cls: type) -> dict[str, Any]:
         raise UsageError(f"{path}: cannot read the recipe ({err.strerror or err})") from err
     except (ValueError, yaml.YAMLError) as err:  # JSONDecodeError is a ValueError
         raise UsageError(f"{path}: not a recipe ({' '.join(str(err).split())})") from err
+    known = {f.name: (f, kind) for f, kind in _fields(cls)}
     if isinstance(data, dict) and isinstance(data.get("config"), dict) and "versions" in data:
-        data = data["config"]  # a run's config.json
+        data = {k: v for k, v in data["config"].items()  # a run's config.json: its recipe part
+                if k in known and known[k][0].metadata.get("recipe", True)}
     if not isinstance(data, dict):
         raise UsageError(f"{path}: a recipe is a mapping of settings to values")
-    known = {f.name: (f, kind) for f, kind in _fields(cls)}
     settings = {}
     for name, value in data.items():
         if name not in known:
             raise UsageError(f"{path}: unknown setting {name!r}")
         f, kind = known[name]
+        if not f.metadata.get("recipe", True):
+            raise UsageError(f"{path}: {name} is not a recipe setting (give it as a flag)")
         try:
             settings[name] = _coerce(name, kind, value, f.metadata.get("choices"))
         except ValueError as err:
@@ -128,12 +133,15 @@ def read_recipe(path: str | os.PathLike, cls: type) -> dict[str, Any]:
     return settings
 
 
-def recipe_text(settings: Mapping[str, Any], comment: str = "") -> str:
-    """``settings`` as recipe YAML (``# comment`` lines first), in the given order."""
+def recipe_text(config: Any, comment: str = "") -> str:
+    """The recipe YAML of a settings dataclass instance (every recipe setting, in field order;
+    ``# comment`` lines first): what :func:`read_recipe` reads back into the same settings."""
     import yaml
 
+    settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+                if f.metadata.get("recipe", True)}
     head = "".join(f"# {line}\n" for line in comment.splitlines())
-    return head + yaml.safe_dump(dict(settings), sort_keys=False, default_flow_style=False)
+    return head + yaml.safe_dump(settings, sort_keys=False, default_flow_style=False)
 
 
 def config_from_flags(cls: type[T], flag_values=None,
