@@ -191,7 +191,9 @@ def read_csv_labels(path: str | os.PathLike) -> list[tuple[str, np.ndarray | Dat
     return rows
 
 
-def _check_points(path: str, points: np.ndarray, shape: tuple[int, ...], n: int | None) -> None:
+def check_points(path: str, points: np.ndarray, shape: tuple[int, ...], n: int | None) -> None:
+    """Raise DataError (naming ``path``) for landmarks that are not finite, not ``n`` many
+    (None: any count), far outside an image of ``shape``, or degenerate."""
     if not np.all(np.isfinite(points)):
         raise DataError(f"{path}: landmark coordinates contain NaN or inf")
     if n is not None and len(points) != n:
@@ -219,7 +221,7 @@ def _load_one(item, canvas_size: int, n: int | None, eyes: tuple[int, int] | Non
             raise DataError(f"{image_path}: no landmark file {Path(label).name}")
         label = read_pts(label)
     image = load_image(image_path)
-    _check_points(image_path, label, image.shape, n)
+    check_points(image_path, label, image.shape, n)
     cx, cy, side, angle = upright_square(label, eyes) if eyes else (*crop_box(label), 0.0)
     canvas, matrix = cut_square(image, cx, cy, side * CANVAS_FACTOR, canvas_size, angle)
     pts = label.astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]
@@ -354,9 +356,27 @@ def read_exclusions(path: str | os.PathLike) -> frozenset[str]:
 
 
 def read_attributes(path: str | os.PathLike) -> dict[str, dict[str, str]]:
-    """``attributes.csv`` rows keyed by stem."""
-    with open(path, newline="", encoding="utf-8") as f:
-        return {row["stem"]: row for row in csv.DictReader(f)}
+    """``attributes.csv`` rows keyed by stem.
+
+    Raises DataError (naming the file) when it is not UTF-8 text or has no ``stem`` column.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            if "stem" not in columns:
+                raise DataError(
+                    f"{path}: the attributes CSV has no 'stem' column (its header: "
+                    f"{', '.join(columns)[:200] or 'none, the file is empty'}); the first "
+                    "line must name the columns, one of them 'stem' (image file name without "
+                    "extension)"
+                )
+            return {row["stem"]: row for row in reader}
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: the attributes CSV is not UTF-8 text (byte {err.start}); "
+                        "save it as UTF-8 CSV") from None
+    except csv.Error as err:
+        raise DataError(f"{path}: not a readable CSV ({err})") from None
 
 
 # --------------------------------------------------------------------------- dataset protocol
