@@ -9,4 +9,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from fas_tf import _quiet_tf  # noqa: E402
+
+_quiet_tf.install()  # TensorFlow's start-up I0000 lines, which the variable above misses
+
 __version__ = "0.1.0"
