@@ -5,10 +5,13 @@ before absl::InitializeLog() ..." line) while ``import tensorflow`` loads its sh
 ``TF_CPP_MIN_LOG_LEVEL`` does not reach them, and neither do ``GLOG_minloglevel``,
 ``ABSL_MIN_LOG_LEVEL`` or ``GRPC_VERBOSITY`` (tried). So while ``tensorflow`` is first imported
 after ``fas_tf``, file descriptor 2 goes through a small filter process that drops those lines
-by their level (``TF_CPP_MIN_LOG_LEVEL``: 1 drops I lines, 2 also W, 3 also E; 0 keeps all)
-and passes every other line through unchanged. A separate process, so that nothing is lost
-if the import crashes and nothing blocks while TensorFlow's loaders hold the GIL. Anything
-unusual (no fd 2, no interpreter to start) falls back to the plain import.
+by their level (``TF_CPP_MIN_LOG_LEVEL``: 1 drops I lines, 2 also W and the GPU probe's
+"failed call to cuInit" E line of a machine without a GPU driver, 3 all E; 0 keeps all) and
+passes every other line through unchanged. :func:`fas_tf.cli.run` runs that GPU probe (which
+``absl.app.run`` would run anyway, through a TensorFlow init callback) under the same filter.
+A separate process, so that nothing is lost if the import crashes and nothing blocks while
+TensorFlow's loaders hold the GIL. Anything unusual (no fd 2, no interpreter to start) falls
+back to the plain import.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ absl_re = rb"WARNING: All log messages before absl::InitializeLog() is called"
 out, skip_next = sys.stdout.buffer, False
 for line in sys.stdin.buffer:
     m = line_re.match(line)
-    if m and m.group(1).decode() in drop:
+    if m and (m.group(1).decode() in drop or (
+            level >= 2 and b"cuda_platform.cc" in line and b"failed call to cuInit" in line)):
         skip_next = b"cpu_feature_guard" in line  # its second line has no prefix
         continue
     if (skip_next and line.startswith(b"To enable the following instructions")) or (
@@ -83,6 +87,16 @@ def filtered_stderr(level: int):
         proc.stdin.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=10)
+
+
+def probe_gpus_quietly() -> None:
+    """List the GPUs (once per process; TensorFlow logs a failed CUDA probe) under
+    :func:`filtered_stderr`, if TensorFlow is imported; otherwise do nothing."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return
+    with filtered_stderr(min_log_level()), contextlib.suppress(Exception):
+        tf.config.list_physical_devices("GPU")
 
 
 class QuietTensorFlowImport(importlib.abc.MetaPathFinder):

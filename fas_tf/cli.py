@@ -94,9 +94,12 @@ def run(main: Callable[[list[str]], None]) -> None:
     """
     from absl import app
 
+    from fas_tf._quiet_tf import probe_gpus_quietly
+
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(errors="backslashreplace")
+    probe_gpus_quietly()  # before app.run's TensorFlow init callback logs it unfiltered
 
     def guarded(argv: list[str]) -> None:
         signal.signal(signal.SIGTERM, _raise_terminated)
