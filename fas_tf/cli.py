@@ -304,19 +304,24 @@ def _writable_dir(path: Path) -> bool:
 
 
 def check_outputs(
-    outputs: Mapping[str | os.PathLike, Recogniser],
+    outputs: Mapping[str | os.PathLike, Recogniser]
+    | Iterable[tuple[str | os.PathLike | None, Recogniser]],
     inputs: Iterable[str | os.PathLike | None] = (),
 ) -> None:
     """Refuse (UsageError, one line naming the file) output paths that could lose a user's file.
 
-    ``outputs``: each path the tool is about to write, with the recogniser of its earlier
-    outputs of that kind. Refused: a path that is one of ``inputs`` (after links), appears twice,
+    ``outputs``: each path the tool is about to write (pairs when two flags may name the same
+    file; None: that output is not asked for), with the recogniser of its earlier outputs of
+    that kind. Refused: a path that is one of ``inputs`` (after links), appears twice,
     is a folder or a dangling link, lies in a folder that cannot be written, or is an existing
     file that ``outputs[path]`` does not recognise. Call before any work or any write.
     """
     taken = {os.path.realpath(p): str(p) for p in inputs if p is not None and os.path.exists(p)}
     seen: dict[str, str] = {}
-    for path, ours in outputs.items():
+    pairs = outputs.items() if isinstance(outputs, Mapping) else outputs
+    for path, ours in pairs:
+        if path is None or path == "":
+            continue
         path = Path(path)
         real = os.path.realpath(path)
         if real in taken:

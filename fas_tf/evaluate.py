@@ -210,8 +210,7 @@ def main(argv: list[str]) -> None:
         raise cli.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not f.model or not f.data:
         raise cli.UsageError("--model and --data are required")
-    outputs = {f.output: METRICS_OUTPUT, f.plot: PLOT_OUTPUT}
-    cli.check_outputs({k: v for k, v in outputs.items() if k},
+    cli.check_outputs([(f.output, METRICS_OUTPUT), (f.plot, PLOT_OUTPUT)],
                       inputs=[f.model, f.data, f.attributes, f.exclude])
     sets = parse_sets(f.sets)
     metrics, skipped = evaluate_model(
