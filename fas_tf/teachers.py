@@ -287,7 +287,7 @@ def resolve_facenet_weights(
                 f"{source} could not be downloaded ({reason}); {hint}"
             ) from err
     raise TeacherUnavailableError(
-        f"no usable FaceNet weights cached (looked for {fetched} and {cache}); {hint}"
+        f"FaceNet weights not found (looked for {fetched} and {cache}); {hint}"
     )
 
 

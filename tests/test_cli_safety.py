@@ -96,7 +96,7 @@ def test_evaluate_outputs_are_recognised_on_a_second_run(tmp_path):
     with pytest.raises(UsageError, match="named for two outputs"):
         cli.check_outputs([(plot, PLOT_OUTPUT), (f"{tmp_path}/./ced.png", PLOT_OUTPUT)])
     with pytest.raises(UsageError, match="named for two outputs"):  # --output=X --plot=X
-        cli.check_outputs([(plot, METRICS_OUTPUT), (plot, PLOT_OUTPUT)])
+        cli.check_outputs([(metrics, METRICS_OUTPUT), (metrics, PLOT_OUTPUT)])
     (tmp_path / "link.png").symlink_to(tmp_path / "gone.png")
     with pytest.raises(UsageError, match="dangling symbolic link"):
         cli.check_outputs({tmp_path / "link.png": PLOT_OUTPUT})
