@@ -13,6 +13,7 @@ The library entry point is :func:`train` with a :class:`TrainConfig`; absl flags
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -20,8 +21,11 @@ import math
 import os
 import platform
 import shutil
+import signal
+import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -157,10 +161,92 @@ def make_strategy(name: str):
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices)
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        task = cluster_task(name)
+        check_peers_resolve(task)
+        with cluster_start_guard(task):
+            return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "default":
         return tf.distribute.get_strategy()
     raise cli.UsageError(f"--strategy: unknown {name!r}; choose from {', '.join(STRATEGIES)}")
+
+
+# Seconds the workers of a --strategy=multiworker cluster have to start and reach each other.
+CLUSTER_START_TIMEOUT = 600.0
+RESOLVE_TIMEOUT = 20.0  # seconds to resolve a peer's host name
+
+
+def check_peers_resolve(task: ClusterTask, timeout: float = RESOLVE_TIMEOUT) -> None:
+    """UsageError naming the first peer whose address is not ``host:port`` or whose host does
+    not resolve within ``timeout`` seconds (TensorFlow would wait for it forever, deaf to
+    Ctrl-C)."""
+    results: dict[str, object] = {}
+
+    def resolve(address: str, host: str, port: str) -> None:
+        try:
+            socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+            results[address] = True
+        except OSError as err:
+            results[address] = err.strerror or str(err)
+
+    threads = []
+    for name, address in task.peers:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise cli.UsageError(f"TF_CONFIG: {name} address {address!r} is not host:port")
+        threads.append(threading.Thread(target=resolve, args=(address, host.strip("[]"), port),
+                                        daemon=True))
+        threads[-1].start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    for name, address in task.peers:
+        why = results.get(address, f"no answer within {timeout:g} s")
+        if why is not True:
+            raise cli.UsageError(
+                f"TF_CONFIG: {name} at {address} does not resolve ({why}); fix its address in "
+                "the cluster of TF_CONFIG (the same on every worker)"
+            )
+
+
+def _accepts_connections(address: str, timeout: float = 2.0) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def cluster_start_guard(task: ClusterTask, timeout: float = CLUSTER_START_TIMEOUT):
+    """Around TensorFlow's cluster start-up, which blocks in C++ where Python's signal
+    handlers cannot run: Ctrl-C and SIGTERM end the process at once (nothing is written yet),
+    and after ``timeout`` seconds one line names the peers that accept no connection and the
+    process exits with status 2."""
+    done = threading.Event()
+
+    def watch() -> None:
+        if done.wait(timeout):
+            return
+        missing = [f"{name} ({address})" for name, address in task.peers
+                   if not _accepts_connections(address)]
+        why = (f"not reachable: {', '.join(missing)}; start every worker with the same "
+               "TF_CONFIG cluster" if missing else "every peer accepts connections: check that "
+               "all workers were given the same TF_CONFIG cluster")
+        print(f"error: --strategy=multiworker: {task.type} {task.index}: the cluster did not "
+              f"start within {timeout:g} s; {why}", file=sys.stderr, flush=True)
+        os._exit(2)
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = [signal.signal(sig, signal.SIG_DFL) for sig in signals] if main_thread else []
+    threading.Thread(target=watch, name="cluster-start-timeout", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+        for sig, handler in zip(signals, previous, strict=False):
+            signal.signal(sig, handler)
 
 
 @dataclass(frozen=True)
@@ -171,6 +257,7 @@ class ClusterTask:
     index: int = 0
     workers: int = 1  # chief + workers
     has_chief: bool = False
+    peers: tuple[tuple[str, str], ...] = ()  # (task, address) of every other task
 
     @property
     def is_chief(self) -> bool:
@@ -189,12 +276,20 @@ def cluster_task(strategy: str = "multiworker") -> ClusterTask:
         tf_config = json.loads(raw)
         cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
         chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
-        return ClusterTask(
-            str(task.get("type", "worker")), int(task.get("index", 0)),
-            max(1, len(chiefs) + len(workers)), bool(chiefs),
-        )
+        kind, index = str(task.get("type", "worker")), int(task.get("index", 0))
     except (ValueError, TypeError, AttributeError) as err:
         raise cli.UsageError(f"TF_CONFIG: not a TensorFlow cluster description ({err})") from err
+    tasks = {"chief": chiefs, "worker": workers}
+    if kind not in tasks or not 0 <= index < len(tasks[kind]):
+        have = ", ".join(f"{k} 0" + (f"-{len(v) - 1}" if len(v) > 1 else "")
+                         for k, v in tasks.items() if v)
+        raise cli.UsageError(
+            f"TF_CONFIG: task {kind} {index} is not in its cluster (which has "
+            f"{have or 'no chief or worker'}); give each process one of the cluster's tasks"
+        )
+    peers = tuple((f"{k} {i}", str(address)) for k, addresses in tasks.items()
+                  for i, address in enumerate(addresses) if (k, i) != (kind, index))
+    return ClusterTask(kind, index, len(chiefs) + len(workers), bool(chiefs), peers)
 
 
 def is_chief(strategy: str = "multiworker") -> bool:
@@ -264,6 +359,7 @@ def _teacher_line(teacher) -> str:
 
 def _load_sets(config: TrainConfig, log=print):
     from fas_tf.data import (
+        exclusion_summary,
         load_faces,
         read_attributes,
         read_exclusions,
@@ -282,8 +378,6 @@ def _load_sets(config: TrainConfig, log=print):
         raise cli.UsageError("--train_sets/--val_sets need --attributes with an image_set column")
 
     exclude = read_exclusions(config.exclude) if config.exclude else frozenset()
-    if exclude:
-        log(f"data: leaving out the {len(exclude)} faces listed in {config.exclude}")
 
     def stems(sets):
         return stems_in_sets(attrs, sets) if sets else None
@@ -304,6 +398,9 @@ def _load_sets(config: TrainConfig, log=print):
         )
         if (line := skipped_summary(val)) is not None:
             print(line, file=sys.stderr, flush=True)
+    if config.exclude:
+        faces = [f for f in (train, val) if f is not None]
+        log(exclusion_summary(config.exclude, exclude, *faces))
     return train, val
 
 
@@ -402,8 +499,49 @@ def student_checkpoint(student, path: Path, every: int = 1, last: int | None = N
     return keras.callbacks.LambdaCallback(on_epoch_end=save)
 
 
+def stop_on_non_finite_loss(history: Path | None = None):
+    """A callback ending ``fit`` with a DataError as soon as a logged loss or metric is NaN or
+    infinite (Keras would train on, and write a model of NaN weights); the message names the
+    epoch, the values and ``history`` (the last good epochs are in it)."""
+    import keras
+    import numpy as np
+
+    class StopOnNonFiniteLoss(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._check(logs, f"epoch {self.epoch + 1}, step {batch + 1}")
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._check(logs, f"epoch {epoch + 1}")
+
+        def _check(self, logs, where):
+            bad = {}
+            for name, value in (logs or {}).items():
+                try:
+                    number = float(np.asarray(value))
+                except (TypeError, ValueError):
+                    continue
+                if not math.isfinite(number):
+                    bad[name] = number
+            if bad:
+                values = ", ".join(f"{k} {v}" for k, v in sorted(bad.items()))
+                kept = f"; the epochs before it are in {history}" if history else ""
+                raise DataError(
+                    f"training stopped in {where}: {values}; no model written{kept}. Check the "
+                    "data and teacher cache for NaN, or lower --learning_rate"
+                )
+
+    return StopOnNonFiniteLoss()
+
+
 def backup_and_restore(backup_dir: Path, restart_hint: str, every: int = 1,
-                       last: int | None = None):
+                       last: int | None = None, keep_after_fit: bool = False):
     """Keras ``BackupAndRestore`` for ``backup_dir`` whose backups survive a kill mid-write.
 
     A backup is written after every ``every`` epochs and after epoch ``last`` (each costs
@@ -412,7 +550,9 @@ def backup_and_restore(backup_dir: Path, restart_hint: str, every: int = 1,
     in ``backup_dir`` and renames each into place, so a kill leaves the previous backup or the
     new one, never a torn file, and the metadata never names an epoch whose weights are
     missing. A backup that cannot be read at restore raises :class:`fas_tf.errors.DataError`
-    naming the file and ending with ``restart_hint`` (what the user can do instead).
+    naming the file and ending with ``restart_hint`` (what the user can do instead). The
+    backup is removed when ``fit`` ends, unless ``keep_after_fit`` (the caller removes it once
+    the run's outputs are written).
     """
     import keras
 
@@ -439,7 +579,7 @@ def backup_and_restore(backup_dir: Path, restart_hint: str, every: int = 1,
                     f"{restart_hint}"
                 ) from err
 
-    return AtomicBackupAndRestore(str(backup_dir))
+    return AtomicBackupAndRestore(str(backup_dir), delete_checkpoint=not keep_after_fit)
 
 
 def _save_student(student, path: Path) -> None:
@@ -622,15 +762,20 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill=No
     restart = ("the run cannot be resumed: train again without --resume into a new "
                f"--output_dir (or after deleting {out})")
     every = {"every": config.checkpoint_every, "last": config.epochs}
-    callbacks = [backup_and_restore(backup, restart, **every),
-                 data_starts_at_restored_epoch(initial_epoch)]
+    # An epoch's history.csv row is written before its backup: a kill between the two makes
+    # --resume train that epoch again and truncate_history drop its row, never lose it.
+    callbacks = [stop_on_non_finite_loss(out / "history.csv" if task.is_chief else None)]
     history_log = None
     if task.is_chief:
         cli.write_json(out / "config.json", record)
         history_log = keras.callbacks.CSVLogger(str(out / "history.csv"), append=True)
+        callbacks.append(history_log)
+    # The backup outlives fit: it is removed once student.keras and metrics.json are written.
+    callbacks += [backup_and_restore(backup, restart, **every, keep_after_fit=True),
+                  data_starts_at_restored_epoch(initial_epoch)]
+    if task.is_chief:
         callbacks += [
             student_checkpoint(student, out / "checkpoints" / "student_last.keras", **every),
-            history_log,
             keras.callbacks.TensorBoard(str(out / "logs"), profile_batch=0),
         ]
     if task.workers > 1:
@@ -652,19 +797,26 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill=No
             history_log.on_train_end()  # closes history.csv also when fit raises (idempotent)
     elapsed = time.time() - start
     if cache is not None:
-        cache.save()  # the views computed in this run, for the next one with the same key
+        try:  # the views computed in this run, for the next one with the same key
+            cache.save()
+        except OSError as err:  # an optimization: the run goes on without it
+            where = f"{err.filename}: " if err.filename else ""
+            print(f"warning: teacher cache: not saved to {cache.path} ({where}"
+                  f"{err.strerror or err}); the run is kept, the next run with this key "
+                  "computes its views again", file=sys.stderr, flush=True)
+    final = {k: float(v[-1]) for k, v in history.history.items() if v}
+    if not final and task.is_chief:  # resumed after the last epoch's backup: nothing trained
+        final = last_history_row(out / "history.csv")
     metrics: dict = {
         "epochs": config.epochs,
         "fit_seconds_this_process": elapsed,
         "teacher_cache": cache.describe() if cache else None,
-        "final_train": {k: float(v[-1]) for k, v in history.history.items() if v
-                        and not k.startswith("val_")},
+        "final_train": {k: v for k, v in final.items() if not k.startswith("val_")},
     }
     if not task.is_chief:
         shutil.rmtree(backup, ignore_errors=True)
         log(f"worker {task.index}: done; the chief writes {out}")
         return metrics
-    _save_student(student, out / "student.keras")
     if val_faces is not None:
         crops, gt = framed_crops(val_faces, config.input_size)
         pred = inference_model(student).predict(crops, verbose=0, batch_size=32)["landmarks"]
@@ -675,8 +827,10 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill=No
             f"FR@0.10 {val_metrics['fr_10'] * 100:.1f}% AUC@0.10 {val_metrics['auc_10']:.2f} "
             f"n={val_metrics['n']}"
         )
+    # student.keras last: it marks the run finished; the backup goes only after it.
     cli.write_json(out / "metrics.json", metrics)
-    shutil.rmtree(out / "checkpoints" / "backup", ignore_errors=True)
+    _save_student(student, out / "student.keras")
+    shutil.rmtree(backup, ignore_errors=True)
     log(f"wrote {out / 'student.keras'}")
     return metrics
 
@@ -768,14 +922,53 @@ def eval_batch_size(count: int, batch_size: int, replicas: int) -> int | None:
 
 def truncate_history(path: Path, epochs: int) -> None:
     """Drop the rows of ``history.csv`` for epochs ``>= epochs`` (logged after the backup a
-    resumed run restarts from, so they are trained again), atomically; no file: nothing."""
+    resumed run restarts from, so they are trained again), atomically; no file: nothing.
+
+    Blank lines and a last line cut short by a kill (no line end) are dropped too; any other
+    row that does not start with an epoch number is a DataError naming the file and line.
+    """
     if not path.exists():
         return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    keep = lines[:1] + [row for row in lines[1:] if int(row.split(",", 1)[0]) < epochs]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not a history.csv written by fas_tf ({err}); move it away "
+                        "and --resume again (the resumed epochs start a new one)") from err
+    keep = lines[:1]
+    for number, row in enumerate(lines[1:], start=2):
+        if not row.strip() or (number == len(lines) and not row.endswith("\n")):
+            continue
+        try:
+            epoch = int(row.split(",", 1)[0])
+        except ValueError:
+            raise DataError(
+                f"{path}: line {number} is not a row of epoch results ({row.strip()[:40]!r}); "
+                "delete that line and --resume again"
+            ) from None
+        if epoch < epochs:
+            keep.append(row)
     if len(keep) < len(lines):
         with cli.atomic_path(path) as tmp:
             Path(tmp).write_text("".join(keep), encoding="utf-8")
+
+
+def last_history_row(path: Path) -> dict[str, float]:
+    """The numbers of the last row of ``history.csv`` (without its epoch); {} without one."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [row for row in csv.DictReader(f) if row.get("epoch")]
+    except OSError:
+        return {}
+    numbers = {}
+    for name, text in (rows[-1] if rows else {}).items():
+        try:
+            numbers[name] = float(text)
+        except (TypeError, ValueError):  # CSVLogger's "NA" for a value not logged
+            continue
+    numbers.pop("epoch", None)
+    return numbers
 
 
 def backup_epoch(backup: Path) -> int:
