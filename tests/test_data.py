@@ -307,6 +307,14 @@ def test_excluded_faces_leave_training_validation_and_the_list_file_is_checked(
     for faces in (train, val):
         kept = {Path(p).name for p in faces.paths}
         assert kept == names - {"demo_0003.jpg", "demo_0007.jpg"} and len(kept) == 10
-    assert lines == [f"data: leaving out the 3 faces listed in {listed}"]
+    # Only 2 of the 3 listed stems are faces of the data: say so, and name the other.
+    assert lines == [f"data: left out 2 of the 3 faces listed in {listed}; not in the data: "
+                     "not_there"]
+    listed.write_text("".join(f"typo_{i:02d}\n" for i in range(12)) + "demo_0003\n")
+    config = TrainConfig(data=str(demo_faces), input_size=64, exclude=str(listed))
+    _load_sets(config, log=lines.append)
+    assert lines[-1] == (f"data: left out 1 of the 13 faces listed in {listed}; not in the "
+                         "data: " + ", ".join(f"typo_{i:02d}" for i in range(10))
+                         + " and 2 more")
     with pytest.raises(DataError, match=r"missing\.txt: cannot read the exclusion list"):
         read_exclusions(tmp_path / "missing.txt")
