@@ -208,45 +208,61 @@ def check_peers_resolve(task: ClusterTask, timeout: float = RESOLVE_TIMEOUT) -> 
             )
 
 
-def _accepts_connections(address: str, timeout: float = 2.0) -> bool:
+# Watches a cluster start-up from a process of its own: TensorFlow's start-up holds the GIL, so
+# no thread of the training process runs meanwhile. argv: parent pid, timeout, task, peers (JSON).
+_START_WATCHER = r"""
+import json, os, select, signal, socket, sys
+parent, timeout, task = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+peers = json.loads(sys.argv[4])
+def stop(line):
+    print(f"error: --strategy=multiworker: {task}: {line}", file=sys.stderr, flush=True)
+    os.kill(parent, signal.SIGKILL)
+    os._exit(0)
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C ends the parent, then stdin ends here
+signal.signal(signal.SIGTERM, lambda *_: stop("terminated (SIGTERM) while the cluster started"))
+if select.select([sys.stdin], [], [], timeout)[0]:
+    sys.exit(0)  # the parent closed the pipe: the cluster started, or the parent is gone
+def accepts(address):
     host, _, port = address.rpartition(":")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            return True
+        socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+        return True
     except (OSError, ValueError):
         return False
+missing = [f"{name} ({address})" for name, address in peers if not accepts(address)]
+why = (f"not reachable: {', '.join(missing)}; start every worker with the same TF_CONFIG "
+       "cluster" if missing else "every peer accepts connections: check that all workers "
+       "were given the same TF_CONFIG cluster")
+stop(f"the cluster did not start within {timeout:g} s; {why}")
+"""
 
 
 @contextlib.contextmanager
 def cluster_start_guard(task: ClusterTask, timeout: float = CLUSTER_START_TIMEOUT):
-    """Around TensorFlow's cluster start-up, which blocks in C++ where Python's signal
-    handlers cannot run: Ctrl-C and SIGTERM end the process at once (nothing is written yet),
-    and after ``timeout`` seconds one line names the peers that accept no connection and the
-    process exits with status 2."""
-    done = threading.Event()
+    """Around TensorFlow's cluster start-up, which blocks in C++ holding the GIL (no Python
+    signal handler or thread runs): Ctrl-C ends the process at once (nothing is written yet),
+    and a watcher process ends it after ``timeout`` seconds with one line naming the peers
+    that accept no connection (or on a SIGTERM sent to the process group; TensorFlow's
+    coordination agent swallows one sent to this process alone)."""
+    import subprocess
 
-    def watch() -> None:
-        if done.wait(timeout):
-            return
-        missing = [f"{name} ({address})" for name, address in task.peers
-                   if not _accepts_connections(address)]
-        why = (f"not reachable: {', '.join(missing)}; start every worker with the same "
-               "TF_CONFIG cluster" if missing else "every peer accepts connections: check that "
-               "all workers were given the same TF_CONFIG cluster")
-        print(f"error: --strategy=multiworker: {task.type} {task.index}: the cluster did not "
-              f"start within {timeout:g} s; {why}", file=sys.stderr, flush=True)
-        os._exit(2)
-
-    signals = (signal.SIGINT, signal.SIGTERM)
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = [signal.signal(sig, signal.SIG_DFL) for sig in signals] if main_thread else []
-    threading.Thread(target=watch, name="cluster-start-timeout", daemon=True).start()
+    on_term = signal.getsignal(signal.SIGTERM)
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL) if main_thread else None
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", _START_WATCHER, str(os.getpid()), str(timeout),
+         f"{task.type} {task.index}", json.dumps(task.peers)],
+        stdin=subprocess.PIPE,
+    )
     try:
         yield
     finally:
-        done.set()
-        for sig, handler in zip(signals, previous, strict=False):
-            signal.signal(sig, handler)
+        watcher.stdin.close()
+        watcher.wait()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        if main_thread and on_term is not None:  # taken over by TensorFlow meanwhile
+            signal.signal(signal.SIGTERM, on_term)
 
 
 @dataclass(frozen=True)
@@ -639,11 +655,6 @@ def train(config: TrainConfig, log=print, given: Collection[str] | None = None) 
             raise cli.UsageError(
                 f"--student: unknown {config.student!r}; choose from {', '.join(ARCHITECTURES)}"
             )
-    except BaseException:
-        if created and not any(out.iterdir()):
-            out.rmdir()
-        raise
-    try:
         return _fit(config, train_faces, val_faces, out, log, distill)
     except Exception as err:
         if config.strategy == "multiworker" and _lost_a_worker(err):
@@ -653,6 +664,9 @@ def train(config: TrainConfig, log=print, given: Collection[str] | None = None) 
                 "again with --resume"
             ) from err
         raise
+    finally:  # a run that failed before writing anything leaves no empty folder behind
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
 
 
 def _lost_a_worker(err: BaseException) -> bool:
