@@ -944,7 +944,8 @@ def truncate_history(path: Path, epochs: int) -> None:
     if not path.exists():
         return
     try:
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        with open(path, encoding="utf-8", newline="") as f:  # keeps CSVLogger's "\r\n"
+            lines = f.read().splitlines(keepends=True)
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not a history.csv written by fas_tf ({err}); move it away "
                         "and --resume again (the resumed epochs start a new one)") from err
@@ -962,8 +963,8 @@ def truncate_history(path: Path, epochs: int) -> None:
         if epoch < epochs:
             keep.append(row)
     if len(keep) < len(lines):
-        with cli.atomic_path(path) as tmp:
-            Path(tmp).write_text("".join(keep), encoding="utf-8")
+        with cli.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write("".join(keep))
 
 
 def last_history_row(path: Path) -> dict[str, float]:

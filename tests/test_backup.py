@@ -211,9 +211,9 @@ def test_ctrl_c_around_an_epochs_backup_then_resume_gives_the_straight_history(
     monkeypatch.setattr(fas_train, "backup_and_restore", real)
     assert saved_epoch(out / "checkpoints" / "backup") == (1 if interrupted == "before" else 2)
     fas_train.train(tiny_config(out, demo_faces, resume=True), log=lambda line: None)
-    history = (out / "history.csv").read_text()
-    assert [row.split(",")[0] for row in history.splitlines()[1:]] == ["0", "1", "2"]
-    assert history == (tmp_path / "straight" / "history.csv").read_text()
+    history = (out / "history.csv").read_bytes()
+    assert [row.split(b",")[0] for row in history.splitlines()[1:]] == [b"0", b"1", b"2"]
+    assert history == (tmp_path / "straight" / "history.csv").read_bytes()  # "\r\n" kept
 
 
 def test_a_failed_final_write_keeps_the_backup_and_resume_only_finishes(
@@ -257,6 +257,10 @@ def test_truncate_history_drops_blank_and_torn_rows_and_names_a_garbled_one(tmp_
     if row.strip() in ("", "3,0.5"):
         fas_train.truncate_history(path, 2)
         assert path.read_text() == good
+        crlf = good.replace("\n", "\r\n").encode()
+        path.write_bytes(crlf + b"2,0.4\r\n")  # as CSVLogger writes
+        fas_train.truncate_history(path, 2)
+        assert path.read_bytes() == crlf
     else:
         with pytest.raises(DataError) as err:
             fas_train.truncate_history(path, 2)
