@@ -291,8 +291,11 @@ def cluster_task(strategy: str = "multiworker") -> ClusterTask:
     try:
         tf_config = json.loads(raw)
         cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
-        chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
+        chiefs, workers = cluster.get("chief", []), cluster.get("worker", [])
         kind, index = str(task.get("type", "worker")), int(task.get("index", 0))
+        for job, addresses in (("chief", chiefs), ("worker", workers)):
+            if not isinstance(addresses, list):
+                raise TypeError(f"its {job!r} is not a list of host:port addresses")
     except (ValueError, TypeError, AttributeError) as err:
         raise cli.UsageError(f"TF_CONFIG: not a TensorFlow cluster description ({err})") from err
     tasks = {"chief": chiefs, "worker": workers}
@@ -490,10 +493,20 @@ def _flag_text(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
+# What a run writes into --output_dir.
+RUN_OUTPUTS = ("config.json", "checkpoints", "history.csv", "metrics.json", "student.keras",
+               "logs")
+
+
 def _check_fresh_output(out: Path) -> None:
     if (out / "config.json").exists() or (out / "checkpoints").exists():
         raise cli.UsageError(
             f"{out}: already holds a run; use --resume to continue it or another --output_dir"
+        )
+    if found := [name for name in RUN_OUTPUTS if (out / name).exists()]:
+        raise cli.UsageError(
+            f"{out}: already holds {', '.join(found)}, which a run would overwrite; use another "
+            "--output_dir"
         )
 
 

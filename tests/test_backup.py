@@ -297,3 +297,19 @@ def test_json_outputs_stay_strict(tmp_path):
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {
         "loss": None, "n": 3, "nested": [1.5, None]}
+
+
+def test_a_fresh_run_never_overwrites_files_of_its_names(tmp_path, demo_faces):
+    """A folder holding a history.csv and metrics.json of the user's (no config.json): a run
+    there would append to one and replace the other; it stops before writing anything."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "history.csv").write_text("my,own\n1,2\n")
+    (out / "metrics.json").write_text('{"mine": 1}\n')
+    before = hashes(out)
+    with pytest.raises(fas_train.cli.UsageError) as err:
+        fas_train.train(tiny_config(out, demo_faces), log=lambda line: None)
+    assert str(err.value) == (f"{out}: already holds history.csv, metrics.json, which a run "
+                              "would overwrite; use another --output_dir")
+    assert hashes(out) == before and sorted(p.name for p in out.iterdir()) == [
+        "history.csv", "metrics.json"]

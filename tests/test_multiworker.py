@@ -118,6 +118,10 @@ def test_cluster_task_and_chief_from_tf_config(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ValueError, match="TF_CONFIG"):
         is_chief("multiworker")
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": "a:1"}}))  # not a list
+    with pytest.raises(ValueError, match="TF_CONFIG: not a TensorFlow cluster description "
+                                         r"\(its 'worker' is not a list of host:port addresses\)"):
+        is_chief("multiworker")
 
 
 def test_eval_batch_size_never_leaves_a_replica_empty():
