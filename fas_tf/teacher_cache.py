@@ -29,6 +29,7 @@ other run builds its own.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -268,8 +269,8 @@ class TeacherCache:
                 os.rename(self.path, old)
             os.rename(tmp, self.path)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(tmp)
+            _remove(old)  # the previous copy (a stray file in its place too)
 
     def _merge_saved(self) -> None:
         """Take the rows that the copy in :attr:`path` holds (finite) and this one does not."""
@@ -403,13 +404,22 @@ def _finite_rows(arrays: dict[str, np.ndarray], rows: int) -> np.ndarray:
     return finite
 
 
+def _remove(path: Path) -> None:
+    """Remove a folder or file, if there is one (errors ignored)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+
+
 def _remove_stale_builds(root: Path, key: str) -> None:
     """Remove temporary folders of writes of ``key`` whose process is gone (killed -9)."""
     for tmp in [*root.glob(f".{key}.tmp-*"), *root.glob(f".{key}.old-*")]:
         try:
             os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
         except (ValueError, ProcessLookupError):
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove(tmp)
         except PermissionError:  # another user's live process
             pass
 

@@ -404,7 +404,8 @@ def test_two_runs_saving_one_key_at_once_both_keep_their_rows(faces, tmp_path, m
     assert sorted(p.name for p in tmp_path.iterdir()) == [mine.key], "no temp folder left"
 
 
-@pytest.mark.parametrize("damage", ["empty npy", "meta list", "truncated npy", "nan rows"])
+@pytest.mark.parametrize("damage", ["empty npy", "meta list", "truncated npy", "nan rows",
+                                    "a file"])
 def test_a_damaged_cache_file_is_recomputed_with_one_line(faces, tmp_path, damage):
     keras.utils.set_random_seed(0)
     args = (tiny_teacher(), faces, LAYOUT, SIZE, AugmentConfig(), 2, 0)
@@ -417,13 +418,19 @@ def test_a_damaged_cache_file_is_recomputed_with_one_line(faces, tmp_path, damag
     elif damage == "truncated npy":
         data = (folder / "embedding.npy").read_bytes()
         (folder / "embedding.npy").write_bytes(data[: len(data) // 2])
-    else:
+    elif damage == "nan rows":
         arr = np.load(folder / "tap_8.npy")
         arr[[1, 5]] = np.nan
         np.save(folder / "tap_8.npy", arr)
+    else:
+        shutil.rmtree(folder)
+        folder.write_text("a stray file where the cache folder goes")
     lines = []
     cache = load_or_build(*args, root=tmp_path, log=lines.append)
-    if damage == "nan rows":
+    if damage == "a file":
+        assert lines[0].startswith(f"teacher cache: new {folder}") and cache.computed_rows == 12
+        assert [p.name for p in tmp_path.iterdir()] == [built.key], "nothing left beside it"
+    elif damage == "nan rows":
         assert lines[0] == (f"teacher cache: 2 stored views in {folder} hold NaN or inf; "
                             "computing them anew")
         assert cache.computed_rows == 2
