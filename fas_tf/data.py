@@ -346,7 +346,7 @@ def read_exclusions(path: str | os.PathLike) -> frozenset[str]:
         DataError: the file cannot be read.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Windows editors) dropped
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot read the exclusion list ({err})") from err
     stems = set()
