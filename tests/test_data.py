@@ -297,8 +297,9 @@ def test_excluded_faces_leave_training_validation_and_the_list_file_is_checked(
     from fas_tf.train import TrainConfig, _load_sets
 
     listed = tmp_path / "label_errors.txt"
-    listed.write_bytes(b"\xef\xbb\xbfdemo_0003.jpg\r\n# wrong labels\n\n  demo_0007  # off the face\n"
-                       b"not_there\n")  # with the BOM and CRLF of a Windows editor
+    # with the BOM and CRLF of a Windows editor
+    listed.write_bytes(b"\xef\xbb\xbfdemo_0003.jpg\r\n# wrong labels\n\n"
+                       b"  demo_0007  # off the face\nnot_there\n")
     assert read_exclusions(listed) == {"demo_0003", "demo_0007", "not_there"}
     config = TrainConfig(data=str(demo_faces), val_data=str(demo_faces), input_size=64,
                          exclude=str(listed))
