@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import secrets
 import signal
@@ -168,10 +169,22 @@ def _new_temp_file(path: Path, suffix: str) -> str:
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
-    """Write JSON atomically (output JSONs carry a ``"format"`` key: :func:`json_output`)."""
+    """Write strict JSON atomically (output JSONs carry a ``"format"`` key:
+    :func:`json_output`): a NaN or infinite float (which ``json`` would write as a bare ``NaN``,
+    not JSON) is written as ``null``."""
+
+    def strict(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: strict(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [strict(v) for v in value]
+        return value
+
+    text = json.dumps(strict(data), indent=2, sort_keys=True, allow_nan=False)
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
+        f.write(text + "\n")
 
 
 def sha256_of(path: str | os.PathLike) -> str:

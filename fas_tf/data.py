@@ -52,12 +52,14 @@ class LabelledFaces:
         landmarks: (M, N, 2) float32.
         paths: M source image paths.
         skipped: one ``"path: reason"`` line per skipped sample.
+        excluded: the stems of ``exclude`` that matched an image and were left out.
     """
 
     canvases: np.ndarray
     landmarks: np.ndarray
     paths: list[str]
     skipped: list[str] = field(default_factory=list)
+    excluded: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -69,7 +71,8 @@ class LabelledFaces:
     def subset(self, indices) -> LabelledFaces:
         idx = np.asarray(indices, dtype=np.int64)
         return LabelledFaces(
-            self.canvases[idx], self.landmarks[idx], [self.paths[i] for i in idx], self.skipped
+            self.canvases[idx], self.landmarks[idx], [self.paths[i] for i in idx], self.skipped,
+            self.excluded,
         )
 
 
@@ -273,8 +276,9 @@ def load_faces(
         raise DataError(f"{path}: expected a folder of images with .pts files or a .csv file")
     if stems is not None:
         items = [it for it in items if Path(it[0]).stem in stems]
-    if exclude:
-        items = [it for it in items if Path(it[0]).stem not in exclude]
+    excluded = frozenset(Path(it[0]).stem for it in items) & frozenset(exclude)
+    if excluded:
+        items = [it for it in items if Path(it[0]).stem not in excluded]
     if not items:
         raise DataError(f"{path}: no images found")
 
@@ -313,7 +317,7 @@ def load_faces(
         good = [good[i] for i in keep]
     canvases = np.stack([g[0][0] for g in good])
     landmarks = np.stack([g[0][1] for g in good])
-    return LabelledFaces(canvases, landmarks, [g[1] for g in good], skipped)
+    return LabelledFaces(canvases, landmarks, [g[1] for g in good], skipped, excluded)
 
 
 def _majority_count(items) -> int | None:
@@ -344,7 +348,7 @@ def read_exclusions(path: str | os.PathLike) -> frozenset[str]:
         DataError: the file cannot be read.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Windows editors) dropped
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot read the exclusion list ({err})") from err
     stems = set()
@@ -353,6 +357,21 @@ def read_exclusions(path: str | os.PathLike) -> frozenset[str]:
         if name:
             stems.add(Path(name).stem if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name)
     return frozenset(stems)
+
+
+def exclusion_summary(source: str | os.PathLike, exclude: Collection[str],
+                      *faces: LabelledFaces) -> str:
+    """One line: how many of the stems listed in ``source`` (``exclude``) matched an image of
+    ``faces`` (:attr:`LabelledFaces.excluded`) and were left out, naming those that matched
+    none (a typo, or a face of another dataset)."""
+    matched = frozenset().union(*(f.excluded for f in faces))
+    unmatched = sorted(set(exclude) - matched)
+    line = f"data: left out {len(matched)} of the {len(exclude)} faces listed in {source}"
+    if unmatched:
+        shown = ", ".join(unmatched[:10]) + (f" and {len(unmatched) - 10} more"
+                                             if len(unmatched) > 10 else "")
+        line += f"; not in the data: {shown}"
+    return line
 
 
 def read_attributes(path: str | os.PathLike) -> dict[str, dict[str, str]]:
