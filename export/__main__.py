@@ -8,6 +8,12 @@
 ``--flip`` builds test-time flip into the graph (the mean of the crop's and its mirror image's
 landmarks; same input and outputs, about twice the work).
 
+Outputs: ``--output`` (``NAME.tflite``) and its metadata ``NAME.json`` beside it. An existing
+``NAME.json`` is replaced only when it is an earlier export's metadata (``"format":
+"fas_tf.landmarks.tflite"``), an existing ``NAME.tflite`` only when that metadata records its
+sha256; anything else (a run's ``config.json``, a user's file, an input) is refused before the
+model is loaded.
+
 Exit status: 0 written; 2 bad input or parity failure (one ``error: ...`` line, nothing written).
 """
 
@@ -19,7 +25,9 @@ from export.convert import MODES, export_model
 from fas_tf import cli
 
 flags.DEFINE_string("model", None, "the trained student: RUN_DIR/student.keras")
-flags.DEFINE_string("output", "model.tflite", "the .tflite to write; model.json goes beside it")
+flags.DEFINE_string("output", "model.tflite", "the .tflite to write, and beside it its metadata "
+                    "NAME.json (model.tflite -> model.json); neither replaces a file that is not "
+                    "an earlier export")
 flags.DEFINE_enum("quantize", "int8", list(MODES), "float32, float16 weights, dynamic-range "
                   "int8 weights, or full-integer int8 with uint8 input")
 flags.DEFINE_string("representative_data", None, "labelled training faces (folder of images + "

@@ -22,13 +22,29 @@ from pathlib import Path
 
 import numpy as np
 
-from fas_tf import __version__
+from fas_tf import __version__, cli
 from fas_tf.cli import UsageError, atomic_path, sha256_of, write_json
 from fas_tf.errors import CheckFailedError
 from fas_tf.inference import load_student
 
 MODES = ("float32", "float16", "dynamic", "int8")
 METADATA_VERSION = 1
+METADATA_FORMAT = "fas_tf.landmarks.tflite"
+# An existing .json beside the output is replaced only when it is an earlier model.json
+# (``"format"`` above); an existing .tflite only when that model.json records its sha256.
+METADATA_OUTPUT = cli.json_output(METADATA_FORMAT)
+
+
+def _earlier_export(path: Path) -> bool:
+    import json
+
+    meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    return (isinstance(meta, dict) and meta.get("format") == METADATA_FORMAT
+            and meta.get("model_sha256") == sha256_of(path))
+
+
+TFLITE_OUTPUT = cli.Recogniser("an earlier export (its .json beside it records its sha256)",
+                               _earlier_export)
 
 
 class ParityError(CheckFailedError):
@@ -276,7 +292,7 @@ def build_metadata(
     config = model_path.parent / "config.json"
     uint8 = np.dtype(inp["dtype"]) == np.uint8
     return {
-        "format": "fas_tf.landmarks.tflite",
+        "format": METADATA_FORMAT,
         "metadata_version": METADATA_VERSION,
         "model_file": tflite_path.name,
         "model_sha256": hashlib.sha256(tflite_bytes).hexdigest(),
@@ -376,6 +392,9 @@ def export_model(
 ) -> ExportResult:
     """Convert, check parity, and write ``output`` (.tflite) and its ``.json`` atomically.
 
+    Neither replaces an input or a file that is not an earlier export (:data:`TFLITE_OUTPUT`,
+    :data:`METADATA_OUTPUT`); both are checked before anything is loaded.
+
     ``flip``: the graph averages the crop's answer with its mirror image's (test-time flip; two
     network runs per call), checked against the flip-averaged Keras student.
 
@@ -401,6 +420,10 @@ def export_model(
         if p is not None and not Path(p).exists():
             raise UsageError(f"{p}: no such data file or folder")
     model_path = Path(model)
+    json_path = output.with_suffix(".json")
+    cli.check_outputs({output: TFLITE_OUTPUT, json_path: METADATA_OUTPUT},
+                      inputs=[model_path, model_path.parent / "config.json",
+                              representative_data, val_data, attributes])
     student = load_student(model_path)
     from fas_tf.inference import mirror_permutation
     from fas_tf.student import student_geometry
@@ -424,7 +447,6 @@ def export_model(
     crops, gt = framed_crops(val_faces, size)
     tflite_bytes = convert(student, quantize, calibration, flip)
 
-    json_path = output.with_suffix(".json")
     with atomic_path(output) as tmp_model:
         Path(tmp_model).write_bytes(tflite_bytes)
         numbers = parity(student, tmp_model, crops, gt, flip)

@@ -11,6 +11,8 @@ squares so the predicted eyes are level (one pass if ``--refine`` is 0). The def
 scores the ground-truth-framed crop alone, the number README quotes unless it says otherwise.
 Prints one summary line (``NME 6.52% FR@0.10 3.0% AUC@0.10 0.41 n=51``) and writes JSON with
 ``nme``, ``fr_08``, ``fr_10``, ``auc_10``, ``n``, ``per_landmark``, ``subsets`` (fractions).
+``--output`` / ``--plot`` never replace an input or a file that is not an earlier output of
+this tool (:func:`fas_tf.cli.check_outputs`); they are checked before the model runs.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ from fas_tf.metrics import (
     failure_rate,
     point_errors,
 )
+
+METRICS_FORMAT = "fas_tf.evaluate.metrics"
+PNG_SOFTWARE = "fas_tf.evaluate"
+METRICS_OUTPUT = cli.json_output(METRICS_FORMAT, legacy_keys=("nme", "per_face", "model"))
+PLOT_OUTPUT = cli.png_output(PNG_SOFTWARE)
 
 
 def evaluate_predictions(
@@ -118,6 +125,10 @@ def plot_ced(
         title: plot title (None: none).
         dashed: labels drawn dashed (e.g. control configurations).
     """
+    import logging
+
+    # matplotlib's one-time "building the font cache" warning is not this tool's news
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,8 +147,7 @@ def plot_ced(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7 if len(curves) > 1 else None)
     fig.tight_layout()
-    with cli.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    cli.write_png(path, cli.figure_png(fig), PNG_SOFTWARE)
     plt.close(fig)
 
 
@@ -183,6 +193,7 @@ def evaluate_model(
         pred = pred - off
     groups = subset_groups(faces.paths, attrs) if attrs else {}
     metrics = evaluate_predictions(pred, gt, normalization, groups)
+    metrics["format"] = METRICS_FORMAT
     metrics["model"] = str(model_path)
     metrics["flip"] = bool(flip)
     metrics["refine"], metrics["upright"] = passes, bool(upright)
@@ -199,6 +210,8 @@ def main(argv: list[str]) -> None:
         raise cli.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not f.model or not f.data:
         raise cli.UsageError("--model and --data are required")
+    cli.check_outputs([(f.output, METRICS_OUTPUT), (f.plot, PLOT_OUTPUT)],
+                      inputs=[f.model, f.data, f.attributes, f.exclude])
     sets = parse_sets(f.sets)
     metrics, skipped = evaluate_model(
         f.model, f.data, f.attributes, sets, f.normalization, f.strict, f.flip,
@@ -223,8 +236,10 @@ def define_flags() -> None:
     flags.DEFINE_string("sets", None, "comma list of image_set values to evaluate on")
     flags.DEFINE_string("exclude", None, "text file of image stems to leave out, one per line")
     flags.DEFINE_enum("normalization", None, list(NORMALIZATIONS), "NME normalization")
-    flags.DEFINE_string("output", None, "write metrics JSON here")
-    flags.DEFINE_string("plot", None, "write a CED plot PNG here")
+    flags.DEFINE_string("output", None, "write metrics JSON here (not over a file that is not "
+                        "an earlier metrics JSON)")
+    flags.DEFINE_string("plot", None, "write a CED plot PNG here (not over a file that is not "
+                        "an earlier plot of this tool)")
     flags.DEFINE_bool("strict", False, "any bad sample is fatal")
     flags.DEFINE_bool("flip", False, "test-time flip: average with the mirrored crop's prediction")
     flags.DEFINE_integer(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -277,6 +278,22 @@ def recrop(
     return pts, conf
 
 
+def exported_with_flip(path: str | os.PathLike) -> bool:
+    """Whether the ``model.json`` beside an exported ``.tflite`` says the graph already averages
+    with the mirror image (``python -m export --flip``); False without a readable one."""
+    import json
+
+    meta = Path(path).with_suffix(".json")
+    if Path(path).suffix != ".tflite" or not meta.is_file():
+        return False
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(data, dict) and data.get("model_file") == Path(path).name
+            and data.get("flip") is True)
+
+
 def load_landmarker(
     path: str | os.PathLike, num_threads: int = 1, flip: bool = False
 ) -> Landmarker:
@@ -288,6 +305,11 @@ def load_landmarker(
     path = str(path)
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such model file")
+    if flip and exported_with_flip(path):
+        raise UsageError(
+            f"{path}: exported with --flip (its {Path(path).with_suffix('.json').name} says "
+            '"flip": true), so --flip would flip twice; drop --flip'
+        )
     if path.endswith(".tflite"):
         model: Landmarker = LiteRTLandmarker(path, num_threads=num_threads)
     else:

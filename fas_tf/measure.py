@@ -10,14 +10,18 @@ MEASUREMENT AID, NOT A DIAGNOSIS.
 in DIR; for the whole run: ``measurements.csv`` (a row per face, error rows for failed images)
 and ``report.html`` (summary, filter and sort by verdict, click a picture for full size;
 ``report.html#refused`` opens it filtered: all, ok, partial, refused, error). Every
-file is written to a temporary file and renamed. DIR must not be a folder holding input images
-(outputs never replace a user's file; one line, exit status 2). A failing image prints one line
-``PATH: problem`` and the run goes on; the exit status is 1 if any image failed, 2 for usage
-errors.
+file is written to a temporary file and renamed. DIR must not be a folder holding input images,
+and an existing output file is replaced only when it is an earlier output of this tool
+(:func:`fas_tf.cli.check_outputs`; one line, exit status 2, before anything is measured).
+Landmarks far outside their image (``--landmarks``) fail that image. File names that are not
+valid UTF-8 appear with backslash escapes in the CSV and report (the report's links work). A
+failing image prints one line ``PATH: problem``, leaves no ``STEM.measure.*`` file, and the run
+goes on; the exit status is 1 if any image failed, 2 for usage errors.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import io
@@ -25,6 +29,7 @@ import json
 import math
 import os
 import sys
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import fields
@@ -35,7 +40,7 @@ import numpy as np
 
 from fas_tf import cli
 from fas_tf import measurements as M
-from fas_tf.data import load_image, read_pts
+from fas_tf.data import check_points, load_image, read_pts
 from fas_tf.errors import DataError, UsageError
 
 SHORT = {
@@ -49,6 +54,23 @@ LABEL_AT = {"icd": (0.5, 14.0), "ocd": (0.5, -16.0), "face_height": (0.85, 14.0)
 OK_COLOR = (40, 200, 40)
 BAD_COLOR = (60, 60, 230)
 OUTPUT_SUFFIX = ".measure"  # STEM.measure.json / .png: never the name of a user's image
+JSON_FORMAT = "fas_tf.measure"
+OUTPUTS = {  # how an earlier output of this tool is recognised (fas_tf.cli.check_outputs)
+    ".json": cli.json_output(JSON_FORMAT, legacy_keys=("image", "disclaimer", "faces")),
+    ".png": cli.png_output(JSON_FORMAT),
+    ".csv": cli.file_output("an earlier measurements.csv", b"image,face,face_verdict,"),
+    ".html": cli.file_output("an earlier report.html", b"<title>FAS measurement report</title>"),
+}
+
+
+def printable(name: str) -> str:
+    """``name`` as valid UTF-8 text: bytes of a non-UTF-8 file name as backslash escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def href(name: str) -> str:
+    """A relative URL of a file name (``#``, ``?``, ``%``, spaces and raw bytes escaped)."""
+    return urllib.parse.quote(os.fsencode(name))
 
 
 def collect_images(inputs: Sequence[str]) -> tuple[list[tuple[Path, str]], list[str]]:
@@ -401,12 +423,28 @@ def process_image(image_path: Path, get_faces: Callable[[Path], list[dict]],
         raise DataError(f"{image_path}: no face found")
     out = []
     for face in faces:
+        points = np.asarray(face["landmarks"], np.float64)
+        if points.ndim == 2 and points.shape[1] == 2:  # other shapes: M.measure says why
+            check_points(str(image_path), points, image.shape, None)
         try:
             res = M.measure(face["landmarks"], face.get("confidence"), mm_per_pixel, thresholds)
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(f"{image_path}: bad landmarks: {e}") from None
         out.append({**face, "result": res})
     return image, out
+
+
+def output_stems(names: Sequence[str]) -> list[str]:
+    """A unique output stem per image name (``a/b.jpg`` -> ``a__b``, repeats ``_2``, ``_3``...)."""
+    stems, used = [], set()
+    for name in names:
+        stem = Path(name).with_suffix("").as_posix().replace("/", "__")
+        base, n = stem, 2
+        while stem in used:
+            stem, n = f"{base}_{n}", n + 1
+        used.add(stem)
+        stems.append(stem)
+    return stems
 
 
 def run(inputs: Sequence[str], output: str | os.PathLike, model: str | None = None,
@@ -427,21 +465,23 @@ def run(inputs: Sequence[str], output: str | os.PathLike, model: str | None = No
     if not images and not problems:
         raise UsageError("give at least one IMAGE_OR_FOLDER")
     out = check_output(output, images)
+    stems = output_stems([name for _, name in images])
+    outputs = {out / f"{stem}{OUTPUT_SUFFIX}{ext}": OUTPUTS[ext]
+               for stem in stems for ext in (".json", ".png")}
+    outputs.update({out / "measurements.csv": OUTPUTS[".csv"],
+                    out / "report.html": OUTPUTS[".html"]})
+    cli.check_outputs(outputs, inputs=[p for p, _ in images] + [model])
     get_faces = load_predictor(model) if model else faces_from_pts
     cli.check_writable_dir(out)
     for problem in problems:
         print(problem, file=log)
     failures = len(problems)
-    items, rows, used = [], [], set()
-    for image_path, name in images:
-        stem = Path(name).with_suffix("").as_posix().replace("/", "__")
-        base, n = stem, 2
-        while stem in used:
-            stem, n = f"{base}_{n}", n + 1
-        used.add(stem)
+    items, rows = [], []
+    for (image_path, name), stem in zip(images, stems, strict=True):
+        written = []
         try:
             image, faces = process_image(image_path, get_faces, mm_per_pixel, thresholds)
-            record = {"image": str(image_path), "disclaimer": M.DISCLAIMER,
+            record = {"format": JSON_FORMAT, "image": str(image_path), "disclaimer": M.DISCLAIMER,
                       "faces": [{"box": f.get("box"), "landmarks": f["landmarks"],
                                  "confidence": f.get("confidence"), **f["result"]}
                                 for f in faces]}  # fmt: skip
@@ -449,24 +489,29 @@ def run(inputs: Sequence[str], output: str | os.PathLike, model: str | None = No
             ok, png = cv2.imencode(".png", draw_report(image, faces))
             if not ok:
                 raise DataError(f"{image_path}: cannot encode the PNG picture")
-            _write_bytes(out / f"{stem}{OUTPUT_SUFFIX}.json", data)
-            _write_bytes(out / f"{stem}{OUTPUT_SUFFIX}.png", png.tobytes())
+            written.append(out / f"{stem}{OUTPUT_SUFFIX}.png")
+            cli.write_png(written[-1], png.tobytes(), JSON_FORMAT)
+            written.append(out / f"{stem}{OUTPUT_SUFFIX}.json")
+            _write_bytes(written[-1], data)
         except Exception as e:  # one bad item must not stop the run
+            for path in written:  # a failed item leaves no output of its own
+                with contextlib.suppress(OSError):
+                    path.unlink()
             failures += 1
             msg = str(e) if isinstance(e, DataError) else f"{type(e).__name__}: {e}"
             if not msg.startswith(str(image_path)):
                 msg = f"{image_path}: {msg}"
             print(msg, file=log)
-            problem = msg[len(str(image_path)) + 2:]
-            items.append({"image": str(image_path), "name": name, "error": problem})
-            rows.append({"image": name, "face": "", "face_verdict": "error",
+            problem = printable(msg[len(str(image_path)) + 2:])
+            items.append({"image": str(image_path), "name": printable(name), "error": problem})
+            rows.append({"image": printable(name), "face": "", "face_verdict": "error",
                          "face_reasons": problem})  # fmt: skip
             continue
-        items.append({"image": str(image_path), "name": name,
-                      "png": f"{stem}{OUTPUT_SUFFIX}.png",
+        items.append({"image": str(image_path), "name": printable(name),
+                      "png": href(f"{stem}{OUTPUT_SUFFIX}.png"),
                       "results": [f["result"] for f in faces]})  # fmt: skip
         for k, f in enumerate(faces, 1):
-            rows.append(_csv_row(name, k, f["result"]))
+            rows.append(_csv_row(printable(name), k, f["result"]))
     write_csv(out / "measurements.csv", rows, mm_per_pixel is not None)
     write_html(out / "report.html", items)
     return failures

@@ -3,12 +3,15 @@
 ``python -m fas_tf.predict --model=(student.keras|model.tflite) IMAGE_OR_FOLDER...
 [--output=DIR] [--min_face_score=0.7] [--refine=1] [--upright] [--flip]``
 
-Per image: EXIF orientation applied, every face found by MTCNN is cut by the training framing
-rule (see :mod:`fas_tf.framing`), landmarks are mapped back to the (upright) image, and
+Per image: EXIF orientation applied, every face found by MTCNN (on a copy at most
+``DETECT_MAX_SIDE`` pixels wide and high) is cut by the training framing rule (see
+:mod:`fas_tf.framing`) from the full image, landmarks are mapped back to the (upright) image, and
 ``DIR/<stem>.landmarks.json`` (faces, boxes, landmarks, confidences) plus an annotated
-``DIR/<stem>.landmarks.png`` are written (never over an input file, even with ``--output`` set
-to the input folder). An unreadable image or an image without a face prints one line and the
-run goes on; exit status 0 = every image had a face, 1 = some image failed, 2 = bad usage / model.
+``DIR/<stem>.landmarks.png`` are written: never over an input file or a file that is not an
+earlier output of this tool (:func:`fas_tf.cli.check_outputs`), even with ``--output`` set to
+the input folder. ``--upright`` alone means one upright re-crop pass, as in ``evaluate``.
+An unreadable image or an image without a face prints one line and the run goes on; exit
+status 0 = every image had a face, 1 = some image failed, 2 = bad usage / model.
 
 Python API: ``predict(image, model) -> [{"box", "landmarks", "confidence", "detector_score"}]``.
 """
@@ -35,6 +38,10 @@ DETECTOR_THRESHOLDS: dict[str, float] = {
     "threshold_pnet": 0.5, "threshold_rnet": 0.5, "threshold_onet": 0.5,
 }
 MIN_FACE_SCORE = 0.7
+# MTCNN runs on a copy whose longer side is at most this (its image pyramid on an 8000x8000
+# photo took 85 s and 9.4 GB); the boxes are scaled back, the landmark crops come from the
+# full image.
+DETECT_MAX_SIDE = 1600
 
 
 @functools.lru_cache(maxsize=1)
@@ -46,10 +53,24 @@ def get_detector():
 
 
 def detect_faces(image: np.ndarray, min_score: float = MIN_FACE_SCORE) -> list[dict[str, Any]]:
-    """MTCNN faces of an RGB uint8 image: ``[{"box": (bx, by, bw, bh), "score": s}]``."""
+    """MTCNN faces of an RGB uint8 image: ``[{"box": (bx, by, bw, bh), "score": s}]``.
+
+    The detector sees the image shrunk to at most :data:`DETECT_MAX_SIDE` pixels a side; the
+    boxes are in ``image``'s pixels.
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    sx = sy = 1.0
+    if max(h, w) > DETECT_MAX_SIDE:
+        scale = DETECT_MAX_SIDE / max(h, w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        sx, sy = size[0] / w, size[1] / h
     found = get_detector().detect_faces(image, box_format="xywh", **DETECTOR_THRESHOLDS)
     faces = [
-        {"box": tuple(float(v) for v in f["box"]), "score": float(f["confidence"])}
+        {"box": tuple(float(v) / s for v, s in zip(f["box"], (sx, sy, sx, sy), strict=True)),
+         "score": float(f["confidence"])}
         for f in found
         if float(f["confidence"]) >= min_score and f["box"][2] > 1 and f["box"][3] > 1
     ]
@@ -73,7 +94,7 @@ def predict(
         refine: extra passes re-cropping with the framing rule around the predicted landmarks
             (the exact training framing; 0 = detector crop only).
         upright: the re-crop passes turn the square so the predicted eyes are level
-            (:func:`fas_tf.inference.recrop`).
+            (:func:`fas_tf.inference.recrop`); with ``refine=0`` one pass (as ``evaluate``).
 
     Returns:
         one dict per face, best detector score first: ``box`` [x0, y0, x1, y1] (detector box,
@@ -88,8 +109,9 @@ def predict(
         pts, conf = inference.landmarks_in_squares(
             [image], model, [(*detector_square(face["box"]), 0.0)]
         )
-        if refine > 0:
-            pts, conf = inference.recrop([image], model, pts, refine, upright)
+        passes = refine_passes(refine, upright)
+        if passes:
+            pts, conf = inference.recrop([image], model, pts, passes, upright)
         pts, conf = pts[0], conf[0]
         bx, by, bw, bh = face["box"]
         faces.append({
@@ -99,6 +121,11 @@ def predict(
             "detector_score": face["score"],
         })
     return faces
+
+
+def refine_passes(refine: int, upright: bool) -> int:
+    """Re-crop passes of ``--refine``/``--upright``: ``--upright`` alone means one pass."""
+    return max(refine, 1 if upright else 0)
 
 
 def annotate(image: np.ndarray, faces: list[dict[str, Any]]) -> np.ndarray:
@@ -147,14 +174,10 @@ def output_names(paths: list[Path]) -> list[str]:
     return names
 
 
-def _refuse_overwriting_inputs(out: Path, names: list[str], protected: list[Path]) -> None:
-    inputs = {os.path.realpath(p) for p in protected if p.exists()}
-    for name in names:
-        for target in (out / f"{name}.json", out / f"{name}.png"):
-            if os.path.realpath(target) in inputs:
-                raise cli.UsageError(
-                    f"{target}: would overwrite an input file; choose another --output"
-                )
+JSON_FORMAT = "fas_tf.predict.landmarks"
+PNG_SOFTWARE = "fas_tf.predict"
+JSON_OUTPUT = cli.json_output(JSON_FORMAT, legacy_keys=("image", "faces", "model"))
+PNG_OUTPUT = cli.png_output(PNG_SOFTWARE)
 
 
 def run(
@@ -179,7 +202,12 @@ def run(
         raise cli.UsageError("no images given (arguments: image files or folders)")
     out = Path(output)
     names = output_names(paths)
-    _refuse_overwriting_inputs(out, names, [*paths, Path(model)])
+    if out.exists() and not out.is_dir():
+        raise cli.UsageError(f"{out}: output path exists and is not a directory")
+    outputs = {}
+    for name in names:
+        outputs.update({out / f"{name}.json": JSON_OUTPUT, out / f"{name}.png": PNG_OUTPUT})
+    cli.check_outputs(outputs, inputs=[*paths, model])
     landmarker = load_landmarker(model, flip=flip)
     cli.check_writable_dir(out)
     failed = 0
@@ -191,14 +219,13 @@ def run(
             failed += 1
             continue
         faces = predict(image, landmarker, min_score, refine, upright)
-        record = {"image": str(path), "width": int(image.shape[1]),
+        record = {"format": JSON_FORMAT, "image": str(path), "width": int(image.shape[1]),
                   "height": int(image.shape[0]), "model": str(model), "flip": bool(flip),
-                  "upright": bool(upright),
+                  "refine": refine_passes(refine, upright), "upright": bool(upright),
                   "faces": faces}
         cli.write_json(out / f"{stem}.json", record)
         ok, png = cv2.imencode(".png", cv2.cvtColor(annotate(image, faces), cv2.COLOR_RGB2BGR))
-        with cli.atomic_path(out / f"{stem}.png") as tmp:
-            Path(tmp).write_bytes(png.tobytes())
+        cli.write_png(out / f"{stem}.png", png.tobytes(), PNG_SOFTWARE)
         if faces:
             log(f"{path}: {len(faces)} face(s)")
         else:
@@ -215,9 +242,10 @@ def _define_flags() -> None:
         "output", "predictions", "folder for <stem>.landmarks.json and <stem>.landmarks.png"
     )
     flags.DEFINE_float("min_face_score", MIN_FACE_SCORE, "minimum MTCNN face score")
-    flags.DEFINE_integer("refine", 1, "re-crop passes around the predicted landmarks")
+    flags.DEFINE_integer("refine", 1, "re-crop passes around the predicted landmarks",
+                         lower_bound=0)
     flags.DEFINE_bool("flip", False, "test-time flip: average with the mirrored crop's prediction")
-    flags.DEFINE_bool("upright", False, "re-crop passes level the predicted eyes")
+    flags.DEFINE_bool("upright", False, "re-crop passes level the predicted eyes (>= 1 pass)")
 
 
 def main(argv: list[str]) -> None:

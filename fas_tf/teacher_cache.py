@@ -29,10 +29,13 @@ other run builds its own.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
+import secrets
 import shutil
 import sys
 import threading
@@ -240,8 +243,19 @@ class TeacherCache:
         root, key = self.path.parent, self.key
         root.mkdir(parents=True, exist_ok=True)
         _remove_stale_builds(root, key)
-        tmp = root / f".{key}.tmp-{os.getpid()}"
-        old = root / f".{key}.old-{os.getpid()}"
+        for attempt in range(3):
+            unique = f"{secrets.token_hex(4)}-{os.getpid()}"  # pid last: _remove_stale_builds
+            try:
+                self._write_once(root / f".{key}.tmp-{unique}", root / f".{key}.old-{unique}")
+                break
+            except OSError as err:
+                # Another run with this key renamed its copy into place between this one's two
+                # renames: merge its rows too and try again.
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == 2:
+                    raise
+        self._saved_rows = self.computed_rows
+
+    def _write_once(self, tmp: Path, old: Path) -> None:
         self._merge_saved()
         try:
             tmp.mkdir()
@@ -255,12 +269,11 @@ class TeacherCache:
                 os.rename(self.path, old)
             os.rename(tmp, self.path)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(old, ignore_errors=True)
-        self._saved_rows = self.computed_rows
+            _remove(tmp)
+            _remove(old)  # the previous copy (a stray file in its place too)
 
     def _merge_saved(self) -> None:
-        """Take the rows that the copy in :attr:`path` holds and this one does not."""
+        """Take the rows that the copy in :attr:`path` holds (finite) and this one does not."""
         if not self.path.is_dir():
             return
         shapes = {name: tuple(a.shape[1:]) for name, a in self.arrays.items()}
@@ -269,6 +282,8 @@ class TeacherCache:
         except (OSError, ValueError):
             return  # unreadable: replaced by this copy
         rows = np.flatnonzero(filled & ~self.filled)
+        taken = {name: np.asarray(arr[rows]) for name, arr in arrays.items()}
+        rows = rows[_finite_rows(taken, len(rows))]
         for name, arr in arrays.items():
             self.arrays[name][rows] = arr[rows]
         self.filled[rows] = True
@@ -354,19 +369,48 @@ def _shapes(teacher: Teacher) -> dict[str, tuple[int, ...]]:
 
 def _open(folder: Path, key: str, rows: int, shapes: dict,
           mmap: bool = False) -> tuple[dict, np.ndarray]:
-    meta = json.loads((folder / "meta.json").read_text())
-    if meta.get("key") != key:
-        raise ValueError("meta.json names another key")
-    filled = np.load(folder / "filled.npy")
+    """The arrays and ``filled`` stored in ``folder``; ValueError naming the file when one is
+    missing, empty, garbled or of another shape (OSError when it cannot be read)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"meta.json is not JSON ({err})") from err
+    if not isinstance(meta, dict) or meta.get("key") != key:
+        raise ValueError("meta.json does not name this key")
+    filled = _load_npy(folder / "filled.npy")
     if filled.shape != (rows,) or filled.dtype != np.bool_:
         raise ValueError(f"filled.npy is {filled.dtype} {filled.shape}, expected bool {(rows,)}")
     arrays = {}
     for name, shape in shapes.items():
-        arr = np.load(folder / f"{name}.npy", mmap_mode="r" if mmap else None)
+        arr = _load_npy(folder / f"{name}.npy", mmap_mode="r" if mmap else None)
         if arr.shape != (rows, *shape) or arr.dtype != np.float16:
             raise ValueError(f"{name}.npy is {arr.dtype} {arr.shape}, expected {(rows, *shape)}")
         arrays[name] = arr
     return arrays, filled
+
+
+def _load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode=mmap_mode)
+    except (EOFError, ValueError) as err:  # empty (EOFError), truncated or not a .npy
+        raise ValueError(f"{path.name} is not a complete .npy file ({err})") from err
+
+
+def _finite_rows(arrays: dict[str, np.ndarray], rows: int) -> np.ndarray:
+    """(rows,) bool: which rows hold only finite numbers in every output."""
+    finite = np.ones(rows, np.bool_)
+    for arr in arrays.values():
+        finite &= np.isfinite(arr).all(axis=tuple(range(1, arr.ndim)))
+    return finite
+
+
+def _remove(path: Path) -> None:
+    """Remove a folder or file, if there is one (errors ignored)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 def _remove_stale_builds(root: Path, key: str) -> None:
@@ -375,7 +419,7 @@ def _remove_stale_builds(root: Path, key: str) -> None:
         try:
             os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
         except (ValueError, ProcessLookupError):
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove(tmp)
         except PermissionError:  # another user's live process
             pass
 
@@ -407,6 +451,12 @@ def open_cache(
             arrays, filled = _open(folder, key, rows, shapes)
         except (OSError, ValueError) as err:
             log(f"teacher cache: {folder} is unreadable ({err}); computing it anew")
+        else:
+            bad = filled & ~_finite_rows(arrays, rows)
+            if bad.any():  # a damaged file: recompute those views
+                log(f"teacher cache: {int(bad.sum())} stored views in {folder} hold NaN or inf; "
+                    "computing them anew")
+                filled &= ~bad
     if arrays is None:
         arrays = {name: np.zeros((rows, *shape), np.float16) for name, shape in shapes.items()}
         filled = np.zeros(rows, np.bool_)

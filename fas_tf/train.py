@@ -13,6 +13,7 @@ The library entry point is :func:`train` with a :class:`TrainConfig`; absl flags
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -20,8 +21,11 @@ import math
 import os
 import platform
 import shutil
+import signal
+import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -157,10 +161,108 @@ def make_strategy(name: str):
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices)
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        task = cluster_task(name)
+        check_peers_resolve(task)
+        with cluster_start_guard(task):
+            return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "default":
         return tf.distribute.get_strategy()
     raise cli.UsageError(f"--strategy: unknown {name!r}; choose from {', '.join(STRATEGIES)}")
+
+
+# Seconds the workers of a --strategy=multiworker cluster have to start and reach each other.
+CLUSTER_START_TIMEOUT = 600.0
+RESOLVE_TIMEOUT = 20.0  # seconds to resolve a peer's host name
+
+
+def check_peers_resolve(task: ClusterTask, timeout: float = RESOLVE_TIMEOUT) -> None:
+    """UsageError naming the first peer whose address is not ``host:port`` or whose host does
+    not resolve within ``timeout`` seconds (TensorFlow would wait for it forever, deaf to
+    Ctrl-C)."""
+    results: dict[str, object] = {}
+
+    def resolve(address: str, host: str, port: str) -> None:
+        try:
+            socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+            results[address] = True
+        except OSError as err:
+            results[address] = err.strerror or str(err)
+
+    threads = []
+    for name, address in task.peers:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise cli.UsageError(f"TF_CONFIG: {name} address {address!r} is not host:port")
+        threads.append(threading.Thread(target=resolve, args=(address, host.strip("[]"), port),
+                                        daemon=True))
+        threads[-1].start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    for name, address in task.peers:
+        why = results.get(address, f"no answer within {timeout:g} s")
+        if why is not True:
+            raise cli.UsageError(
+                f"TF_CONFIG: {name} at {address} does not resolve ({why}); fix its address in "
+                "the cluster of TF_CONFIG (the same on every worker)"
+            )
+
+
+# Watches a cluster start-up from a process of its own: TensorFlow's start-up holds the GIL, so
+# no thread of the training process runs meanwhile. argv: parent pid, timeout, task, peers (JSON).
+_START_WATCHER = r"""
+import json, os, select, signal, socket, sys
+parent, timeout, task = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+peers = json.loads(sys.argv[4])
+def stop(line):
+    print(f"error: --strategy=multiworker: {task}: {line}", file=sys.stderr, flush=True)
+    os.kill(parent, signal.SIGKILL)
+    os._exit(0)
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C ends the parent, then stdin ends here
+signal.signal(signal.SIGTERM, lambda *_: stop("terminated (SIGTERM) while the cluster started"))
+if select.select([sys.stdin], [], [], timeout)[0]:
+    sys.exit(0)  # the parent closed the pipe: the cluster started, or the parent is gone
+def accepts(address):
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+        return True
+    except (OSError, ValueError):
+        return False
+missing = [f"{name} ({address})" for name, address in peers if not accepts(address)]
+why = (f"not reachable: {', '.join(missing)}; start every worker with the same TF_CONFIG "
+       "cluster" if missing else "every peer accepts connections: check that all workers "
+       "were given the same TF_CONFIG cluster")
+stop(f"the cluster did not start within {timeout:g} s; {why}")
+"""
+
+
+@contextlib.contextmanager
+def cluster_start_guard(task: ClusterTask, timeout: float = CLUSTER_START_TIMEOUT):
+    """Around TensorFlow's cluster start-up, which blocks in C++ holding the GIL (no Python
+    signal handler or thread runs): Ctrl-C ends the process at once (nothing is written yet),
+    and a watcher process ends it after ``timeout`` seconds with one line naming the peers
+    that accept no connection (or on a SIGTERM sent to the process group; TensorFlow's
+    coordination agent swallows one sent to this process alone)."""
+    import subprocess
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    on_term = signal.getsignal(signal.SIGTERM)
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL) if main_thread else None
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", _START_WATCHER, str(os.getpid()), str(timeout),
+         f"{task.type} {task.index}", json.dumps(task.peers)],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        yield
+    finally:
+        watcher.stdin.close()
+        watcher.wait()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        if main_thread and on_term is not None:  # taken over by TensorFlow meanwhile
+            signal.signal(signal.SIGTERM, on_term)
 
 
 @dataclass(frozen=True)
@@ -171,6 +273,7 @@ class ClusterTask:
     index: int = 0
     workers: int = 1  # chief + workers
     has_chief: bool = False
+    peers: tuple[tuple[str, str], ...] = ()  # (task, address) of every other task
 
     @property
     def is_chief(self) -> bool:
@@ -188,13 +291,24 @@ def cluster_task(strategy: str = "multiworker") -> ClusterTask:
     try:
         tf_config = json.loads(raw)
         cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
-        chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
-        return ClusterTask(
-            str(task.get("type", "worker")), int(task.get("index", 0)),
-            max(1, len(chiefs) + len(workers)), bool(chiefs),
-        )
+        chiefs, workers = cluster.get("chief", []), cluster.get("worker", [])
+        kind, index = str(task.get("type", "worker")), int(task.get("index", 0))
+        for job, addresses in (("chief", chiefs), ("worker", workers)):
+            if not isinstance(addresses, list):
+                raise TypeError(f"its {job!r} is not a list of host:port addresses")
     except (ValueError, TypeError, AttributeError) as err:
         raise cli.UsageError(f"TF_CONFIG: not a TensorFlow cluster description ({err})") from err
+    tasks = {"chief": chiefs, "worker": workers}
+    if kind not in tasks or not 0 <= index < len(tasks[kind]):
+        have = ", ".join(f"{k} 0" + (f"-{len(v) - 1}" if len(v) > 1 else "")
+                         for k, v in tasks.items() if v)
+        raise cli.UsageError(
+            f"TF_CONFIG: task {kind} {index} is not in its cluster (which has "
+            f"{have or 'no chief or worker'}); give each process one of the cluster's tasks"
+        )
+    peers = tuple((f"{k} {i}", str(address)) for k, addresses in tasks.items()
+                  for i, address in enumerate(addresses) if (k, i) != (kind, index))
+    return ClusterTask(kind, index, len(chiefs) + len(workers), bool(chiefs), peers)
 
 
 def is_chief(strategy: str = "multiworker") -> bool:
@@ -264,6 +378,7 @@ def _teacher_line(teacher) -> str:
 
 def _load_sets(config: TrainConfig, log=print):
     from fas_tf.data import (
+        exclusion_summary,
         load_faces,
         read_attributes,
         read_exclusions,
@@ -282,8 +397,6 @@ def _load_sets(config: TrainConfig, log=print):
         raise cli.UsageError("--train_sets/--val_sets need --attributes with an image_set column")
 
     exclude = read_exclusions(config.exclude) if config.exclude else frozenset()
-    if exclude:
-        log(f"data: leaving out the {len(exclude)} faces listed in {config.exclude}")
 
     def stems(sets):
         return stems_in_sets(attrs, sets) if sets else None
@@ -304,6 +417,9 @@ def _load_sets(config: TrainConfig, log=print):
         )
         if (line := skipped_summary(val)) is not None:
             print(line, file=sys.stderr, flush=True)
+    if config.exclude:
+        faces = [f for f in (train, val) if f is not None]
+        log(exclusion_summary(config.exclude, exclude, *faces))
     return train, val
 
 
@@ -377,10 +493,20 @@ def _flag_text(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
+# What a run writes into --output_dir.
+RUN_OUTPUTS = ("config.json", "checkpoints", "history.csv", "metrics.json", "student.keras",
+               "logs")
+
+
 def _check_fresh_output(out: Path) -> None:
     if (out / "config.json").exists() or (out / "checkpoints").exists():
         raise cli.UsageError(
             f"{out}: already holds a run; use --resume to continue it or another --output_dir"
+        )
+    if found := [name for name in RUN_OUTPUTS if (out / name).exists()]:
+        raise cli.UsageError(
+            f"{out}: already holds {', '.join(found)}, which a run would overwrite; use another "
+            "--output_dir"
         )
 
 
@@ -402,8 +528,49 @@ def student_checkpoint(student, path: Path, every: int = 1, last: int | None = N
     return keras.callbacks.LambdaCallback(on_epoch_end=save)
 
 
+def stop_on_non_finite_loss(history: Path | None = None):
+    """A callback ending ``fit`` with a DataError as soon as a logged loss or metric is NaN or
+    infinite (Keras would train on, and write a model of NaN weights); the message names the
+    epoch, the values and ``history`` (the last good epochs are in it)."""
+    import keras
+    import numpy as np
+
+    class StopOnNonFiniteLoss(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._check(logs, f"epoch {self.epoch + 1}, step {batch + 1}")
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._check(logs, f"epoch {epoch + 1}")
+
+        def _check(self, logs, where):
+            bad = {}
+            for name, value in (logs or {}).items():
+                try:
+                    number = float(np.asarray(value))
+                except (TypeError, ValueError):
+                    continue
+                if not math.isfinite(number):
+                    bad[name] = number
+            if bad:
+                values = ", ".join(f"{k} {v}" for k, v in sorted(bad.items()))
+                kept = f"; the epochs before it are in {history}" if history else ""
+                raise DataError(
+                    f"training stopped in {where}: {values}; no model written{kept}. Check the "
+                    "data and teacher cache for NaN, or lower --learning_rate"
+                )
+
+    return StopOnNonFiniteLoss()
+
+
 def backup_and_restore(backup_dir: Path, restart_hint: str, every: int = 1,
-                       last: int | None = None):
+                       last: int | None = None, keep_after_fit: bool = False):
     """Keras ``BackupAndRestore`` for ``backup_dir`` whose backups survive a kill mid-write.
 
     A backup is written after every ``every`` epochs and after epoch ``last`` (each costs
@@ -412,7 +579,9 @@ def backup_and_restore(backup_dir: Path, restart_hint: str, every: int = 1,
     in ``backup_dir`` and renames each into place, so a kill leaves the previous backup or the
     new one, never a torn file, and the metadata never names an epoch whose weights are
     missing. A backup that cannot be read at restore raises :class:`fas_tf.errors.DataError`
-    naming the file and ending with ``restart_hint`` (what the user can do instead).
+    naming the file and ending with ``restart_hint`` (what the user can do instead). The
+    backup is removed when ``fit`` ends, unless ``keep_after_fit`` (the caller removes it once
+    the run's outputs are written).
     """
     import keras
 
@@ -439,7 +608,7 @@ def backup_and_restore(backup_dir: Path, restart_hint: str, every: int = 1,
                     f"{restart_hint}"
                 ) from err
 
-    return AtomicBackupAndRestore(str(backup_dir))
+    return AtomicBackupAndRestore(str(backup_dir), delete_checkpoint=not keep_after_fit)
 
 
 def _save_student(student, path: Path) -> None:
@@ -499,11 +668,6 @@ def train(config: TrainConfig, log=print, given: Collection[str] | None = None) 
             raise cli.UsageError(
                 f"--student: unknown {config.student!r}; choose from {', '.join(ARCHITECTURES)}"
             )
-    except BaseException:
-        if created and not any(out.iterdir()):
-            out.rmdir()
-        raise
-    try:
         return _fit(config, train_faces, val_faces, out, log, distill)
     except Exception as err:
         if config.strategy == "multiworker" and _lost_a_worker(err):
@@ -513,6 +677,9 @@ def train(config: TrainConfig, log=print, given: Collection[str] | None = None) 
                 "again with --resume"
             ) from err
         raise
+    finally:  # a run that failed before writing anything leaves no empty folder behind
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
 
 
 def _lost_a_worker(err: BaseException) -> bool:
@@ -622,15 +789,20 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill=No
     restart = ("the run cannot be resumed: train again without --resume into a new "
                f"--output_dir (or after deleting {out})")
     every = {"every": config.checkpoint_every, "last": config.epochs}
-    callbacks = [backup_and_restore(backup, restart, **every),
-                 data_starts_at_restored_epoch(initial_epoch)]
+    # An epoch's history.csv row is written before its backup: a kill between the two makes
+    # --resume train that epoch again and truncate_history drop its row, never lose it.
+    callbacks = [stop_on_non_finite_loss(out / "history.csv" if task.is_chief else None)]
     history_log = None
     if task.is_chief:
         cli.write_json(out / "config.json", record)
         history_log = keras.callbacks.CSVLogger(str(out / "history.csv"), append=True)
+        callbacks.append(history_log)
+    # The backup outlives fit: it is removed once student.keras and metrics.json are written.
+    callbacks += [backup_and_restore(backup, restart, **every, keep_after_fit=True),
+                  data_starts_at_restored_epoch(initial_epoch)]
+    if task.is_chief:
         callbacks += [
             student_checkpoint(student, out / "checkpoints" / "student_last.keras", **every),
-            history_log,
             keras.callbacks.TensorBoard(str(out / "logs"), profile_batch=0),
         ]
     if task.workers > 1:
@@ -652,19 +824,26 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill=No
             history_log.on_train_end()  # closes history.csv also when fit raises (idempotent)
     elapsed = time.time() - start
     if cache is not None:
-        cache.save()  # the views computed in this run, for the next one with the same key
+        try:  # the views computed in this run, for the next one with the same key
+            cache.save()
+        except OSError as err:  # an optimization: the run goes on without it
+            where = f"{err.filename}: " if err.filename else ""
+            print(f"warning: teacher cache: not saved to {cache.path} ({where}"
+                  f"{err.strerror or err}); the run is kept, the next run with this key "
+                  "computes its views again", file=sys.stderr, flush=True)
+    final = {k: float(v[-1]) for k, v in history.history.items() if v}
+    if not final and task.is_chief:  # resumed after the last epoch's backup: nothing trained
+        final = last_history_row(out / "history.csv")
     metrics: dict = {
         "epochs": config.epochs,
         "fit_seconds_this_process": elapsed,
         "teacher_cache": cache.describe() if cache else None,
-        "final_train": {k: float(v[-1]) for k, v in history.history.items() if v
-                        and not k.startswith("val_")},
+        "final_train": {k: v for k, v in final.items() if not k.startswith("val_")},
     }
     if not task.is_chief:
         shutil.rmtree(backup, ignore_errors=True)
         log(f"worker {task.index}: done; the chief writes {out}")
         return metrics
-    _save_student(student, out / "student.keras")
     if val_faces is not None:
         crops, gt = framed_crops(val_faces, config.input_size)
         pred = inference_model(student).predict(crops, verbose=0, batch_size=32)["landmarks"]
@@ -675,8 +854,10 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill=No
             f"FR@0.10 {val_metrics['fr_10'] * 100:.1f}% AUC@0.10 {val_metrics['auc_10']:.2f} "
             f"n={val_metrics['n']}"
         )
+    # student.keras last: it marks the run finished; the backup goes only after it.
     cli.write_json(out / "metrics.json", metrics)
-    shutil.rmtree(out / "checkpoints" / "backup", ignore_errors=True)
+    _save_student(student, out / "student.keras")
+    shutil.rmtree(backup, ignore_errors=True)
     log(f"wrote {out / 'student.keras'}")
     return metrics
 
@@ -768,14 +949,54 @@ def eval_batch_size(count: int, batch_size: int, replicas: int) -> int | None:
 
 def truncate_history(path: Path, epochs: int) -> None:
     """Drop the rows of ``history.csv`` for epochs ``>= epochs`` (logged after the backup a
-    resumed run restarts from, so they are trained again), atomically; no file: nothing."""
+    resumed run restarts from, so they are trained again), atomically; no file: nothing.
+
+    Blank lines and a last line cut short by a kill (no line end) are dropped too; any other
+    row that does not start with an epoch number is a DataError naming the file and line.
+    """
     if not path.exists():
         return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    keep = lines[:1] + [row for row in lines[1:] if int(row.split(",", 1)[0]) < epochs]
+    try:
+        with open(path, encoding="utf-8", newline="") as f:  # keeps CSVLogger's "\r\n"
+            lines = f.read().splitlines(keepends=True)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not a history.csv written by fas_tf ({err}); move it away "
+                        "and --resume again (the resumed epochs start a new one)") from err
+    keep = lines[:1]
+    for number, row in enumerate(lines[1:], start=2):
+        if not row.strip() or (number == len(lines) and not row.endswith("\n")):
+            continue
+        try:
+            epoch = int(row.split(",", 1)[0])
+        except ValueError:
+            raise DataError(
+                f"{path}: line {number} is not a row of epoch results ({row.strip()[:40]!r}); "
+                "delete that line and --resume again"
+            ) from None
+        if epoch < epochs:
+            keep.append(row)
     if len(keep) < len(lines):
-        with cli.atomic_path(path) as tmp:
-            Path(tmp).write_text("".join(keep), encoding="utf-8")
+        with cli.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write("".join(keep))
+
+
+def last_history_row(path: Path) -> dict[str, float]:
+    """The numbers of the last row of ``history.csv`` (without its epoch); {} without one."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [row for row in csv.DictReader(f) if row.get("epoch")]
+    except OSError:
+        return {}
+    numbers = {}
+    for name, text in (rows[-1] if rows else {}).items():
+        try:
+            numbers[name] = float(text)
+        except (TypeError, ValueError):  # CSVLogger's "NA" for a value not logged
+            continue
+    numbers.pop("epoch", None)
+    return numbers
 
 
 def backup_epoch(backup: Path) -> int:

@@ -161,3 +161,155 @@ def test_unreadable_backup_on_resume_is_a_data_error_naming_the_file(
     assert "without --resume into a new --output_dir" in message and "\n" not in message
     assert not (out / "student.keras").exists()
 
+
+
+def tiny_config(out: Path, data: Path, **changes) -> TrainConfig:
+    return TrainConfig(
+        output_dir=str(out), data=str(data), teacher="none", epochs=3, batch_size=4,
+        train_limit=4, input_size=64, student="mobilenetv2", alpha=0.35, head_channels=16,
+        verbose=0, **changes,
+    )
+
+
+def hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (relative path -> digest)."""
+    from fas_tf.cli import sha256_of
+
+    return {str(p.relative_to(folder)): sha256_of(p) for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("interrupted", ["before", "after"])
+def test_ctrl_c_around_an_epochs_backup_then_resume_gives_the_straight_history(
+    tmp_path, demo_faces, monkeypatch, fast_student, interrupted
+):
+    """Ctrl-C just before or just after the backup of epoch 2 is written: the resumed
+    history.csv equals the straight run's (issue 39 item 5: it missed an epoch)."""
+    straight = fas_train.train(tiny_config(tmp_path / "straight", demo_faces),
+                               log=lambda line: None)
+    assert len(straight["final_train"]) > 0
+    real = fas_train.backup_and_restore
+
+    def interrupting(*args, **kwargs):
+        callback = real(*args, **kwargs)
+        save = callback._save_model
+
+        def save_then_interrupt():
+            if interrupted == "before" and callback._current_epoch == 2:
+                raise KeyboardInterrupt()
+            save()
+            if interrupted == "after" and callback._current_epoch == 2:
+                raise KeyboardInterrupt()
+
+        callback._save_model = save_then_interrupt
+        return callback
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(fas_train, "backup_and_restore", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        fas_train.train(tiny_config(out, demo_faces), log=lambda line: None)
+    monkeypatch.setattr(fas_train, "backup_and_restore", real)
+    assert saved_epoch(out / "checkpoints" / "backup") == (1 if interrupted == "before" else 2)
+    fas_train.train(tiny_config(out, demo_faces, resume=True), log=lambda line: None)
+    history = (out / "history.csv").read_bytes()
+    assert [row.split(b",")[0] for row in history.splitlines()[1:]] == [b"0", b"1", b"2"]
+    assert history == (tmp_path / "straight" / "history.csv").read_bytes()  # "\r\n" kept
+
+
+def test_a_failed_final_write_keeps_the_backup_and_resume_only_finishes(
+    tmp_path, demo_faces, monkeypatch, fast_student
+):
+    """student.keras cannot be written after the last epoch (e.g. a full disk): the backup of
+    the last epoch stays, and --resume writes the outputs without training again."""
+    out = tmp_path / "run"
+    real = fas_train._save_student
+
+    def full_disk(student, path):
+        if path.name == "student.keras":
+            raise OSError(28, "No space left on device", str(path))
+        real(student, path)
+
+    monkeypatch.setattr(fas_train, "_save_student", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        fas_train.train(tiny_config(out, demo_faces), log=lambda line: None)
+    monkeypatch.setattr(fas_train, "_save_student", real)
+    assert saved_epoch(out / "checkpoints" / "backup") == 3
+    assert not (out / "student.keras").exists()
+    before = hashes(out)
+    lines = []
+    metrics = fas_train.train(tiny_config(out, demo_faces, resume=True), log=lines.append)
+    after = hashes(out)
+    assert (out / "student.keras").is_file() and (out / "metrics.json").is_file()
+    assert not (out / "checkpoints" / "backup").exists()  # removed once the outputs exist
+    for name in ("history.csv", "checkpoints/student_last.keras"):
+        assert after[name] == before[name], f"{name}: nothing was trained again"
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    last = fas_train.last_history_row(out / "history.csv")
+    assert metrics["final_train"] == {k: v for k, v in last.items() if not k.startswith("val_")}
+    assert metrics["final_train"]["loss"] > 0
+
+
+@pytest.mark.parametrize("row", ["\n", "\r\n", "garbled\n", "3,0.5\n"])
+def test_truncate_history_drops_blank_and_torn_rows_and_names_a_garbled_one(tmp_path, row):
+    path = tmp_path / "history.csv"
+    good = "epoch,loss\n0,1.000\n1,0.500\n"
+    path.write_text(good + row + "2,0.4\n")
+    if row.strip() in ("", "3,0.5"):
+        fas_train.truncate_history(path, 2)
+        assert path.read_text() == good
+        crlf = good.replace("\n", "\r\n").encode()
+        path.write_bytes(crlf + b"2,0.4\r\n")  # as CSVLogger writes
+        fas_train.truncate_history(path, 2)
+        assert path.read_bytes() == crlf
+    else:
+        with pytest.raises(DataError) as err:
+            fas_train.truncate_history(path, 2)
+        assert str(err.value) == (f"{path}: line 4 is not a row of epoch results ('garbled'); "
+                                  "delete that line and --resume again")
+        assert path.read_text() == good + row + "2,0.4\n"
+    path.write_text(good + "2,0.3")  # the last row cut short by a kill
+    fas_train.truncate_history(path, 5)
+    assert path.read_text() == good
+
+
+def test_a_nan_loss_stops_training_in_one_line_and_writes_no_model(
+    tmp_path, demo_faces, fast_student
+):
+    out = tmp_path / "run"
+    config = tiny_config(out, demo_faces, learning_rate=1e38)
+    with pytest.raises(DataError) as err:
+        fas_train.train(config, log=lambda line: None)
+    message = str(err.value)
+    assert message.startswith("training stopped in epoch ") and "loss nan" in message.lower()
+    assert f"the epochs before it are in {out / 'history.csv'}" in message
+    assert "\n" not in message
+    assert not (out / "student.keras").exists() and not (out / "metrics.json").exists()
+    for line in (out / "history.csv").read_text().splitlines()[1:]:
+        assert all(np.isfinite(float(v)) for v in line.split(",")[1:] if v != "NA"), line
+
+
+def test_json_outputs_stay_strict(tmp_path):
+    from fas_tf.cli import write_json
+
+    path = tmp_path / "metrics.json"
+    write_json(path, {"loss": float("nan"), "nested": [1.5, float("inf")], "n": 3})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {
+        "loss": None, "n": 3, "nested": [1.5, None]}
+
+
+def test_a_fresh_run_never_overwrites_files_of_its_names(tmp_path, demo_faces):
+    """A folder holding a history.csv and metrics.json of the user's (no config.json): a run
+    there would append to one and replace the other; it stops before writing anything."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "history.csv").write_text("my,own\n1,2\n")
+    (out / "metrics.json").write_text('{"mine": 1}\n')
+    before = hashes(out)
+    with pytest.raises(fas_train.cli.UsageError) as err:
+        fas_train.train(tiny_config(out, demo_faces), log=lambda line: None)
+    assert str(err.value) == (f"{out}: already holds history.csv, metrics.json, which a run "
+                              "would overwrite; use another --output_dir")
+    assert hashes(out) == before and sorted(p.name for p in out.iterdir()) == [
+        "history.csv", "metrics.json"]

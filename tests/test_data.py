@@ -297,7 +297,9 @@ def test_excluded_faces_leave_training_validation_and_the_list_file_is_checked(
     from fas_tf.train import TrainConfig, _load_sets
 
     listed = tmp_path / "label_errors.txt"
-    listed.write_text("# wrong labels\ndemo_0003.jpg\n\n  demo_0007  # off the face\nnot_there\n")
+    # with the BOM and CRLF of a Windows editor
+    listed.write_bytes(b"\xef\xbb\xbfdemo_0003.jpg\r\n# wrong labels\n\n"
+                       b"  demo_0007  # off the face\nnot_there\n")
     assert read_exclusions(listed) == {"demo_0003", "demo_0007", "not_there"}
     config = TrainConfig(data=str(demo_faces), val_data=str(demo_faces), input_size=64,
                          exclude=str(listed))
@@ -307,6 +309,14 @@ def test_excluded_faces_leave_training_validation_and_the_list_file_is_checked(
     for faces in (train, val):
         kept = {Path(p).name for p in faces.paths}
         assert kept == names - {"demo_0003.jpg", "demo_0007.jpg"} and len(kept) == 10
-    assert lines == [f"data: leaving out the 3 faces listed in {listed}"]
+    # Only 2 of the 3 listed stems are faces of the data: say so, and name the other.
+    assert lines == [f"data: left out 2 of the 3 faces listed in {listed}; not in the data: "
+                     "not_there"]
+    listed.write_text("".join(f"typo_{i:02d}\n" for i in range(12)) + "demo_0003\n")
+    config = TrainConfig(data=str(demo_faces), input_size=64, exclude=str(listed))
+    _load_sets(config, log=lines.append)
+    assert lines[-1] == (f"data: left out 1 of the 13 faces listed in {listed}; not in the "
+                         "data: " + ", ".join(f"typo_{i:02d}" for i in range(10))
+                         + " and 2 more")
     with pytest.raises(DataError, match=r"missing\.txt: cannot read the exclusion list"):
         read_exclusions(tmp_path / "missing.txt")

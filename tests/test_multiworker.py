@@ -118,6 +118,10 @@ def test_cluster_task_and_chief_from_tf_config(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ValueError, match="TF_CONFIG"):
         is_chief("multiworker")
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": "a:1"}}))  # not a list
+    with pytest.raises(ValueError, match="TF_CONFIG: not a TensorFlow cluster description "
+                                         r"\(its 'worker' is not a list of host:port addresses\)"):
+        is_chief("multiworker")
 
 
 def test_eval_batch_size_never_leaves_a_replica_empty():
@@ -171,3 +175,68 @@ def test_a_lost_worker_is_one_line_asking_for_resume(tmp_path, demo_faces, monke
     config.strategy, config.output_dir = "default", str(tmp_path / "one")
     with pytest.raises(tf.errors.UnavailableError):
         fas_train.train(config, log=lambda line: None)
+
+
+@pytest.mark.parametrize("task, message", [
+    ({"type": "worker", "index": 2}, "task worker 2 is not in its cluster (which has worker 0-1)"),
+    ({"type": "worker", "index": -1}, "task worker -1 is not in its cluster"),
+    ({"type": "chief", "index": 0}, "task chief 0 is not in its cluster (which has worker 0-1)"),
+    ({"type": "ps", "index": 0}, "task ps 0 is not in its cluster"),
+])
+def test_a_task_outside_the_cluster_is_one_line(tmp_path, monkeypatch, task, message):
+    from fas_tf.errors import UsageError
+
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+    config = TrainConfig(output_dir=str(tmp_path / "run"), strategy="multiworker")
+    with pytest.raises(UsageError) as err:
+        fas_train.train(config, log=lambda line: None)
+    assert str(err.value).startswith(f"TF_CONFIG: {message}")
+    assert str(err.value).endswith("give each process one of the cluster's tasks")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_peer_that_does_not_resolve_is_one_line_naming_it(monkeypatch):
+    from fas_tf.errors import UsageError
+
+    cluster = {"worker": ["127.0.0.1:1", "nohost.invalid:2222"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                "task": {"type": "worker", "index": 0}}))
+    task = fas_train.cluster_task()
+    assert task.peers == (("worker 1", "nohost.invalid:2222"),)
+    with pytest.raises(UsageError) as err:
+        fas_train.make_strategy("multiworker")  # before TensorFlow starts the cluster
+    assert str(err.value).startswith("TF_CONFIG: worker 1 at nohost.invalid:2222 does not "
+                                     "resolve (")
+    assert str(err.value).endswith("fix its address in the cluster of TF_CONFIG (the same on "
+                                   "every worker)")
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    with pytest.raises(UsageError, match="TF_CONFIG: worker 1 address 'b' is not host:port"):
+        fas_train.check_peers_resolve(fas_train.cluster_task())
+
+
+GUARDED_START = r"""
+import sys
+from fas_tf import train
+task = train.ClusterTask("worker", 0, 2, False, (("worker 1", sys.argv[1]),))
+with train.cluster_start_guard(task, timeout=float(sys.argv[2])):
+    # stands for TensorFlow waiting for the peer: C code holding the GIL (no thread runs)
+    sum(range(int(float(sys.argv[3]) * 1e8)))
+print("started")
+"""
+
+
+def test_a_cluster_that_does_not_start_ends_with_one_line_naming_the_peer(tmp_path):
+    (dead,) = free_ports(1)
+    stuck = subprocess.run([sys.executable, "-c", GUARDED_START, f"127.0.0.1:{dead}", "1", "120"],
+                           capture_output=True, text=True, env=ENV, cwd=REPO, timeout=100)
+    assert stuck.returncode == -9 and stuck.stdout == ""  # ended by the watcher process
+    assert stuck.stderr.strip() == (
+        "error: --strategy=multiworker: worker 0: the cluster did not start within 1 s; not "
+        f"reachable: worker 1 (127.0.0.1:{dead}); start every worker with the same TF_CONFIG "
+        "cluster")
+    started = subprocess.run([sys.executable, "-c", GUARDED_START, f"127.0.0.1:{dead}", "60",
+                              "0"], capture_output=True, text=True, env=ENV, cwd=REPO,
+                             timeout=100)
+    assert started.returncode == 0 and started.stdout == "started\n"

@@ -180,6 +180,7 @@ def test_cli_refuses_an_output_that_would_replace_an_input(model_paths, tmp_path
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
-    assert errors == [f"error: {folder / 'a.landmarks.png'}: would overwrite an input file; "
-                      "choose another --output"]
+    target = folder / "a.landmarks.png"
+    assert errors == [f"error: {target}: is an input of this run ({target}); "
+                      "choose another output name"]
     assert _hashes(folder) == before

