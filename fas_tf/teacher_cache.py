@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -58,7 +59,9 @@ if TYPE_CHECKING:
 CACHE_VERSION = 2
 OUTPUTS = ("embedding", "tap_8", "tap_16", "tap_32")
 # The code a view's crop and the teacher's outputs on it depend on.
-_CODE = ("augment.py", "data.py", "teacher_cache.py", "teachers.py", "dlib_resnet.py")
+_CODE = ("fas_tf.augment", "fas_tf.data.faces", "fas_tf.data.pipeline", "fas_tf.framing",
+         "fas_tf.teacher_cache", "fas_tf.teachers.base", "fas_tf.teachers.dlib",
+         "fas_tf.teachers.facenet", "fas_tf.dlib_resnet")
 
 
 # Replays of a view above which a run warns: measured on google2 (200 epochs, 96 px student,
@@ -316,10 +319,10 @@ def weights_digest(teacher: Teacher) -> str:
 
 def code_digest() -> str:
     """sha256 of the sources the views and the teacher's outputs come from."""
-    here = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     for name in _CODE:
-        digest.update(name.encode() + b"\0" + (here / name).read_bytes())
+        source = Path(importlib.util.find_spec(name).origin).read_bytes()
+        digest.update(name.encode() + b"\0" + source)
     return digest.hexdigest()
 
 

@@ -11,6 +11,8 @@ from fas_tf.data.faces import (
     CANVAS_FACTOR,
     IMAGE_EXTENSIONS,
     LabelledFaces,
+    check_points,
+    exclusion_summary,
     list_folder,
     list_images,
     load_faces,
@@ -37,9 +39,9 @@ from fas_tf.data.pipeline import (
 from fas_tf.errors import DataError  # the error of bad input, raised here
 
 __all__ = [
-    "CANVAS_FACTOR", "DataError", "IMAGE_EXTENSIONS", "LabelledFaces", "epoch_order", "list_folder",
-    "list_images", "load_faces", "load_image", "make_dataset", "parse_sets", "read_attributes",
-    "read_csv_labels", "read_exclusions", "read_pts", "sample_seed", "skipped_summary",
-    "steps_per_epoch", "stems_in_sets", "stream_seed", "view_dataset", "view_of", "view_seed",
-    "write_pts",
+    "CANVAS_FACTOR", "DataError", "IMAGE_EXTENSIONS", "LabelledFaces", "check_points",
+    "epoch_order", "exclusion_summary", "list_folder", "list_images", "load_faces", "load_image",
+    "make_dataset", "parse_sets", "read_attributes", "read_csv_labels", "read_exclusions",
+    "read_pts", "sample_seed", "skipped_summary", "stems_in_sets", "steps_per_epoch",
+    "stream_seed", "view_dataset", "view_of", "view_seed", "write_pts"
 ]
