@@ -85,27 +85,19 @@ def cache_views(option: int | str, epochs: int) -> int:
     return int(option)
 
 
-def train_and_evaluate(key: RunKey, run_dir: Path, setting: Setting,
-                       log: Callable[[str], None]) -> dict:
-    """Train one run into ``run_dir`` (resuming a killed one) and evaluate it.
-
-    Returns ``{"record": config.json, "epochs", "eval": evaluate_model's metrics,
-    "seconds", "resumed"}``.
-    """
-    import json
-
-    import keras
-
-    from fas_tf.evaluate import evaluate_model
+def arm_config(key: RunKey, run_dir: Path, setting: Setting):
+    """The :class:`fas_tf.training.config.TrainConfig` of one run (``--resume`` when
+    ``run_dir`` holds a started one); :func:`train_and_evaluate` writes it beside the run as
+    ``recipe.yaml``, the format of ``recipes/`` (``python -m fas_tf.train --config=...``)."""
     from fas_tf.student import parse_student_spec
-    from fas_tf.train import TrainConfig, train
+    from fas_tf.training.config import TrainConfig
 
     arm = ARMS[key.arm]
     n_train = key.n if not key.fold else sum(
         count_sets(setting.attributes_csv, key.train_sets).values())
     epochs = epochs_for(n_train, setting.steps)
     lam = key.lam if key.lam is not None else 1.0
-    config = TrainConfig(
+    return TrainConfig(
         output_dir=str(run_dir), data=str(setting.data),
         attributes=str(setting.attributes_csv), train_sets=list(key.train_sets),
         val_sets=[],  # scored once, after training: per-epoch validation would cost small N
@@ -118,16 +110,39 @@ def train_and_evaluate(key: RunKey, run_dir: Path, setting: Setting,
         teacher_cache=cache_views(setting.teacher_cache, epochs) if arm.weighted else 0,
         checkpoint_every=checkpoint_every(n_train),
     )
-    log(f"[{run_dir.name}] training {arm.label}, {epochs} epochs"
+
+
+def train_and_evaluate(key: RunKey, run_dir: Path, setting: Setting,
+                       log: Callable[[str], None]) -> dict:
+    """Train one run into ``run_dir`` (resuming a killed one) and evaluate it.
+
+    Returns ``{"record": config.json, "epochs", "eval": evaluate_model's metrics,
+    "seconds", "resumed"}``.
+    """
+    import json
+
+    import keras
+
+    from fas_tf.cli import atomic_path
+    from fas_tf.evaluate import evaluate_model
+    from fas_tf.training.config import recipe_text
+    from fas_tf.training.loop import train
+
+    arm = ARMS[key.arm]
+    config = arm_config(key, run_dir, setting)
+    log(f"[{run_dir.name}] training {arm.label}, {config.epochs} epochs"
         + (" (resuming)" if config.resume else ""))
     start = time.time()
     train(config, log=lambda m: log(f"  {m}"))
+    with atomic_path(run_dir / "recipe.yaml") as tmp:
+        Path(tmp).write_text(recipe_text(config, f"{arm.label}: {command_for(key, setting)}"),
+                             encoding="utf-8")
     keras.backend.clear_session()
     metrics, _ = evaluate_model(run_dir / "student.keras", setting.data,
                                 str(setting.attributes_csv), list(key.val_sets))
     keras.backend.clear_session()
     record = json.loads((run_dir / "config.json").read_text())
-    return {"record": record, "epochs": epochs, "eval": metrics,
+    return {"record": record, "epochs": config.epochs, "eval": metrics,
             "seconds": time.time() - start, "resumed": config.resume}
 
 

@@ -28,6 +28,7 @@ from fas_tf.data.faces import (
 )
 from fas_tf.data.pipeline import (
     epoch_order,
+    framed_crops,
     make_dataset,
     sample_seed,
     steps_per_epoch,
@@ -40,8 +41,8 @@ from fas_tf.errors import DataError  # the error of bad input, raised here
 
 __all__ = [
     "CANVAS_FACTOR", "DataError", "IMAGE_EXTENSIONS", "LabelledFaces", "check_points",
-    "epoch_order", "exclusion_summary", "list_folder", "list_images", "load_faces", "load_image",
-    "make_dataset", "parse_sets", "read_attributes", "read_csv_labels", "read_exclusions",
-    "read_pts", "sample_seed", "skipped_summary", "stems_in_sets", "steps_per_epoch",
-    "stream_seed", "view_dataset", "view_of", "view_seed", "write_pts"
+    "epoch_order", "exclusion_summary", "framed_crops", "list_folder", "list_images", "load_faces",
+    "load_image", "make_dataset", "parse_sets", "read_attributes", "read_csv_labels",
+    "read_exclusions", "read_pts", "sample_seed", "skipped_summary", "stems_in_sets",
+    "steps_per_epoch", "stream_seed", "view_dataset", "view_of", "view_seed", "write_pts"
 ]

