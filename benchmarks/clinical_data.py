@@ -107,10 +107,10 @@ def fmt(x, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
-def markdown_table(header: list[str], rows: list[list]) -> str:
+def markdown_table(header: list[str], rows: list[list], digits: int = 3) -> str:
     """A markdown table of ``rows`` under ``header`` (cells through :func:`fmt`)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(fmt(c, digits) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

@@ -207,3 +207,63 @@ def test_between_infant_sd_reproduces_the_constants():
     for name, sd in S.BETWEEN_INFANT_SD.items():
         assert got[name] == pytest.approx(sd, abs=5e-5), name
     assert all(math.isfinite(v) for v in got.values())
+
+
+def test_retake_moves_the_photo_like_its_points():
+    from benchmarks.repeatability import ViewChange, apply_change
+    from fas_tf.framing import crop_box
+
+    gt = frontal(scale=2.0) + np.array([-60.0, 40.0])
+    dot = gt[30:31]
+    image = blob_image(dot, 512, sigma=2.0)
+    for change in (ViewChange(degrees=12.0), ViewChange(degrees=-8.0, mirror=True)):
+        view, square = apply_change(image, gt, change)
+        w = view[..., 0].astype(float)
+        ys, xs = np.mgrid[0:512, 0:512]
+        got = np.array([np.sum(xs * w), np.sum(ys * w)]) / np.sum(w)
+        cx, cy, _ = crop_box(gt)
+        a = math.radians(change.degrees)  # cv2: counter-clockwise on screen (y down)
+        rel = dot[0] - (cx, cy)
+        want = np.array([math.cos(a) * rel[0] + math.sin(a) * rel[1],
+                         -math.sin(a) * rel[0] + math.cos(a) * rel[1]]) + (cx, cy)  # fmt: skip
+        if change.mirror:
+            want[0] = 511 - want[0]
+            assert square[0] == pytest.approx(511 - cx)
+        assert np.allclose(got, want, atol=0.2), (change, got, want)
+
+
+class FixedShape:
+    """A landmark model that ignores the pixels: always the same (asymmetric) face."""
+
+    num_landmarks, path, input_size = 68, "", 128
+
+    def __init__(self):
+        from fas_tf.framing import crop_box
+
+        pts = frontal()
+        pts[36, 0] -= 6.0  # the subject's right eye longer than the left
+        cx, cy, side = crop_box(pts)
+        self.shape = (pts - (cx, cy)) * (128 / side) + 63.5
+
+    def predict(self, crops):
+        n = len(crops)
+        return np.repeat(self.shape[None], n, 0), np.ones((n, 68))
+
+
+def test_mirrored_retakes_are_swapped_back_to_the_subjects_sides():
+    from benchmarks.repeatability import draw_changes, view_landmarks
+
+    model = FixedShape()
+    gt = frontal(scale=2.0) + np.array([-60.0, 40.0])
+    image = np.full((512, 512, 3), 90, np.uint8)
+    changes = draw_changes(np.random.default_rng(0), 6)
+    got = view_landmarks(image, gt, model, changes, refine=0)
+    shape = M.raw_measurements(model.shape)
+    assert shape["pfl_right_to_icd"] > shape["pfl_left_to_icd"] + 0.1
+    for c, (pts, _) in zip(changes, got, strict=True):
+        m = M.raw_measurements(pts)
+        # a model blind to the pixels answers the same face on the mirror image: swapped back,
+        # its right eye is the shape's left eye
+        want = shape["pfl_left_to_icd"] if c.mirror else shape["pfl_right_to_icd"]
+        assert m["pfl_right_to_icd"] == pytest.approx(want, rel=1e-6), c
+        assert m["philtrum_to_face_height"] == pytest.approx(shape["philtrum_to_face_height"])
