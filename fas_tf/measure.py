@@ -340,8 +340,10 @@ def write_html(path: Path, items: list[dict]) -> None:
             if e["verdict"] in ("ok", "imprecise"):
                 v, sg = (e["value"], e["sigma"]) if "value" in e else (e["value_px"], e["sigma_px"])
                 unit = "" if "value" in e else " px"
-                note = (f"<br><span class=reasons>{esc(e['reasons'][0])}</span>"
-                        if e["verdict"] == "imprecise" else "")  # fmt: skip
+                note = (f"<br><span class=reasons title='{esc(e['reasons'][0], quote=True)}'>"
+                        f"cannot tell this infant from a typical one: &plusmn; {sg:.3f} vs a "
+                        f"usual difference between infants of {e['spread_between_infants']:.3f}"
+                        "</span>" if e["verdict"] == "imprecise" else "")  # fmt: skip
                 cls = "ok" if e["verdict"] == "ok" else "warn"
                 vals.append(f"<tr><td>{esc(label)}</td><td class={cls}>{v:.3f} &plusmn; {sg:.3f}"
                             f"{unit}{' <b>imprecise</b>' if note else ''}{note}</td></tr>")

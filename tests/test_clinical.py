@@ -185,6 +185,7 @@ def test_report_csv_and_json_say_why_a_value_is_imprecise(tmp_path):
     measure.write_html(out / "report.html", [item])
     page = (out / "report.html").read_text()
     assert S.IMPRECISE_TEXT in page and "class=warn>0." in page
+    assert "cannot tell this infant from a typical one: &plusmn; 0.143 vs a usual" in page
     res = got[0]["result"]
     assert "data-verdict=partial" in page  # upper lip / mouth width: not measurable (25 % gate)
     all_measured = {**res, "ratios": {**res["ratios"], "upper_lip_to_mouth_width":
