@@ -11,11 +11,13 @@ compared with the same ratio of the ground-truth landmarks (ungated):
 * **every detected face** (no gates): the same, to see what the gates buy.
 
 The labels' own consistency is the ceiling any model can show against them: on the faces whose
-ground-truth pfl_mean/ICD is measurable, the right eye's PFL/ICD against the left eye's (and
+ground-truth PFL/ICD of each eye is measurable (so also |yaw| <= 9.5 deg: turning the head
+shortens one eye and lengthens the other), the right eye's PFL/ICD against the left eye's (and
 PFL/OCD), with the same statistics (``--ceiling_plot``), and the same for the model's landmarks.
 By Spearman-Brown, the mean of two eyes whose values correlate rho has reliability
 2 rho / (1 + rho); the square root of that is the largest r of the labels' mean PFL with any
-error-free measurement. ``--spread`` prints the spread between infants of
+error-free measurement. Without ``--model`` only the labels' checks are computed.
+``--spread`` prints the spread between infants of
 :mod:`fas_tf.spread` recomputed on the calibration sets (no model needed). A measurement aid,
 not a diagnosis.
 
@@ -83,6 +85,14 @@ def _row(stats: dict, extra: list | None = None) -> list:
     return [stats["n"], *(extra or []), *(stats[k] for k in STATS)]
 
 
+def _add_sides(pairs: dict, res: dict, raw: dict) -> None:
+    """Add a face's right and left values of each check where ``measure`` gives both."""
+    for k, (right, left) in SIDES.items():
+        if res["ratios"][right]["value"] is not None and res["ratios"][left]["value"] is not None:
+            pairs[k][0].append(raw[right])
+            pairs[k][1].append(raw[left])
+
+
 def evaluate(faces: list[Face], preds: dict, ratios=RATIOS) -> dict:
     """Agreement per ratio (measured and ungated), the labels' and the model's right vs left."""
     measured: dict[str, tuple[list, list]] = {r: ([], []) for r in ratios}
@@ -91,10 +101,7 @@ def evaluate(faces: list[Face], preds: dict, ratios=RATIOS) -> dict:
     sides = {who: {k: ([], []) for k in SIDES} for who in ("labels", "model")}
     for face in faces:
         truth = M.raw_measurements(face.gt)
-        if M.measure(face.gt)["ratios"]["pfl_mean_to_icd"]["value"] is not None:
-            for k, (right, left) in SIDES.items():
-                sides["labels"][k][0].append(truth[right])
-                sides["labels"][k][1].append(truth[left])
+        _add_sides(sides["labels"], M.measure(face.gt), truth)
         if face.stem not in preds:
             continue
         pts, conf = preds[face.stem]
@@ -107,10 +114,7 @@ def evaluate(faces: list[Face], preds: dict, ratios=RATIOS) -> dict:
                 measured[r][0].append(truth[r])
                 measured[r][1].append(e["value"])
                 imprecise[r] += e["verdict"] == "imprecise"
-        if res["ratios"]["pfl_mean_to_icd"]["value"] is not None:
-            for k, (right, left) in SIDES.items():
-                sides["model"][k][0].append(raw[right])
-                sides["model"][k][1].append(raw[left])
+        _add_sides(sides["model"], res, raw)
     out = {"faces": len(faces), "detected": len(preds), "measured": {}, "ungated": {},
            "sides": {}, "pairs": {"measured": measured, "labels_sides": sides["labels"]}}
     for r in ratios:
@@ -165,13 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.spread:
         return print_spread(args.data)
     faces = labelled_faces(args.data, args.sets, args.limit)
-    model = load_model(args.model, args.flip)
-    preds = predictions(faces, model, args.gt_crops, args.refine, args.upright,
-                        log=lambda s: print(s, file=sys.stderr))  # fmt: skip
+    preds = {}
+    if args.model:
+        preds = predictions(faces, load_model(args.model, args.flip), args.gt_crops,
+                            args.refine, args.upright, log=lambda s: print(s, file=sys.stderr))
     result = evaluate(faces, preds)
-    print(markdown(result))
+    print(markdown(result) if args.model else markdown_table(
+        ["labels' check", "n", "SD between infants", "MAE", "r", "ICC(A,1)", "bias", "LoA low",
+         "LoA high", "ceiling r of the 2-eye mean"],
+        [[k, *_row(s), s["ceiling_r_of_mean"]] for k, s in result["sides"].items()
+         if k.startswith("labels")]))  # fmt: skip
     source = "labels' crops" if args.gt_crops else "photos (MTCNN)"
-    if args.plot:
+    if args.plot and args.model:
         plot_bland_altman(result["pairs"]["measured"], args.plot,
                           f"{Path(args.model).name} on {args.sets}, from {source}: model - labels",
                           ("labels", "model"))  # fmt: skip

@@ -268,3 +268,28 @@ def test_mirrored_retakes_are_swapped_back_to_the_subjects_sides():
         want = shape["pfl_left_to_icd"] if c.mirror else shape["pfl_right_to_icd"]
         assert m["pfl_right_to_icd"] == pytest.approx(want, rel=1e-6), c
         assert m["philtrum_to_face_height"] == pytest.approx(shape["philtrum_to_face_height"])
+
+
+def test_agreement_of_perfect_landmarks_is_perfect(tmp_path):
+    from benchmarks.clinical_agreement import evaluate
+    from benchmarks.clinical_data import Face
+
+    rng = np.random.default_rng(3)
+    faces, preds = [], {}
+    for k in range(12):
+        gt = frontal(scale=3.0)
+        gt[[36, 45], 0] += rng.normal(0, 4.0, 2) * (-1, 1)  # eye lengths differ between faces
+        gt[33, 1] += rng.normal(0, 3.0)  # philtrum too
+        faces.append(Face(f"f{k}", tmp_path / f"f{k}.jpg", gt))
+        preds[f"f{k}"] = (gt, np.ones(68))
+    res = evaluate(faces, preds)
+    assert res["detected"] == 12
+    for name in ("pfl_mean_to_icd", "philtrum_to_face_height"):
+        st = res["measured"][name]
+        assert st["n"] == 12 and st["mae"] == pytest.approx(0.0, abs=1e-12)
+        assert st["r"] == pytest.approx(1.0) and st["icc_a1"] == pytest.approx(1.0)
+        assert st["sd_between"] > 0.005
+    labels = res["sides"]["labels: PFL/OCD right vs left"]
+    model = res["sides"]["model: PFL/OCD right vs left"]  # the model is the labels
+    assert labels["r"] == model["r"] and labels["n"] == model["n"]
+    assert labels["n"] == 12 and -1.0 <= labels["r"] <= 1.0
