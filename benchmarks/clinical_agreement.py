@@ -37,31 +37,19 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.clinical_data import (  # noqa: E402
-    Face,
-    add_model_flags,
-    end_to_end,
-    in_square,
-    labelled_faces,
-    load_model,
-    markdown_table,
-    run_main,
-    write_json,
-)  # fmt: skip
+from benchmarks import clinical_data as C  # noqa: E402
 from fas_tf import measurements as M  # noqa: E402
 from fas_tf import spread  # noqa: E402
 from fas_tf.agreement import agreement, plot_bland_altman  # noqa: E402
 from fas_tf.framing import crop_box  # noqa: E402
 
-RATIOS = ("pfl_mean_to_icd", "pfl_mean_to_ocd", "icd_to_ocd", "philtrum_to_face_height",
-          "philtrum_to_mouth_width", "upper_lip_to_mouth_width")  # fmt: skip
 # label consistency checks: name -> (right-eye ratio, left-eye ratio)
 SIDES = {"PFL/ICD right vs left": ("pfl_right_to_icd", "pfl_left_to_icd"),
          "PFL/OCD right vs left": ("pfl_right_to_ocd", "pfl_left_to_ocd")}  # fmt: skip
 STATS = ("sd_between", "mae", "r", "icc_a1", "bias", "loa_low", "loa_high")
 
 
-def predictions(faces: list[Face], model, gt_crops: bool = False, refine: int = 1,
+def predictions(faces: list[C.Face], model, gt_crops: bool = False, refine: int = 1,
                 upright: bool = False, log=print) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """stem -> (landmarks, confidence) of the model on each photo (faces not found are left out)."""
     from fas_tf.data import load_image
@@ -70,10 +58,10 @@ def predictions(faces: list[Face], model, gt_crops: bool = False, refine: int = 
     for face in faces:
         image = load_image(face.image)
         if gt_crops:
-            pts, conf = in_square([image], model, [(*crop_box(face.gt), 0.0)], refine, upright)
+            pts, conf = C.in_square([image], model, [(*crop_box(face.gt), 0.0)], refine, upright)
             out[face.stem] = (pts[0], conf[0])
             continue
-        found = end_to_end(image, model, face.gt, refine, upright)
+        found = C.end_to_end(image, model, face.gt, refine, upright)
         if found is None:
             log(f"{face.stem}: no face found")
         else:
@@ -93,7 +81,7 @@ def _add_sides(pairs: dict, res: dict, raw: dict) -> None:
             pairs[k][1].append(raw[left])
 
 
-def evaluate(faces: list[Face], preds: dict, ratios=RATIOS) -> dict:
+def evaluate(faces: list[C.Face], preds: dict, ratios=C.RATIOS) -> dict:
     """Agreement per ratio (measured and ungated), the labels' and the model's right vs left."""
     measured: dict[str, tuple[list, list]] = {r: ([], []) for r in ratios}
     ungated: dict[str, tuple[list, list]] = {r: ([], []) for r in ratios}
@@ -134,31 +122,31 @@ def markdown(result: dict) -> str:
     head = ["n", "SD between infants", "MAE", "r", "ICC(A,1)", "bias", "LoA low", "LoA high"]
     parts = [f"{result['detected']} of {result['faces']} faces found.", "",
              "Measured by the tool (verdict ok or imprecise):", "",
-             markdown_table(["ratio", "n measured", "of them imprecise", *head[1:]],
+             C.markdown_table(["ratio", "n measured", "of them imprecise", *head[1:]],
                             [[r, *_row(s, [s["imprecise"]])]
                              for r, s in result["measured"].items()]),
              "", "Every found face, no gates:", "",
-             markdown_table(["ratio", *head],
+             C.markdown_table(["ratio", *head],
                             [[r, *_row(s)] for r, s in result["ungated"].items()]),
              "", "Right vs left eye (labels: the ceiling; model: its own consistency):", "",
-             markdown_table(["check", *head, "ceiling r of the 2-eye mean"],
+             C.markdown_table(["check", *head, "ceiling r of the 2-eye mean"],
                             [[k, *_row(s), s["ceiling_r_of_mean"]]
                              for k, s in result["sides"].items()])]  # fmt: skip
     return "\n".join(parts)
 
 
 def print_spread(data: str) -> int:
-    faces = labelled_faces(data, ",".join(spread.CALIBRATION_SETS))
+    faces = C.labelled_faces(data, ",".join(spread.CALIBRATION_SETS))
     got = spread.between_infant_sd(f.gt for f in faces)
     print(f"robust SD between infants, {len(faces)} faces of {','.join(spread.CALIBRATION_SETS)}")
-    print(markdown_table(["ratio", "SD", "in fas_tf.spread"],
+    print(C.markdown_table(["ratio", "SD", "in fas_tf.spread"],
                          [[r, v, spread.BETWEEN_INFANT_SD.get(r)] for r, v in got.items()], 4))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_model_flags(ap)
+    C.add_model_flags(ap)
     ap.add_argument("--gt_crops", action="store_true",
                     help="the model on the labels' framing-rule square instead of MTCNN")
     ap.add_argument("--plot", help="Bland-Altman PNG of the measured ratios vs the labels")
@@ -168,13 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.spread:
         return print_spread(args.data)
-    faces = labelled_faces(args.data, args.sets, args.limit)
+    faces = C.labelled_faces(args.data, args.sets, args.limit)
     preds = {}
     if args.model:
-        preds = predictions(faces, load_model(args.model, args.flip), args.gt_crops,
+        preds = predictions(faces, C.load_model(args.model, args.flip), args.gt_crops,
                             args.refine, args.upright, log=lambda s: print(s, file=sys.stderr))
     result = evaluate(faces, preds)
-    print(markdown(result) if args.model else markdown_table(
+    print(markdown(result) if args.model else C.markdown_table(
         ["labels' check", "n", "SD between infants", "MAE", "r", "ICC(A,1)", "bias", "LoA low",
          "LoA high", "ceiling r of the 2-eye mean"],
         [[k, *_row(s), s["ceiling_r_of_mean"]] for k, s in result["sides"].items()
@@ -190,11 +178,11 @@ def main(argv: list[str] | None = None) -> int:
                           ("right eye", "left eye"))  # fmt: skip
     pairs = result.pop("pairs")
     del pairs
-    write_json(args.output, {"model": args.model, "sets": args.sets, "gt_crops": args.gt_crops,
+    C.write_json(args.output, {"model": args.model, "sets": args.sets, "gt_crops": args.gt_crops,
                              "flip": args.flip, "refine": args.refine, "upright": args.upright,
                              **result})  # fmt: skip
     return 0
 
 
 if __name__ == "__main__":
-    run_main(main)
+    C.run_main(main)

@@ -20,6 +20,10 @@ import numpy as np
 from fas_tf.data import list_folder, read_attributes, read_pts, stems_in_sets
 from fas_tf.errors import DataError, UsageError
 
+# the ratios the clinical benchmarks report (those of issue 42's tables)
+RATIOS = ("pfl_mean_to_icd", "pfl_mean_to_ocd", "icd_to_ocd", "philtrum_to_face_height",
+          "philtrum_to_mouth_width", "upper_lip_to_mouth_width")  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Face:

@@ -31,15 +31,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.clinical_data import (  # noqa: E402
-    Face,
-    add_model_flags,
-    labelled_faces,
-    load_model,
-    markdown_table,
-    run_main,
-    write_json,
-)  # fmt: skip
+from benchmarks import clinical_data as C  # noqa: E402
 from fas_tf import measurements as M  # noqa: E402
 from fas_tf.agreement import ols_slope, pearson_r  # noqa: E402
 from fas_tf.face_warp import measurement_stretches, warp_image, warp_points  # noqa: E402
@@ -78,12 +70,12 @@ def face_changes(image: np.ndarray, gt: np.ndarray, model, warp: str,
     return out
 
 
-def selected(face: Face, warp: str) -> bool:
+def selected(face: C.Face, warp: str) -> bool:
     """Whether the face's ground-truth value of the stretched distance is ``ok``."""
     return M.measure(face.gt)["distances"][WARPS[warp][0]]["verdict"] == "ok"
 
 
-def known_answer(faces: list[Face], model, warps=tuple(WARPS), factors=FACTORS,
+def known_answer(faces: list[C.Face], model, warps=tuple(WARPS), factors=FACTORS,
                  all_faces: bool = False, log=print) -> dict:
     """Per warp and measurement: faces, slope, intercept and r of predicted on true log-change."""
     from fas_tf.data import load_image
@@ -114,12 +106,12 @@ def known_answer(faces: list[Face], model, warps=tuple(WARPS), factors=FACTORS,
 def markdown(results: dict) -> str:
     rows = [[warp, m, r["faces"], r["slope"], r["r"], r["intercept"]]
             for warp, per in results.items() for m, r in per.items()]  # fmt: skip
-    return markdown_table(["warp", "measurement", "faces", "slope", "r", "intercept"], rows)
+    return C.markdown_table(["warp", "measurement", "faces", "slope", "r", "intercept"], rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_model_flags(ap, recrop=False)
+    C.add_model_flags(ap, recrop=False)
     ap.add_argument("--warps", default=",".join(WARPS), help="comma list of " + ",".join(WARPS))
     ap.add_argument("--factors", default=",".join(f"{f:g}" for f in FACTORS),
                     help="length factors (1 is the reference and is added)")
@@ -136,16 +128,16 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--factors: not a comma list of numbers: {args.factors}")
     if not factors or min(factors) <= 0:
         ap.error("--factors: give positive factors other than 1")
-    faces = labelled_faces(args.data, args.sets, args.limit)
-    model = load_model(args.model, args.flip)
+    faces = C.labelled_faces(args.data, args.sets, args.limit)
+    model = C.load_model(args.model, args.flip)
     results = known_answer(faces, model, warps, factors, args.all_faces,
                            log=lambda s: print(s, file=sys.stderr))  # fmt: skip
     print(markdown(results))
-    write_json(args.output, {"model": args.model, "sets": args.sets, "flip": args.flip,
+    C.write_json(args.output, {"model": args.model, "sets": args.sets, "flip": args.flip,
                              "factors": factors, "all_faces": args.all_faces,
                              "results": results})  # fmt: skip
     return 0
 
 
 if __name__ == "__main__":
-    run_main(main)
+    C.run_main(main)

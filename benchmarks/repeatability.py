@@ -33,24 +33,11 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.clinical_data import (  # noqa: E402
-    Face,
-    add_model_flags,
-    end_to_end,
-    in_square,
-    labelled_faces,
-    load_model,
-    markdown_table,
-    run_main,
-    write_json,
-)  # fmt: skip
+from benchmarks import clinical_data as C  # noqa: E402
 from fas_tf import measurements as M  # noqa: E402
 from fas_tf.agreement import icc_repeatability  # noqa: E402
 from fas_tf.framing import crop_box  # noqa: E402
 from fas_tf.spread import BETWEEN_INFANT_SD  # noqa: E402
-
-RATIOS = ("pfl_mean_to_icd", "pfl_mean_to_ocd", "icd_to_ocd", "philtrum_to_face_height",
-          "philtrum_to_mouth_width", "upper_lip_to_mouth_width")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -112,9 +99,9 @@ def view_landmarks(image: np.ndarray, gt: np.ndarray, model, changes: list[ViewC
             near = gt.copy()
             if c.mirror:
                 near[:, 0] = im.shape[1] - 1 - near[:, 0]
-            got.append(end_to_end(im, model, near, refine, upright))
+            got.append(C.end_to_end(im, model, near, refine, upright))
     else:
-        pts, conf = in_square([v[0] for v in views], model, [v[1] for v in views], refine,
+        pts, conf = C.in_square([v[0] for v in views], model, [v[1] for v in views], refine,
                               upright)  # fmt: skip
         got = list(zip(pts, conf, strict=True))
     out = []
@@ -126,8 +113,8 @@ def view_landmarks(image: np.ndarray, gt: np.ndarray, model, changes: list[ViewC
     return out
 
 
-def repeatability(faces: list[Face], model, views: int = 8, seed: int = 0, refine: int = 1,
-                  upright: bool = False, detector: bool = False, ratios=RATIOS) -> dict:
+def repeatability(faces: list[C.Face], model, views: int = 8, seed: int = 0, refine: int = 1,
+                  upright: bool = False, detector: bool = False, ratios=C.RATIOS) -> dict:
     """Per ratio: within/between-face SD and ICC over measured views and over every view."""
     from fas_tf.data import load_image
 
@@ -175,29 +162,29 @@ def markdown(result: dict) -> str:
     for key, title in (("measured", "Views the tool measures (verdict ok or imprecise):"),
                        ("ungated", "Every view, no gates:")):  # fmt: skip
         rows = [[r, *(s[k] for k in keys)] for r, s in result[key].items()]
-        parts += [title, "", markdown_table(["ratio", *head], rows), ""]
+        parts += [title, "", C.markdown_table(["ratio", *head], rows), ""]
     return "\n".join(parts).rstrip()
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_model_flags(ap)
+    C.add_model_flags(ap)
     ap.add_argument("--views", type=int, default=8, help="re-takes per face")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random changes")
     ap.add_argument("--detector", action="store_true", help="MTCNN on every view")
     args = ap.parse_args(argv)
     if args.views < 2:
         ap.error("--views: at least 2")
-    faces = labelled_faces(args.data, args.sets, args.limit)
-    model = load_model(args.model, args.flip)
+    faces = C.labelled_faces(args.data, args.sets, args.limit)
+    model = C.load_model(args.model, args.flip)
     result = repeatability(faces, model, args.views, args.seed, args.refine, args.upright,
                            args.detector)  # fmt: skip
     print(markdown(result))
-    write_json(args.output, {"model": args.model, "sets": args.sets, "flip": args.flip,
+    C.write_json(args.output, {"model": args.model, "sets": args.sets, "flip": args.flip,
                              "refine": args.refine, "upright": args.upright,
                              "detector": args.detector, "seed": args.seed, **result})  # fmt: skip
     return 0
 
 
 if __name__ == "__main__":
-    run_main(main)
+    C.run_main(main)
