@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     source = "labels' crops" if args.gt_crops else "photos (MTCNN)"
     if args.plot and args.model:
         plot_bland_altman(result["pairs"]["measured"], args.plot,
-                          f"{Path(args.model).name} on {args.sets}, from {source}: model - labels",
+                          f"{'/'.join(Path(args.model).parts[-2:])} on {args.sets}, from "
+                          f"{source}: model - labels",
                           ("labels", "model"))  # fmt: skip
     if args.ceiling_plot:
         plot_bland_altman(result["pairs"]["labels_sides"], args.ceiling_plot,

@@ -283,7 +283,8 @@ c.dataset.verdict===f||(f==='refused'&&['partial','refused'].includes(c.dataset.
 c.style.display=v?'':'none';n+=v}document.getElementById('shown').textContent=n+' shown'}
 function sortBy(k){const r={ok:0,imprecise:1,partial:2,refused:3,error:4};
 const s=[...cards].sort((a,b)=>k==='name'?a.dataset.name.localeCompare(b.dataset.name):
-(r[a.dataset.verdict]-r[b.dataset.verdict])||a.dataset.name.localeCompare(b.dataset.name));s.forEach(c=>grid.appendChild(c))}
+(r[a.dataset.verdict]-r[b.dataset.verdict])||a.dataset.name.localeCompare(b.dataset.name));
+s.forEach(c=>grid.appendChild(c))}
 document.querySelectorAll('.bar button[data-f]').forEach(b=>b.onclick=()=>show(b.dataset.f,b));
 document.getElementById('sort').onchange=e=>sortBy(e.target.value);
 const big=document.getElementById('big');document.querySelectorAll('.card a.pic').forEach(a=>
