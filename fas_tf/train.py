@@ -68,6 +68,7 @@ class TrainConfig:
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     sigma: float = 1.5
+    heatmap_loss: str = "mse"  # fas_tf.regularizers.HEATMAP_LOSSES
     heatmap_stride: int = 4  # crop pixels per heatmap cell (4: 32x32 at 128 px; 2: 64x64)
     student: str = "dlib_transfer"  # fas_tf.student.ARCHITECTURES
     alpha: float = 0.5
@@ -582,6 +583,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill=No
             regularizers=config.regularizers,
             weights=config.lambdas(),
             distill_weight=config.lambda_distill,
+            heatmap_loss=config.heatmap_loss,
             jit_compile=config.jit_compile,
         )
     cache = None
@@ -851,7 +853,8 @@ def config_from_flags() -> TrainConfig:
         lambda_ca=f.lambda_ca, distill_from=f.distill_from, lambda_distill=f.lambda_distill,
         epochs=f.epochs, batch_size=f.batch_size,
         input_size=f.input_size, learning_rate=f.learning_rate, weight_decay=f.weight_decay,
-        sigma=f.sigma, heatmap_stride=f.heatmap_stride, student=f.student, alpha=f.alpha,
+        sigma=f.sigma, heatmap_loss=f.heatmap_loss, heatmap_stride=f.heatmap_stride,
+        student=f.student, alpha=f.alpha,
         head_channels=f.head_channels,
         rotation=f.rotation,
         upright=f.upright, seed=f.seed, teacher_cache=f.teacher_cache, train_limit=f.train_limit,
@@ -889,6 +892,8 @@ def define_flags() -> None:
     flags.DEFINE_float("learning_rate", d.learning_rate, "peak learning rate (cosine decay)")
     flags.DEFINE_float("weight_decay", d.weight_decay, "AdamW weight decay")
     flags.DEFINE_float("sigma", d.sigma, "heatmap Gaussian sigma, in heatmap pixels")
+    flags.DEFINE_enum("heatmap_loss", d.heatmap_loss, ["mse", "awing"], "the label loss on "
+                      "heatmaps: squared error or Adaptive Wing with a weighted loss map")
     flags.DEFINE_integer("heatmap_stride", d.heatmap_stride, "crop pixels per heatmap cell: 4 "
                          "(input_size/4 heatmaps) or 2 (input_size/2)")
     flags.DEFINE_float("alpha", d.alpha, "MobileNetV2 width multiplier of the student")
