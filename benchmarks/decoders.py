@@ -10,6 +10,7 @@
   the argmax (values below ``--floor`` x peak ignored).
 
 No retraining: it answers whether decoding, rather than the network, limits a model.
+``--ensemble=B.keras,C.keras`` averages those models' heatmaps with ``--model``'s first.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ flags.DEFINE_string("attributes", None, "attributes CSV")
 flags.DEFINE_string("sets", None, "comma list of image_set values")
 flags.DEFINE_list("blur", ["0.5", "1.0", "1.5"], "DARK blur sigmas, in heatmap cells")
 flags.DEFINE_list("window", ["3", "5", "7"], "local-mean windows, in heatmap cells (odd)")
+flags.DEFINE_list("ensemble", [], "more student.keras files of the same geometry: their "
+                  "heatmaps are averaged with --model's before decoding")
 flags.DEFINE_float("floor", 0.1, "local mean: ignore cells below this fraction of the peak")
 FLAGS = flags.FLAGS
 
@@ -78,8 +81,13 @@ def main(argv: list[str]) -> None:
         stems = stems_in_sets(read_attributes(FLAGS.attributes), parse_sets(FLAGS.sets))
     faces = load_faces(FLAGS.data, input_size=size, stems=stems)
     crops, gt = framed_crops(faces, size)
-    net = keras.Model(student.input, student.output["heatmaps"])
-    heatmaps = np.asarray(net.predict(crops, batch_size=16, verbose=0), np.float32)
+    maps = []
+    for model in [student, *(load_student(path) for path in FLAGS.ensemble)]:
+        if student_geometry(model) != student_geometry(student):
+            raise app.UsageError("--ensemble models must share --model's input and stride")
+        net = keras.Model(model.input, model.output["heatmaps"])
+        maps.append(np.asarray(net.predict(crops, batch_size=16, verbose=0), np.float32))
+    heatmaps = np.mean(maps, axis=0)
 
     def taylor(maps: np.ndarray) -> np.ndarray:
         return np.asarray(decode_heatmaps(maps, stride)[0])
