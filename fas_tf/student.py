@@ -94,6 +94,7 @@ def build_student(
     bn_momentum: float = 0.9,
     name: str = "student",
     lite: bool = False,
+    heatmap_stride: int = 4,
 ) -> keras.Model:
     """Build the student network.
 
@@ -127,7 +128,9 @@ def build_student(
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(image)
     c4, c8, c16, c32 = taps(x)
 
-    heatmaps = heatmap_head(c4, c8, c16, c32, num_landmarks, head_channels, bn_momentum)
+    out_size = None if heatmap_stride == STRIDE else input_size // heatmap_stride
+    heatmaps = heatmap_head(c4, c8, c16, c32, num_landmarks, head_channels, bn_momentum,
+                            out_size=out_size)
     outputs = {"heatmaps": heatmaps, "feat_8": c8, "feat_16": c16, "feat_32": c32}
     model = keras.Model(image, outputs, name=name)
     # keras.applications uses BN momentum 0.999: with a few hundred faces (a few hundred steps)
@@ -148,6 +151,7 @@ def build_architecture(
     input_size: int = 128,
     alpha: float = 0.5,
     head_channels: int = 64,
+    heatmap_stride: int = 4,
 ) -> keras.Model:
     """The student of a training run: ``"mobilenetv2"`` (:func:`build_student`, the default),
     ``"mobilenetv2_lite"`` (the same without the 1280-channel top, for phones) or
@@ -156,11 +160,13 @@ def build_architecture(
     """
     if architecture in ("mobilenetv2", "mobilenetv2_lite"):
         lite = architecture == "mobilenetv2_lite"
-        return build_student(num_landmarks, input_size, alpha, head_channels, lite=lite)
+        return build_student(num_landmarks, input_size, alpha, head_channels, lite=lite,
+                             heatmap_stride=heatmap_stride)
     if architecture == "dlib_transfer":
         from fas_tf.transfer import build_transfer_model  # imports this module
 
-        return build_transfer_model(num_landmarks, input_size, alpha, head_channels)
+        return build_transfer_model(num_landmarks, input_size, alpha, head_channels,
+                                    heatmap_stride=heatmap_stride)
     raise ValueError(f"unknown student {architecture!r}; choose from {', '.join(ARCHITECTURES)}")
 
 

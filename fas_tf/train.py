@@ -72,6 +72,8 @@ class TrainConfig:
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     sigma: float = 1.5
+    heatmap_loss: str = "mse"  # fas_tf.regularizers.HEATMAP_LOSSES
+    heatmap_stride: int = 4  # crop pixels per heatmap cell (4: 32x32 at 128 px; 2: 64x64)
     student: str = "dlib_transfer"  # fas_tf.student.ARCHITECTURES
     alpha: float = 0.5
     head_channels: int = 64
@@ -102,6 +104,7 @@ class TrainConfig:
             ("learning_rate", self.learning_rate, self.learning_rate > 0, "> 0"),
             ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
             ("sigma", self.sigma, self.sigma > 0, "> 0"),
+            ("heatmap_stride", self.heatmap_stride, self.heatmap_stride in (2, 4), "2 or 4"),
             ("alpha", self.alpha, self.alpha > 0, "> 0"),
             ("head_channels", self.head_channels, self.head_channels >= 1, ">= 1"),
             ("rotation", self.rotation, 0 <= self.rotation <= 180, "in [0, 180] degrees"),
@@ -730,7 +733,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill=No
     with strategy.scope():
         student = build_architecture(
             config.student, layout.num_landmarks, config.input_size, config.alpha,
-            config.head_channels,
+            config.head_channels, heatmap_stride=config.heatmap_stride,
         )
         teacher = select_teacher(config, log)
         model = RegularizedLandmarkModel(student, teacher, distill=distill)
@@ -747,6 +750,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill=No
             regularizers=config.regularizers,
             weights=config.lambdas(),
             distill_weight=config.lambda_distill,
+            heatmap_loss=config.heatmap_loss,
             jit_compile=config.jit_compile,
         )
     cache = None
@@ -884,6 +888,7 @@ def _distributed_datasets(
 
     replicas = strategy.num_replicas_in_sync
     common = {"input_size": config.input_size, "sigma": config.sigma, "augment": augment,
+              "stride": config.heatmap_stride,
               "seed": config.seed, "initial_epoch": initial_epoch, "epochs": config.epochs,
               "views": cache.views if cache is not None else 0}
 
@@ -898,7 +903,7 @@ def _distributed_datasets(
         if val_faces is not None:
             val_ds = make_dataset(
                 val_faces, layout, input_size=config.input_size, sigma=config.sigma,
-                batch_size=config.batch_size, training=False,
+                stride=config.heatmap_stride, batch_size=config.batch_size, training=False,
             )
         return train_ds, val_ds
     if config.batch_size % replicas:
@@ -929,7 +934,7 @@ def _distributed_datasets(
             )
             val_ds = make_dataset(
                 val_faces, layout, input_size=config.input_size, sigma=config.sigma,
-                batch_size=val_batch, training=False,
+                stride=config.heatmap_stride, batch_size=val_batch, training=False,
             ).with_options(options)
     return train_ds, val_ds
 
@@ -1069,7 +1074,9 @@ def config_from_flags() -> TrainConfig:
         lambda_ca=f.lambda_ca, distill_from=f.distill_from, lambda_distill=f.lambda_distill,
         epochs=f.epochs, batch_size=f.batch_size,
         input_size=f.input_size, learning_rate=f.learning_rate, weight_decay=f.weight_decay,
-        sigma=f.sigma, student=f.student, alpha=f.alpha, head_channels=f.head_channels,
+        sigma=f.sigma, heatmap_loss=f.heatmap_loss, heatmap_stride=f.heatmap_stride,
+        student=f.student, alpha=f.alpha,
+        head_channels=f.head_channels,
         rotation=f.rotation,
         upright=f.upright, seed=f.seed, teacher_cache=f.teacher_cache, train_limit=f.train_limit,
         checkpoint_every=f.checkpoint_every, resume=f.resume, strategy=f.strategy,
@@ -1106,6 +1113,10 @@ def define_flags() -> None:
     flags.DEFINE_float("learning_rate", d.learning_rate, "peak learning rate (cosine decay)")
     flags.DEFINE_float("weight_decay", d.weight_decay, "AdamW weight decay")
     flags.DEFINE_float("sigma", d.sigma, "heatmap Gaussian sigma, in heatmap pixels")
+    flags.DEFINE_enum("heatmap_loss", d.heatmap_loss, ["mse", "awing"], "the label loss on "
+                      "heatmaps: squared error or Adaptive Wing with a weighted loss map")
+    flags.DEFINE_integer("heatmap_stride", d.heatmap_stride, "crop pixels per heatmap cell: 4 "
+                         "(input_size/4 heatmaps) or 2 (input_size/2)")
     flags.DEFINE_float("alpha", d.alpha, "MobileNetV2 width multiplier of the student")
     flags.DEFINE_string("student", d.student, "student network: mobilenetv2, mobilenetv2_lite "
                         "(without MobileNetV2's 1280-channel top: the phone-sized student) or "
