@@ -102,3 +102,18 @@ def test_heatmap_loss_known_value():
     pred = tf.zeros((2, 4, 4, 3))
     target = tf.ones((2, 4, 4, 3))
     assert float(R.heatmap_loss(pred, target)) == pytest.approx(16.0)
+
+
+def test_awing_loss_zero_at_target_grows_with_offset_and_matches_mse_when_blank():
+    from fas_tf.heatmaps import render_heatmaps
+
+    pts = tf.constant([[[40.0, 52.0], [80.0, 35.0]]])
+    target = render_heatmaps(pts, 32, 4, 1.5)
+    losses = [float(R.awing_loss(render_heatmaps(pts + d, 32, 4, 1.5), target))
+              for d in (0.0, 1.0, 4.0)]
+    assert losses[0] == pytest.approx(0.0, abs=1e-6)
+    assert 0.1 < losses[1] < losses[2]
+    blank = tf.zeros_like(target)  # scaled to squared error's size at a blank prediction
+    assert float(R.awing_loss(blank, target)) == pytest.approx(
+        float(R.heatmap_loss(blank, target)), rel=0.05)
+    assert R.HEATMAP_LOSSES["awing"] is R.awing_loss
