@@ -7,7 +7,7 @@ ran on, the face's landmark bounding box is estimated as::
     larger side = scale * max(bw, bh)
 
 and the first crop is the framing rule on it (:data:`fas_tf.framing.FRAMING_SCALE` times that
-side, centred there; :func:`fas_tf.framing.detector_square`). Each detector's constants are the
+side, centred there; :func:`fas_tf.detection.box_square`). Each detector's constants are the
 medians over the detections matched to the labelled training faces
 (``benchmarks/detector_calibration.py --detector=NAME``).
 
@@ -20,4 +20,6 @@ from __future__ import annotations
 BOX_TO_CROP: dict[str, dict[str, float]] = {
     # mtcnn 1.0 (box_format xywh, stage thresholds fas_tf.detection.MTCNN_THRESHOLDS)
     "mtcnn": {"dx": 0.023, "dy": 0.1062, "scale": 0.8649},
+    # MediaPipe BlazeFace short-range (face_detection_short_range.tflite of mediapipe 0.10.21)
+    "blazeface": {"dx": -0.01, "dy": -0.0216, "scale": 1.1054},
 }
