@@ -48,6 +48,13 @@ def detect_faces(image: np.ndarray, min_score: float | None = None,
     return detection.find_faces(image, detector, detection.TURN_ANGLES_DEG if turns else ())
 
 
+def pipeline_record(detector: str = DETECTOR, turns: bool = True, first_crop: str = FIRST_CROP,
+                    refine: int = 1, upright: bool = False) -> dict[str, Any]:
+    """What a whole-image run used (written into every JSON of ``predict`` and ``measure``)."""
+    return {"detector": detector, "turns": bool(turns), "first_crop": first_crop,
+            "refine": int(refine), "upright": bool(upright)}
+
+
 def first_squares(face: detection.Face, first_crop: str) -> list[tuple[float, ...]]:
     """Candidate first crops of a face: ``box`` its detector square, ``eyes`` that square turned
     so the detector's eye points are level, ``best`` both (the landmark model's confidence
@@ -211,8 +218,8 @@ def run(
         faces = predict(image, landmarker, min_score, refine, upright, detector, turns)
         record = {"image": str(path), "width": int(image.shape[1]),
                   "height": int(image.shape[0]), "model": str(model), "flip": bool(flip),
-                  "upright": bool(upright), "refine": int(refine), "detector": detector,
-                  "turns": bool(turns), "faces": faces}
+                  **pipeline_record(detector, turns, FIRST_CROP, refine, upright),
+                  "faces": faces}
         cli.write_json(out / f"{stem}.json", record)
         ok, png = cv2.imencode(".png", cv2.cvtColor(annotate(image, faces), cv2.COLOR_RGB2BGR))
         with cli.atomic_path(out / f"{stem}.png") as tmp:

@@ -425,6 +425,7 @@ def test_model_mode_measures_detected_faces(real_faces, tmp_path):
     assert cli.run([str(real_faces / f"{REAL_STEMS[0]}.jpg")], out, model=str(model)) == 0
     rec = json.loads((out / f"{REAL_STEMS[0]}.measure.json").read_text())
     assert len(rec["faces"]) == 1
+    assert rec["pipeline"]["detector"] == rec["faces"][0]["detector"] == "blazeface"
     face = rec["faces"][0]
     assert len(face["landmarks"]) == 68 and len(face["box"]) == 4
     # an untrained model has low confidence everywhere: no number may be reported as ok
