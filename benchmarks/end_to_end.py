@@ -86,14 +86,15 @@ def labelled_photos(data: str | os.PathLike, sets: list[str] | None, exclude: st
     return out
 
 
-def matched_face(faces: list[dict], gt: np.ndarray) -> dict | None:
-    """The returned face that is the labelled one (best overlap >= FOUND_IOU), or None."""
-    best, best_iou = None, detection.FOUND_IOU
+def matched_face(faces: list[dict], gt: np.ndarray) -> tuple[dict | None, float]:
+    """The returned face that is the labelled one (best overlap >= FOUND_IOU) or None, and
+    that overlap."""
+    best, best_iou = None, 0.0
     for face in faces:
         iou = detection.face_overlap(face["crop"], gt)
-        if iou >= best_iou:
+        if iou >= max(best_iou, detection.FOUND_IOU):
             best, best_iou = face, iou
-    return best
+    return best, best_iou
 
 
 def groups_of(rows: list[dict]) -> dict[str, list[int]]:
@@ -110,7 +111,9 @@ def groups_of(rows: list[dict]) -> dict[str, list[int]]:
 
 def summarize(rows: list[dict], idx: list[int]) -> dict:
     found = [rows[i] for i in idx if rows[i]["found"]]
-    out = {"n": len(idx), "found": len(found), "found_pct": 100.0 * len(found) / max(len(idx), 1)}
+    out = {"n": len(idx), "found": len(found), "found_pct": 100.0 * len(found) / max(len(idx), 1),
+           "first_crop_iou_p10": float(np.percentile([r["overlap"] for r in found], 10))
+           if found else None}
     if rows and "nme" in rows[0]:
         nme_found = np.array([r["nme"] for r in found])
         nme_all = np.array([rows[i]["nme"] if rows[i]["found"] else MISS_NME for i in idx])
@@ -143,7 +146,7 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--detector", default="blazeface", choices=detection.DETECTORS)
     parser.add_argument("--noturns", action="store_true", help="upright photo only")
-    parser.add_argument("--first_crop", default="box")
+    parser.add_argument("--first_crop", default="best", choices=("box", "eyes", "best"))
     parser.add_argument("--refine", type=int, default=1)
     parser.add_argument("--upright", action="store_true")
     parser.add_argument("--exclude", default=None,
@@ -175,9 +178,9 @@ def main() -> None:
         else:
             faces = predict(image, model, None, args.refine, args.upright, cached,
                             not args.noturns, args.first_crop)
-        face = matched_face(faces, gt)
+        face, overlap = matched_face(faces, gt)
         row = {"stem": stem, "attributes": attrs, "faces": len(faces), "found": face is not None,
-               "turn_deg": None if face is None else float(face["turn_deg"])}
+               "overlap": overlap, "turn_deg": None if face is None else float(face["turn_deg"])}
         if model is not None:
             row["gt_crop_nme"] = float(gt_nme[stem])
             if face is not None:
@@ -202,7 +205,8 @@ def main() -> None:
                         not args.noturns, args.first_crop)
         pipeline["seconds_per_photo"] = (time.perf_counter() - started) / args.time
     for name, s in summary.items():
-        line = f"{name:24s} found {s['found']:3d}/{s['n']:3d} ({s['found_pct']:5.1f}%)"
+        line = (f"{name:20s} found {s['found']:3d}/{s['n']:3d} ({s['found_pct']:5.1f}%)"
+                f" crop IoU p10 {s['first_crop_iou_p10'] or 0:.2f}")
         if "nme_all" in s:
             line += (f"  NME found {s['nme_found']:.2f}%  all {s['nme_all']:.2f}%  "
                      f"FR@0.10 found {s['fr10_found']:.1f}% all {s['fr10_all']:.1f}%  "

@@ -32,7 +32,7 @@ from fas_tf.inference import load_landmarker
 
 DETECTOR = "blazeface"  # the default face detector (fas_tf.detection.DETECTORS)
 FIRST_CROPS = ("box", "eyes", "best")
-FIRST_CROP = "box"  # the default first crop (first_squares)
+FIRST_CROP = "best"  # the default first crop (first_squares; docs/end_to_end.md)
 
 
 def detect_faces(image: np.ndarray, min_score: float | None = None,
