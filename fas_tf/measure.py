@@ -446,7 +446,8 @@ def run(inputs: Sequence[str], output: str | os.PathLike, model: str | None = No
                       "pipeline": getattr(get_faces, "pipeline", None),
                       "faces": [{"box": f.get("box"), "landmarks": f["landmarks"],
                                  "confidence": f.get("confidence"),
-                                 **{k: f[k] for k in ("detector", "turn_deg") if k in f},
+                                 **{k: f[k] for k in ("detector", "turn_deg", "first_crop")
+                                    if k in f},
                                  **f["result"]}
                                 for f in faces]}  # fmt: skip
             data = json.dumps(record, indent=1, default=_jsonable, allow_nan=False).encode("utf-8")

@@ -55,14 +55,14 @@ def pipeline_record(detector: str = DETECTOR, turns: bool = True, first_crop: st
             "refine": int(refine), "upright": bool(upright)}
 
 
-def first_squares(face: detection.Face, first_crop: str) -> list[tuple[float, ...]]:
-    """Candidate first crops of a face: ``box`` its detector square, ``eyes`` that square turned
-    so the detector's eye points are level, ``best`` both (the landmark model's confidence
-    chooses, see :func:`predict`)."""
+def first_squares(face: detection.Face, first_crop: str) -> list[tuple[str, tuple[float, ...]]]:
+    """Candidate first crops of a face, (name, square): ``box`` its detector square, ``eyes``
+    that square turned so the detector's eye points are level, ``best`` both (the landmark
+    model's confidence chooses, see :func:`predict`)."""
     if first_crop not in FIRST_CROPS:
         raise cli.UsageError(f"unknown first crop {first_crop!r}; choose from {FIRST_CROPS}")
-    return {"box": [face.square], "eyes": [face.eye_square()],
-            "best": [face.square, face.eye_square()]}[first_crop]
+    return [(name, square) for name, square in (("box", face.square), ("eyes", face.eye_square()))
+            if first_crop in (name, "best")]
 
 
 def predict(
@@ -96,7 +96,8 @@ def predict(
         one dict per face, best detector score first: ``box`` [x0, y0, x1, y1] (detector box,
         image pixels; the hull of its corners when found in a turned view), ``landmarks``
         (N, 2) and ``confidence`` (N,) lists, ``detector_score``, ``detector``, ``turn_deg``
-        (the view's turn) and ``crop`` (cx, cy, side, angle of the first crop).
+        (the view's turn), ``crop`` (cx, cy, side, angle: the detector's framing-rule square)
+        and ``first_crop`` (the candidate used: ``box`` that square, ``eyes`` it turned).
     """
     if not isinstance(image, np.ndarray):
         image = load_image(image)
@@ -104,8 +105,8 @@ def predict(
         model = load_landmarker(model)
     faces = []
     for face in detect_faces(image, min_score, detector, turns):
-        squares = first_squares(face, first_crop)
-        pts, conf = inference.landmarks_in_squares([image] * len(squares), model, squares)
+        names, squares = zip(*first_squares(face, first_crop), strict=True)
+        pts, conf = inference.landmarks_in_squares([image] * len(squares), model, list(squares))
         if refine > 0:
             pts, conf = inference.recrop([image] * len(squares), model, pts, refine, upright)
         best = int(np.argmax(np.mean(conf, axis=1)))
@@ -117,7 +118,8 @@ def predict(
             "detector_score": face.score,
             "detector": face.detector,
             "turn_deg": round(float(np.degrees(face.angle)), 1),
-            "crop": [round(float(v), 4) for v in squares[best]],
+            "crop": [round(float(v), 4) for v in face.square],
+            "first_crop": names[best],
         })
     return faces
 

@@ -83,7 +83,8 @@ def test_real_face_with_keras_model_and_rotated_exif(model_paths, tmp_path):
     assert np.array(face["landmarks"]).shape == (68, 2)
     assert np.array(face["confidence"]).shape == (68,)
     assert set(face) == {"box", "landmarks", "confidence", "detector_score", "detector",
-                         "turn_deg", "crop"}
+                         "turn_deg", "crop", "first_crop"}
+    assert face["first_crop"] in ("box", "eyes")
 
     # Stored rotated by 90 degrees with EXIF orientation 6 ("rotate 90 CW to display").
     pixels = np.asarray(Image.open(FACE).convert("RGB"))
