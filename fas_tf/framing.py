@@ -5,8 +5,8 @@ Every crop rule lives here:
 - :func:`crop_box`: the *framing rule* on landmarks: a square of side ``FRAMING_SCALE`` times the
   larger side of the landmark bounding box, centred on that box (training, evaluation, export
   calibration and the re-crop pass of prediction all use it);
-- :func:`fas_tf.detection.box_square`: the same square estimated from a face detector's box
-  through its calibrated constants (:mod:`fas_tf.detection.calibration`);
+- :func:`detector_square`: the same square estimated from a face detector's box through that
+  detector's calibrated constants (:data:`fas_tf.detection.calibration.BOX_TO_CROP`);
 - :func:`upright_square`: the framing-rule square in the frame where the face's eyes are level
   (the re-crop of ``--upright`` passes);
 - :func:`cut_square`: cut a (centre, side[, angle]) square out of an image at the network input
@@ -64,6 +64,18 @@ def upright_square(
 def _rotation(angle: float) -> np.ndarray:
     c, s = np.cos(angle), np.sin(angle)
     return np.array([[c, -s], [s, c]])
+
+
+def detector_square(box: tuple[float, float, float, float], detector: str = "mtcnn"
+                    ) -> tuple[float, float, float]:
+    """(cx, cy, side) of the framing-rule crop for a detector box (bx, by, bw, bh), via the
+    detector's :data:`fas_tf.detection.calibration.BOX_TO_CROP` constants."""
+    from fas_tf.detection.calibration import BOX_TO_CROP
+
+    bx, by, bw, bh = box
+    m = BOX_TO_CROP[detector]
+    return (bx + bw * (0.5 + m["dx"]), by + bh * (0.5 + m["dy"]),
+            FRAMING_SCALE * m["scale"] * max(bw, bh))
 
 
 def cut_square(

@@ -103,9 +103,6 @@ def test_turned_view_maps_detections_back_to_the_image():
     assert math.degrees(math.atan2(edge[1], edge[0])) == pytest.approx(30, abs=0.5)
     assert face.square[3] == pytest.approx(math.radians(30))
     assert face.eye_square()[3] == pytest.approx(math.radians(30), abs=0.02)
-    cx, cy, side = detection.box_square((0, 0, 100, 100), "blazeface")
-    m = detection.calibration.BOX_TO_CROP["blazeface"]
-    assert (cx, cy) == pytest.approx((100 * (0.5 + m["dx"]), 100 * (0.5 + m["dy"])))
 
 
 def test_find_faces_turns_only_without_a_confident_upright_face():
@@ -175,3 +172,23 @@ def test_blazeface_finds_a_real_infant_face_upright_and_upside_down():
     faces = detection.find_faces(upside_down, "blazeface", (90.0, -90.0, 180.0))
     found = [f for f in faces if detection.face_overlap(f.square, turned_gt) >= 0.5]
     assert found and abs(math.degrees(found[0].angle)) >= 90
+
+
+def test_end_to_end_scores_a_miss_as_a_failure():
+    from benchmarks import end_to_end
+
+    pts = _face_points(0.0)
+    square = (*crop_box(pts), 0.0)
+    far = (square[0] + square[2], square[1], square[2], 0.0)
+    face, overlap = end_to_end.matched_face([{"crop": far}, {"crop": square}], pts)
+    assert face == {"crop": square} and overlap == pytest.approx(1.0)
+    assert end_to_end.matched_face([{"crop": far}], pts) == (None, 0.0)
+    rows = [{"found": True, "nme": 0.05, "gt_crop_nme": 0.04, "overlap": 0.9},
+            {"found": True, "nme": 0.20, "gt_crop_nme": 0.08, "overlap": 0.7},
+            {"found": False, "gt_crop_nme": 0.06, "overlap": 0.0}]
+    s = end_to_end.summarize(rows, [0, 1, 2])
+    assert (s["found"], s["n"]) == (2, 3)
+    assert s["nme_found"] == pytest.approx(12.5) and s["fr10_found"] == pytest.approx(50.0)
+    assert s["nme_all"] == pytest.approx(100 * (0.05 + 0.20 + end_to_end.MISS_NME) / 3)
+    assert s["fr10_all"] == pytest.approx(200 / 3)
+    assert s["gt_crop_nme"] == pytest.approx(6.0) and s["gt_crop_nme_found"] == pytest.approx(6.0)

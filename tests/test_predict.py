@@ -10,9 +10,8 @@ import pytest
 from PIL import Image
 
 from fas_tf.data import load_image, read_pts
-from fas_tf.detection import box_square
 from fas_tf.detection.calibration import BOX_TO_CROP
-from fas_tf.framing import FRAMING_SCALE, crop_box
+from fas_tf.framing import FRAMING_SCALE, crop_box, detector_square
 from fas_tf.inference import load_landmarker
 from fas_tf.predict import predict
 
@@ -45,7 +44,7 @@ class _Exact:
 
 @pytest.mark.parametrize("detector", sorted(BOX_TO_CROP))
 def test_box_square_follows_the_calibration(detector):
-    cx, cy, side = box_square((100.0, 50.0, 80.0, 100.0), detector)
+    cx, cy, side = detector_square((100.0, 50.0, 80.0, 100.0), detector)
     m = BOX_TO_CROP[detector]
     assert cx == pytest.approx(100 + 80 * (0.5 + m["dx"]))
     assert cy == pytest.approx(50 + 100 * (0.5 + m["dy"]))

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fas_tf.detection.calibration import BOX_TO_CROP
-from fas_tf.framing import FRAMING_SCALE, crop_box, cut_square, to_image
+from fas_tf.framing import crop_box, cut_square, detector_square, to_image
 
 # MTCNN stage thresholds: lower than the package defaults (0.6 / 0.7 / 0.8), which miss many
 # infant faces; faces are then kept by their ONet score (min_score).
@@ -51,7 +50,8 @@ class RawFace:
 
 
 class Detector(abc.ABC):
-    """A face detector on one RGB uint8 view; ``name`` keys :data:`BOX_TO_CROP`."""
+    """A face detector on one RGB uint8 view; ``name`` keys its box->crop constants
+    (:data:`fas_tf.detection.calibration.BOX_TO_CROP`)."""
 
     name: str
     min_score: float
@@ -113,15 +113,6 @@ def get_detector(name: str = "mtcnn", min_score: float | None = None) -> Detecto
     return MTCNNDetector(score) if name == "mtcnn" else BlazeFaceDetector(score)
 
 
-def box_square(box: tuple[float, float, float, float], detector: str = "mtcnn"
-               ) -> tuple[float, float, float]:
-    """(cx, cy, side) of the framing-rule crop for a detector box, via :data:`BOX_TO_CROP`."""
-    bx, by, bw, bh = box
-    m = BOX_TO_CROP[detector]
-    return (bx + bw * (0.5 + m["dx"]), by + bh * (0.5 + m["dy"]),
-            FRAMING_SCALE * m["scale"] * max(bw, bh))
-
-
 def turned_view(image: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
     """The whole image turned so that a line at ``angle`` (radians) becomes level, on a canvas
     of the image's diagonal (black corners), and the 2x3 image->view matrix."""
@@ -173,7 +164,7 @@ def detect_view(image: np.ndarray, detector: Detector, angle: float = 0.0) -> li
     faces = []
     for raw in detector.detect(view):
         bx, by, bw, bh = raw.box
-        cx, cy, side = box_square(raw.box, detector.name)
+        cx, cy, side = detector_square(raw.box, detector.name)
         centre = to_image(np.float64([cx, cy]), matrix)
         corners = to_image(np.float64([[bx, by], [bx + bw, by], [bx + bw, by + bh],
                                        [bx, by + bh]]), matrix)

@@ -7,7 +7,7 @@ ran on, the face's landmark bounding box is estimated as::
     larger side = scale * max(bw, bh)
 
 and the first crop is the framing rule on it (:data:`fas_tf.framing.FRAMING_SCALE` times that
-side, centred there; :func:`fas_tf.detection.box_square`). Each detector's constants are the
+side, centred there; :func:`fas_tf.framing.detector_square`). Each detector's constants are the
 medians over the detections matched to the labelled training faces
 (``benchmarks/detector_calibration.py --detector=NAME``).
 
