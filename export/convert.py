@@ -266,7 +266,8 @@ def build_metadata(
     """The ``model.json`` an app developer needs (see ``export/MOBILE.md``)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from fas_tf.framing import DETECTOR_MAPPING, FRAMING_SCALE
+    from fas_tf.detection.calibration import BOX_TO_CROP
+    from fas_tf.framing import FRAMING_SCALE
     from fas_tf.landmarks import layout_for
     from fas_tf.student import student_geometry
 
@@ -352,7 +353,8 @@ def build_metadata(
             "image_to_crop": "x_crop = (x_image - cx) * S / side + (S - 1) / 2",
             "from_face_detector": {
                 "detector": "MTCNN (package mtcnn 1.0, box_format xywh)",
-                "constants": DETECTOR_MAPPING,
+                "constants": BOX_TO_CROP["mtcnn"],
+                "constants_by_detector": BOX_TO_CROP,
                 "rule": (
                     "cx = bx + bw * (0.5 + dx), cy = by + bh * (0.5 + dy), side = scale * "
                     f"max(bw, bh) * {FRAMING_SCALE} for detector box (bx, by, bw, bh); "
