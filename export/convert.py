@@ -28,7 +28,7 @@ from fas_tf.errors import CheckFailedError
 from fas_tf.inference import load_student
 
 MODES = ("float32", "float16", "dynamic", "int8")
-METADATA_VERSION = 1
+METADATA_VERSION = 2  # 2: crop.from_blazeface and measurements (the web page's inputs)
 
 
 class ParityError(CheckFailedError):
@@ -250,7 +250,8 @@ def build_metadata(
     """The ``model.json`` an app developer needs (see ``export/MOBILE.md``)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from fas_tf.framing import DETECTOR_MAPPING, FRAMING_SCALE
+    from fas_tf import measurements
+    from fas_tf.framing import BLAZEFACE_MAPPING, BLAZEFACE_MODEL, DETECTOR_MAPPING, FRAMING_SCALE
     from fas_tf.landmarks import layout_for
     from fas_tf.student import student_geometry
 
@@ -343,8 +344,16 @@ def build_metadata(
                     "recalibrate these constants for another detector"
                 ),
             },
+            "from_blazeface": {
+                "detector": "MediaPipe BlazeFace short-range (web/src/blazeface.js)",
+                "model_file": BLAZEFACE_MODEL["file"],
+                "model_sha256": BLAZEFACE_MODEL["sha256"],
+                "constants": BLAZEFACE_MAPPING,
+                "rule": "as from_face_detector, with these constants",
+            },
             "heatmap_stride": stride,
         },
+        "measurements": measurements.spec(),
         "training": {
             "student_file": model_path.name,
             "config_sha256": sha256_of(config) if config.is_file() else None,

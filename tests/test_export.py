@@ -20,33 +20,9 @@ from fas_tf.cli import UsageError
 from fas_tf.heatmaps import decode_heatmaps, decode_heatmaps_int8, render_heatmaps
 from fas_tf.inference import LiteRTLandmarker, load_student
 
-from .conftest import REPO
+from .conftest import REPO, TINY_SIZE
 
-SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, demo_faces):
-    """A 64-px, alpha 0.35 student fitted for 80 steps on the synthetic faces (20 left its heatmaps
-    so flat that float32 LiteRT and Keras decoded different peaks: drift 1.1 points)."""
-    import keras
-
-    from fas_tf.data import load_faces, make_dataset
-    from fas_tf.landmarks import layout_for
-    from fas_tf.student import build_student
-
-    keras.utils.set_random_seed(0)
-    faces = load_faces(demo_faces, SIZE)
-    student = build_student(68, SIZE, alpha=0.35, head_channels=16)
-    net = keras.Model(student.input, student.output["heatmaps"])
-    net.compile(keras.optimizers.Adam(3e-3), "mse")
-    ds = make_dataset(faces, layout_for(68), SIZE, batch_size=12, training=False)
-    ds = ds.map(lambda x, y: (x, y["heatmaps"] * 10.0)).cache().repeat()
-    net.fit(ds, steps_per_epoch=80, epochs=1, verbose=0)
-    run = tmp_path_factory.mktemp("run")
-    student.save(run / "student.keras")
-    (run / "config.json").write_text('{"config": {"input_size": 64}}')
-    return run
+SIZE = TINY_SIZE
 
 
 @pytest.fixture(scope="module")
