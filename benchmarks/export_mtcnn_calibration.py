@@ -35,6 +35,48 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / max(union, 1e-9)
 
 
+def match(faces: list[tuple[tuple[float, float, float, float], float]], pts: np.ndarray) -> dict:
+    """The detection ``(box xywh, score)`` matching the landmark box best (IoU >= 0.3), as a row.
+
+    Row: ``matched``, and when matched ``score``, ``iou``, ``dx``, ``dy``, ``scale``.
+    """
+    lo, hi = pts.min(0), pts.max(0)
+    gt = np.array([lo[0], lo[1], hi[0], hi[1]])
+    best, best_iou = None, 0.3
+    for (bx, by, bw, bh), score in faces:
+        overlap = iou(np.array([bx, by, bx + bw, by + bh]), gt)
+        if overlap >= best_iou:
+            best, best_iou = ((bx, by, bw, bh), score), overlap
+    row = {"detections": len(faces), "matched": best is not None}
+    if best is not None:
+        (bx, by, bw, bh), score = best
+        cx, cy = (lo + hi) / 2.0
+        row.update(
+            score=float(score), iou=float(best_iou),
+            dx=float((cx - bx - bw / 2) / bw), dy=float((cy - by - bh / 2) / bh),
+            scale=float(max(hi - lo)) / max(bw, bh),
+        )
+    return row
+
+
+def summarize(rows: list[dict], score_thresholds=(0.5, 0.7, 0.8, 0.9)) -> dict:
+    """Median constants of the matched rows, residual framing error, detection rate per score."""
+    matched = [r for r in rows if r["matched"]]
+    constants = {k: round(float(np.median([r[k] for r in matched])), 4)
+                 for k in ("dx", "dy", "scale")}
+    residual = {
+        "centre_error_median_of_side": float(np.median([
+            np.hypot(r["dx"] - constants["dx"], r["dy"] - constants["dy"]) / constants["scale"]
+            for r in matched])),
+        "side_ratio_p10_p90": [float(np.percentile([r["scale"] / constants["scale"]
+                                                    for r in matched], q)) for q in (10, 90)],
+    }
+    rates = {str(t): float(np.mean([r["matched"] and r["score"] >= t for r in rows]))
+             for t in score_thresholds}
+    return {"n_images": len(rows), "n_matched": len(matched), "constants": constants,
+            "residual": residual, "detection_rate_by_score": rates}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DATA))
@@ -48,44 +90,14 @@ def main() -> None:
     detector = get_detector()
     rows = []
     for image_path, pts_path in list_folder(args.data):
-        image = load_image(image_path)
-        pts = read_pts(pts_path)
-        lo, hi = pts.min(0), pts.max(0)
-        gt = np.array([lo[0], lo[1], hi[0], hi[1]])
-        found = detector.detect_faces(image, box_format="xywh", **DETECTOR_THRESHOLDS)
-        best, best_iou = None, 0.3
-        for face in found:
-            bx, by, bw, bh = (float(v) for v in face["box"])
-            score = iou(np.array([bx, by, bx + bw, by + bh]), gt)
-            if score >= best_iou:
-                best, best_iou = face, score
+        found = detector.detect_faces(load_image(image_path), box_format="xywh",
+                                      **DETECTOR_THRESHOLDS)
+        faces = [(tuple(float(v) for v in f["box"]), float(f["confidence"])) for f in found]
         row = {"stem": Path(image_path).stem, "set": attrs[Path(image_path).stem]["image_set"],
-               "detections": len(found), "matched": best is not None}
-        if best is not None:
-            bx, by, bw, bh = (float(v) for v in best["box"])
-            cx, cy = (lo + hi) / 2.0
-            row.update(
-                score=float(best["confidence"]), iou=float(best_iou),
-                dx=float((cx - bx - bw / 2) / bw), dy=float((cy - by - bh / 2) / bh),
-                scale=float(max(hi - lo)) / max(bw, bh),
-            )
+               **match(faces, read_pts(pts_path))}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    matched = [r for r in rows if r["matched"]]
-    constants = {k: round(float(np.median([r[k] for r in matched])), 4)
-                 for k in ("dx", "dy", "scale")}
-    residual = {
-        "centre_error_median_of_side": float(np.median([
-            np.hypot(r["dx"] - constants["dx"], r["dy"] - constants["dy"]) / constants["scale"]
-            for r in matched])),
-        "side_ratio_p10_p90": [float(np.percentile([r["scale"] / constants["scale"]
-                                                    for r in matched], q)) for q in (10, 90)],
-    }
-    rates = {str(t): float(np.mean([r["matched"] and r["score"] >= t for r in rows]))
-             for t in (0.5, 0.7, 0.8, 0.9)}
-    summary = {"n_images": len(rows), "n_matched": len(matched), "constants": constants,
-               "residual": residual, "detection_rate_by_onet_score": rates,
-               "thresholds": DETECTOR_THRESHOLDS}
+    summary = {**summarize(rows), "thresholds": DETECTOR_THRESHOLDS}
     Path(args.output).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
     print(json.dumps(summary, indent=1))
 

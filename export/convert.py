@@ -28,6 +28,12 @@ from fas_tf.errors import CheckFailedError
 from fas_tf.inference import load_student
 
 MODES = ("float32", "float16", "dynamic", "int8")
+# The face detector file of the web page (npm @mediapipe/face_detection 0.4.1657300184, web/);
+# its box -> crop constants are fas_tf.detection.calibration.BOX_TO_CROP["blazeface"].
+BLAZEFACE_MODEL = {
+    "file": "face_detection_short_range.tflite",
+    "sha256": "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
+}
 METADATA_VERSION = 2  # 2: crop.from_blazeface and measurements (the web page's inputs)
 
 
@@ -251,7 +257,8 @@ def build_metadata(
     from ai_edge_litert.interpreter import Interpreter
 
     from fas_tf import measurements
-    from fas_tf.framing import BLAZEFACE_MAPPING, BLAZEFACE_MODEL, DETECTOR_MAPPING, FRAMING_SCALE
+    from fas_tf.detection.calibration import BOX_TO_CROP
+    from fas_tf.framing import DETECTOR_MAPPING, FRAMING_SCALE
     from fas_tf.landmarks import layout_for
     from fas_tf.student import student_geometry
 
@@ -348,7 +355,7 @@ def build_metadata(
                 "detector": "MediaPipe BlazeFace short-range (web/src/blazeface.js)",
                 "model_file": BLAZEFACE_MODEL["file"],
                 "model_sha256": BLAZEFACE_MODEL["sha256"],
-                "constants": BLAZEFACE_MAPPING,
+                "constants": BOX_TO_CROP["blazeface"],
                 "rule": "as from_face_detector, with these constants",
             },
             "heatmap_stride": stride,

@@ -144,9 +144,10 @@ class Page:
         self.call("ready")
 
     def call(self, hook: str, *args):
-        """``await window.fasTf[hook](...args)`` (or ``await window.fasTf.ready``); its JSON value."""
+        """``await window.fasTf[hook](...args)`` (``hook="ready"``: the page's start); JSON."""
         script = """
-            const [hook, args, done] = [arguments[0], arguments[1], arguments[arguments.length - 1]];
+            const [hook, args] = [arguments[0], arguments[1]];
+            const done = arguments[arguments.length - 1];
             const wait = () => window.fasTf ? Promise.resolve() :
                 new Promise((ok) => setTimeout(() => wait().then(ok), 50));
             wait().then(() => hook === 'ready' ? window.fasTf.ready : window.fasTf[hook](...args))
@@ -184,3 +185,109 @@ class Page:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------- page vs Python
+
+
+def square_dict(square) -> dict:
+    """A crop square (cx, cy, side, angle) as the page takes it."""
+    cx, cy, side, angle = (float(v) for v in square)
+    return {"cx": cx, "cy": cy, "side": side, "angle": angle}
+
+
+def same_crop_parity(page: Page, model_path, photos: list[tuple[str, Path]], squares) -> dict:
+    """The page's landmark model vs :mod:`fas_tf.inference` on the same squares of the photos.
+
+    ``photos``: (page URL, file) pairs; ``squares``: (cx, cy, side, angle) per photo. Python cuts
+    with :func:`fas_tf.framing.cut_square` and runs :class:`fas_tf.inference.LiteRTLandmarker`.
+    Returns the largest and mean landmark distance (input-crop pixels), the largest crop pixel
+    difference, and ``runtime_max_px``: Python on the page's own crops (the runtimes alone).
+    """
+    import numpy as np
+
+    from fas_tf.data import load_image
+    from fas_tf.framing import cut_square
+    from fas_tf.inference import LiteRTLandmarker
+
+    model = LiteRTLandmarker(model_path)
+    size = model.input_size
+    shifts, runtime, pixels = [], [], []
+    for (url, path), square in zip(photos, squares, strict=True):
+        answer = page.call("inSquareUrl", url, square_dict(square))
+        page_pts = np.asarray(answer["cropPoints"], np.float64)
+        crop, _ = cut_square(load_image(path), *square[:3], size, square[3])
+        python_pts, _ = model.predict(crop[None].astype(np.float32))
+        page_crop = np.asarray(answer["crop"], np.float32).reshape(size, size, 3)
+        on_page_crop, _ = model.predict(page_crop[None])
+        shifts.append(np.linalg.norm(page_pts - python_pts[0], axis=-1))
+        runtime.append(np.linalg.norm(page_pts - on_page_crop[0], axis=-1))
+        pixels.append(float(np.abs(page_crop - crop).max()))
+    shifts_all = np.concatenate(shifts)
+    return {"n": len(photos), "max_px": float(shifts_all.max()),
+            "mean_px": float(shifts_all.mean()),
+            "runtime_max_px": float(np.concatenate(runtime).max()),
+            "max_crop_pixel_diff": max(pixels)}
+
+
+def end_to_end(page: Page, photos: list[tuple[str, Path]], gt) -> dict:
+    """The page's whole loop (its detector, first pass, upright pass) on photos, NME vs ``gt``.
+
+    ``gt``: (M, 68, 2) ground truth in the photos' pixels. NME (percent, the layout's default
+    normalization, as ``fas_tf.evaluate``) over the faces the page found.
+    """
+    import numpy as np
+
+    from fas_tf.metrics import per_sample_nme
+
+    found, nmes, results = [], [], []
+    for (url, _), truth in zip(photos, gt, strict=True):
+        r = page.call("analyzeUrl", url)
+        results.append(r)
+        found.append(bool(r["found"]))
+        if r["found"]:
+            pred = np.asarray(r["second"]["points"], np.float32)[None]
+            nme = per_sample_nme(pred, np.asarray(truth, np.float32)[None])
+            nmes.append(float(np.asarray(nme)[0]))
+    return {"n": len(photos), "found": int(sum(found)),
+            "nme_percent": 100.0 * float(np.mean(nmes)) if nmes else float("nan"),
+            "per_face": nmes, "results": results}
+
+
+def measurement_mismatches(page: Page, landmarks, confidence) -> list[str]:
+    """Where the page's measurements differ from :func:`fas_tf.measurements.measure` (empty: equal).
+
+    Verdicts and reason codes must be equal; values to 1e-6 and uncertainties to 1e-4 relative,
+    pose angles to 1e-3 degrees.
+    """
+    import math
+
+    from fas_tf.measurements import measure
+
+    ours = page.call("measure", [[float(x), float(y)] for x, y in landmarks],
+                     [float(c) for c in confidence])
+    ref = measure(landmarks, confidence)
+    out = []
+
+    def close(a, b, rel, abs_=0.0) -> bool:
+        if a is None or b is None:
+            return a is None and b is None
+        return math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
+
+    for key in ("verdict", "reason_codes"):
+        if ours["face"][key] != ref["face"][key]:
+            out.append(f"face {key}: page {ours['face'][key]} python {ref['face'][key]}")
+    for key in ("yaw_deg", "pitch_deg", "roll_deg"):
+        if not close(ours["face"][key], ref["face"][key], 0.0, 1e-3):
+            out.append(f"face {key}: page {ours['face'][key]} python {ref['face'][key]}")
+    for group, value in (("distances", "value_px"), ("ratios", "value")):
+        for name, r in ref[group].items():
+            o = ours[group][name]
+            for key in ("verdict", "reason_codes"):
+                if o[key] != r[key]:
+                    out.append(f"{name} {key}: page {o[key]} python {r[key]}")
+            sigma = value.replace("value", "sigma")
+            if not close(o[value], r[value], 1e-6) or not close(o[sigma], r[sigma], 1e-4):
+                out.append(f"{name}: page {o[value]} +- {o[sigma]}, python {r[value]} +- "
+                           f"{r[sigma]}")
+    return out

@@ -38,17 +38,6 @@ FRAMING_SCALE = 1.4
 # and the crop is then the framing rule: side FRAMING_SCALE * that, centred on that centre.
 DETECTOR_MAPPING: dict[str, float] = {"dx": 0.023, "dy": 0.1062, "scale": 0.8649}
 
-# The same mapping for MediaPipe's BlazeFace short-range detector (the web page's detector,
-# web/src/blazeface.js; box = its decoded face box in image pixels), calibrated on the 210
-# InfAnFace training images by benchmarks/web_blazeface_calibration.py (medians of the matched
-# detections). ``python -m export`` writes both into model.json (crop.from_blazeface).
-BLAZEFACE_MAPPING: dict[str, float] = {"dx": 0.0, "dy": 0.0, "scale": 1.0}
-# The detector file the constants belong to (npm @mediapipe/face_detection 0.4.1657300184).
-BLAZEFACE_MODEL = {
-    "file": "face_detection_short_range.tflite",
-    "sha256": "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
-}
-
 
 def crop_box(landmarks: np.ndarray, scale: float = FRAMING_SCALE) -> tuple[float, float, float]:
     """The framing rule: (centre x, centre y, side) of the square crop around a face.
@@ -87,16 +76,10 @@ def _rotation(angle: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]])
 
 
-def detector_square(
-    box: tuple[float, float, float, float], mapping: dict[str, float] | None = None
-) -> tuple[float, float, float]:
-    """(cx, cy, side) of the framing-rule crop for a detector box (default: MTCNN's mapping).
-
-    ``mapping``: the detector's calibrated constants (:data:`DETECTOR_MAPPING`,
-    :data:`BLAZEFACE_MAPPING`).
-    """
+def detector_square(box: tuple[float, float, float, float]) -> tuple[float, float, float]:
+    """(cx, cy, side) of the framing-rule crop for an MTCNN box, via :data:`DETECTOR_MAPPING`."""
     bx, by, bw, bh = box
-    m = DETECTOR_MAPPING if mapping is None else mapping
+    m = DETECTOR_MAPPING
     cx = bx + bw * (0.5 + m["dx"])
     cy = by + bh * (0.5 + m["dy"])
     return cx, cy, FRAMING_SCALE * m["scale"] * max(bw, bh)

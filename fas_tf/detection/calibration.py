@@ -20,4 +20,9 @@ from __future__ import annotations
 BOX_TO_CROP: dict[str, dict[str, float]] = {
     # mtcnn 1.0 (box_format xywh, stage thresholds fas_tf.detection.MTCNN_THRESHOLDS)
     "mtcnn": {"dx": 0.023, "dy": 0.1062, "scale": 0.8649},
+    # MediaPipe BlazeFace short-range as the web page runs it (web/src/blazeface.js: LiteRT.js,
+    # letterboxed 128 px input, weighted NMS, score >= 0.5), calibrated on the 210 training
+    # faces by benchmarks/web_blazeface_calibration.py (202 matches; branch web, to be
+    # reconciled with the Python BlazeFace calibration of the detection side).
+    "blazeface": {"dx": -0.0008, "dy": 0.007, "scale": 1.0769},
 }

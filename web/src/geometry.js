@@ -51,28 +51,41 @@ export function toImage(q, sq, S) {
   return [sq.cx + cos * dx - sin * dy, sq.cy + sin * dx + cos * dy];
 }
 
+/** Round half to even (cvRound, numpy.rint). */
+function rint(v) {
+  const r = Math.round(v);
+  return Math.abs(v - Math.trunc(v)) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
 /**
- * Cut square sq from an RGBA image {data, width, height} at S x S RGB (Uint8Array, row-major):
- * bilinear, black outside, sample positions on a 1/32-pixel grid like cv2.warpAffine.
+ * Cut square sq from an RGBA image {data, width, height} at S x S RGB (Uint8Array, row-major),
+ * bilinear, black outside: fas_tf.framing.cut_square's matrix, inverted and sampled as
+ * cv2.warpAffine (OpenCV 5) does, in float32 arithmetic (a few values of a crop differ by one
+ * level from OpenCV's, whose exact float rounding order is not reproduced).
  */
 export function cutSquare(img, sq, S) {
-  const out = new Uint8Array(S * S * 3);
+  const f = Math.fround;
   const {data, width, height} = img;
-  const k = sq.side / S, cos = Math.cos(sq.angle), sin = Math.sin(sq.angle);
-  const half = (S - 1) / 2;
+  const s = S / sq.side, cos = Math.cos(-sq.angle), sin = Math.sin(-sq.angle);
+  const l00 = s * cos, l01 = s * -sin, l10 = s * sin, l11 = s * cos;
+  const t0 = (S - 1) / 2 - (l00 * sq.cx + l01 * sq.cy), t1 = (S - 1) / 2 - (l10 * sq.cx + l11 * sq.cy);
+  let d = l00 * l11 - l01 * l10;
+  d = d !== 0 ? 1 / d : 0;
+  const m0 = l11 * d, m1 = l01 * -d, m3 = l10 * -d, m4 = l00 * d;
+  const m2 = -m0 * t0 - m1 * t1, m5 = -m3 * t0 - m4 * t1;
+  const [a0, a1, a2, a3, a4, a5] = [m0, m1, m2, m3, m4, m5].map(f);
+  const out = new Uint8Array(S * S * 3);
   const pixel = (x, y, c) => (x >= 0 && y >= 0 && x < width && y < height ? data[(y * width + x) * 4 + c] : 0);
   for (let j = 0; j < S; j++) {
     for (let i = 0; i < S; i++) {
-      const dx = (i - half) * k, dy = (j - half) * k;
-      const px = Math.round((sq.cx + cos * dx - sin * dy) * 32) / 32;
-      const py = Math.round((sq.cy + sin * dx + cos * dy) * 32) / 32;
-      const x0 = Math.floor(px), y0 = Math.floor(py);
-      const fx = px - x0, fy = py - y0;
+      const X = f(a0 * i + a1 * j + a2), Y = f(a3 * i + a4 * j + a5);
+      const x0 = Math.floor(X), y0 = Math.floor(Y);
+      const fx = f(X - x0), fy = f(Y - y0), gx = f(1 - fx), gy = f(1 - fy);
       const o = (j * S + i) * 3;
       for (let c = 0; c < 3; c++) {
-        const v = (1 - fy) * ((1 - fx) * pixel(x0, y0, c) + fx * pixel(x0 + 1, y0, c)) +
-          fy * ((1 - fx) * pixel(x0, y0 + 1, c) + fx * pixel(x0 + 1, y0 + 1, c));
-        out[o + c] = Math.min(255, Math.max(0, Math.round(v)));
+        const top = f(f(gx * pixel(x0, y0, c)) + f(fx * pixel(x0 + 1, y0, c)));
+        const bottom = f(f(gx * pixel(x0, y0 + 1, c)) + f(fx * pixel(x0 + 1, y0 + 1, c)));
+        out[o + c] = Math.min(255, Math.max(0, rint(f(f(gy * top) + f(fy * bottom)))));
       }
     }
   }
