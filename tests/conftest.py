@@ -58,6 +58,18 @@ def tiny_run(tmp_path_factory, demo_faces) -> Path:
     return fit_tiny_student(demo_faces, tmp_path_factory.mktemp("run"))
 
 
+def export_tiny(tiny_run: Path, demo_faces: Path, out: Path, modes) -> dict:
+    """The tiny student exported in ``modes`` (int8 calibrated on the demo faces);
+    mode -> :class:`export.convert.ExportResult`."""
+    from export.convert import export_model
+
+    return {mode: export_model(
+        tiny_run / "student.keras", out / mode / "model.tflite", mode,
+        representative_data=str(demo_faces), num_calibration=16, max_nme_drift=100.0,
+        log=lambda *_: None,
+    ) for mode in modes}
+
+
 def tiny_teacher():
     """A small random teacher with the Teacher interface (fast to trace; tests only)."""
     import keras

@@ -20,23 +20,15 @@ from fas_tf.cli import UsageError
 from fas_tf.heatmaps import decode_heatmaps, decode_heatmaps_int8, render_heatmaps
 from fas_tf.inference import LiteRTLandmarker, load_student
 
-from .conftest import REPO, TINY_SIZE
+from .conftest import REPO, TINY_SIZE, export_tiny
 
 SIZE = TINY_SIZE
 
 
 @pytest.fixture(scope="module")
 def exported(tiny_run, demo_faces, tmp_path_factory):
-    """Every mode exported once (int8 calibrated on the demo faces); mode -> ExportResult."""
-    out = tmp_path_factory.mktemp("exports")
-    results = {}
-    for mode in MODES:
-        results[mode] = export_model(
-            tiny_run / "student.keras", out / mode / "model.tflite", mode,
-            representative_data=str(demo_faces), num_calibration=16, max_nme_drift=100.0,
-            log=lambda *_: None,
-        )
-    return results
+    """Every mode exported once; mode -> ExportResult."""
+    return export_tiny(tiny_run, demo_faces, tmp_path_factory.mktemp("exports"), MODES)
 
 
 def test_decode_int8_matches_taylor_decoder():

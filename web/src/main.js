@@ -10,7 +10,9 @@ import {measure} from './measure.js';
 
 const DETECTOR_URL = './detector/face_detection_short_range.tflite';
 const PICKED = 'fas-tf-picked-model';  // Cache Storage of model files picked in the page
+const MODELS = 'fas-tf-models';  // and of model files loaded from a URL
 const $ = (id) => document.getElementById(id);
+const meta = () => state.landmarker.meta;
 
 const state = {detector: null, detectorSha: null, landmarker: null, image: null, result: null};
 
@@ -29,11 +31,19 @@ async function init() {
 }
 
 async function loadModelFromUrl(jsonUrl) {
-  const meta = await (await fetch(jsonUrl)).json();
-  const tflite = new URL(meta.model_file || 'model.tflite', new URL(jsonUrl, location.href));
+  const jsonAt = new URL(jsonUrl, location.href);
+  const metaResponse = await fetch(jsonAt);
+  if (!metaResponse.ok) throw new Error(`${jsonAt.pathname}: ${metaResponse.status}`);
+  const meta = await metaResponse.clone().json();
+  const tflite = new URL(meta.model_file || 'model.tflite', jsonAt);
   const response = await fetch(tflite);
   if (!response.ok) throw new Error(`${tflite.pathname}: ${response.status}`);
-  return useModel(await response.arrayBuffer(), meta);
+  const bytes = await response.clone().arrayBuffer();
+  await useModel(bytes, meta);
+  const cache = await caches.open(MODELS);  // the service worker answers from here offline
+  await cache.put(jsonAt, metaResponse);
+  await cache.put(tflite, response);
+  return meta;
 }
 
 async function useModel(bytes, meta) {
@@ -140,7 +150,7 @@ function draw() {
   const canvas = $('canvas');
   const img = state.image;
   if (!img) return;
-  const k = view.scale = Math.min(1, 900 / img.width, 700 / img.height);
+  const k = view.scale = Math.min(2, 900 / img.width, 700 / img.height);
   canvas.width = Math.round(img.width * k);
   canvas.height = Math.round(img.height * k);
   const ctx = canvas.getContext('2d');
@@ -196,13 +206,22 @@ function showResults() {
   if (!r?.found) return;
   const m = r.measurement, f = m.face;
   const pm = (v, s, d) => (v === null ? '-' : `${v.toFixed(d)} ± ${s.toFixed(d)}`);
-  for (const [name, e] of Object.entries(m.ratios)) {
-    body.appendChild(row([NAMES[name] ?? name, pm(e.value, e.sigma, 3), e.verdict === 'ok' ? 'ok' :
-      `not measurable: ${e.reasons.join('; ')}`], e.verdict === 'ok' ? 'ok' : 'no'));
+  const faceReasons = new Set(f.reasons);
+  const verdict = (e) => {
+    if (e.verdict === 'ok') return 'ok';
+    const own = e.reasons.filter((r) => !faceReasons.has(r));
+    return `not measurable: ${[...(faceReasons.size ? ['face (above)'] : []), ...own].join('; ')}`;
+  };
+  const ordered = [...Object.keys(NAMES).filter((n) => n in m.ratios),
+    ...Object.keys(m.ratios).filter((n) => !(n in NAMES))];
+  for (const name of ordered) {
+    const e = m.ratios[name];
+    body.appendChild(row([NAMES[name] ?? name, pm(e.value, e.sigma, 3), verdict(e)], e.verdict === 'ok' ? 'ok' : 'no'));
   }
-  for (const [name, e] of Object.entries(m.distances)) {
-    body.appendChild(row([`${name} (px)`, pm(e.value_px, e.sigma_px, 1), e.verdict === 'ok' ? 'ok' :
-      `not measurable: ${e.reasons.join('; ')}`], `distance ${e.verdict === 'ok' ? 'ok' : 'no'}`));
+  for (const name of meta().measurements.distances) {
+    const e = m.distances[name];
+    body.appendChild(row([`${name} (px)`, pm(e.value_px, e.sigma_px, 1), verdict(e)],
+      `distance ${e.verdict === 'ok' ? 'ok' : 'no'}`));
   }
   const ang = (a, s) => (a === null ? '?' : `${a.toFixed(0)} ± ${s.toFixed(0)}°`);
   $('face').textContent = `Face: ${f.verdict}${f.reasons.length ? ` (${f.reasons.join('; ')})` : ''}. ` +
