@@ -159,6 +159,13 @@ class Page:
             raise PageError(out["error"].splitlines()[0] if out["error"] else "error")
         return out["value"]
 
+    def wait_for(self, condition: str) -> None:
+        """Wait (up to the script timeout) until the JavaScript expression ``condition`` holds."""
+        self.driver.execute_async_script("""
+            const [test, done] = [new Function('return ' + arguments[0]), arguments[1]];
+            const wait = () => test() ? done(true) : setTimeout(wait, 100);
+            wait();""", condition)
+
     def network_requests(self) -> list[str]:
         """URLs of every request the page made so far (from Chromium's performance log)."""
         for entry in self.driver.get_log("performance"):

@@ -16,9 +16,12 @@ from export.convert import (
     float_compute_ops,
     op_types,
 )
+from fas_tf import measurements
 from fas_tf.cli import UsageError
+from fas_tf.detection.calibration import BOX_TO_CROP
 from fas_tf.heatmaps import decode_heatmaps, decode_heatmaps_int8, render_heatmaps
 from fas_tf.inference import LiteRTLandmarker, load_student
+from fas_tf.measurements import Thresholds
 
 from .conftest import REPO, TINY_SIZE, export_tiny
 
@@ -73,6 +76,10 @@ def test_each_mode_exports_with_contract(exported, tiny_run, mode):
     assert meta["landmarks"]["count"] == 68 == len(meta["landmarks"]["names"])
     assert [36, 45] in meta["landmarks"]["flip_pairs"]
     assert meta["crop"]["scale"] == 1.4 and meta["crop"]["input_size"] == SIZE
+    # the web page's inputs, from their one Python source each
+    assert meta["crop"]["from_blazeface"]["constants"] == BOX_TO_CROP["blazeface"]
+    assert meta["measurements"] == json.loads(json.dumps(measurements.spec()))
+    assert meta["measurements"]["thresholds"]["max_yaw_deg"] == Thresholds().max_yaw_deg
     config_hash = hashlib.sha256((tiny_run / "config.json").read_bytes()).hexdigest()
     assert meta["training"]["config_sha256"] == config_hash
     assert meta["quantization"] == mode

@@ -77,6 +77,15 @@ def served(dist, exported, demo_faces):
         yield server
 
 
+def test_page_ships_the_detector_model_json_was_calibrated_for(dist):
+    import hashlib
+
+    from export.convert import BLAZEFACE_MODEL
+
+    shipped = dist / "detector" / BLAZEFACE_MODEL["file"]
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == BLAZEFACE_MODEL["sha256"]
+
+
 @pytest.mark.parametrize("mode", ["int8", "float32"])
 def test_page_landmarks_equal_python_on_the_same_square(served, exported, demo_faces, mode):
     faces = labelled(demo_faces, limit=8)
@@ -115,20 +124,12 @@ def test_page_works_offline_and_requests_only_its_own_files(dist, exported, demo
     server = StaticServer(dist, {"/int8/": exported["int8"].tflite_path.parent})
     try:
         with Page(f"{server.url}?model=/int8/model.json") as page:
-            page.driver.execute_async_script("""
-                const done = arguments[arguments.length - 1];
-                const wait = () => navigator.serviceWorker.controller ? done(true) :
-                    setTimeout(wait, 100);
-                navigator.serviceWorker.ready.then(wait);""")
+            page.wait_for("navigator.serviceWorker.controller")
             server.stop()
             server = None
             page.reload()  # served by the page's service worker: no server any more
             page.driver.find_element("id", "photo").send_keys(str(photo))
-            page.driver.execute_async_script("""
-                const done = arguments[arguments.length - 1];
-                const wait = () => document.getElementById('results').hidden ?
-                    setTimeout(wait, 100) : done(true);
-                wait();""")
+            page.wait_for("!document.getElementById('results').hidden")
             assert page.text("status").startswith("face found"), page.text("status")
             assert "not a diagnosis" in page.text("results") + page.driver.page_source
             origin = page.driver.current_url.split("?")[0]
@@ -159,3 +160,20 @@ def test_page_end_to_end_on_google2_matches_evaluate():
     assert abs(page_numbers["nme_percent"] - 100 * reference["nme"]) <= 0.5, (
         page_numbers["nme_percent"], reference["nme"])
     assert crops["max_px"] <= 0.5, crops
+
+
+def test_no_face_found_then_a_dragged_box(served, tmp_path):
+    from PIL import Image
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    blank = tmp_path / "no_face.png"
+    Image.new("RGB", (320, 240), (90, 90, 90)).save(blank)
+    with Page(f"{served.url}?model=/int8/model.json") as page:
+        page.driver.find_element("id", "photo").send_keys(str(blank))
+        page.wait_for("/No face found/.test(document.getElementById('status').textContent)")
+        assert page.driver.find_element("id", "results").get_attribute("hidden") is not None
+        canvas = page.driver.find_element("id", "canvas")
+        ActionChains(page.driver).move_to_element_with_offset(canvas, -60, -60).click_and_hold() \
+            .move_by_offset(100, 110).release().perform()
+        page.wait_for("!document.getElementById('results').hidden")
+        assert page.text("status").startswith("face from your box"), page.text("status")
