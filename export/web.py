@@ -208,8 +208,9 @@ def same_crop_parity(page: Page, model_path, photos: list[tuple[str, Path]], squ
 
     ``photos``: (page URL, file) pairs; ``squares``: (cx, cy, side, angle) per photo. Python cuts
     with :func:`fas_tf.framing.cut_square` and runs :class:`fas_tf.inference.LiteRTLandmarker`.
-    Returns the largest and mean landmark distance (input-crop pixels), the largest crop pixel
-    difference, and ``runtime_max_px``: Python on the page's own crops (the runtimes alone).
+    Returns the largest and mean landmark distance (input-crop pixels) and the share within
+    0.5 px, the largest crop pixel difference, and ``runtime_max_px``: Python on the page's own
+    crops (the runtimes alone).
     """
     import numpy as np
 
@@ -233,6 +234,7 @@ def same_crop_parity(page: Page, model_path, photos: list[tuple[str, Path]], squ
     shifts_all = np.concatenate(shifts)
     return {"n": len(photos), "max_px": float(shifts_all.max()),
             "mean_px": float(shifts_all.mean()),
+            "share_within_half_px": float(np.mean(shifts_all <= 0.5)),
             "runtime_max_px": float(np.concatenate(runtime).max()),
             "max_crop_pixel_diff": max(pixels)}
 
