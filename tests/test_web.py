@@ -67,10 +67,25 @@ def exported(tiny_run, demo_faces, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served(dist, exported, demo_faces):
+def turned(demo_faces, tmp_path_factory):
+    """A demo face stored turned a quarter with EXIF orientation 6 (upright when displayed)."""
+    from PIL import Image
+
+    path, pts = labelled(demo_faces, limit=1)[0]
+    out = tmp_path_factory.mktemp("exif") / "turned.jpg"
+    with Image.open(path) as im:
+        exif = im.getexif()
+        exif[0x0112] = 6  # Orientation: rotate 90 CW to display
+        im.transpose(Image.Transpose.ROTATE_90).save(out, exif=exif, quality=95)
+    return out, pts
+
+
+@pytest.fixture(scope="module")
+def served(dist, exported, demo_faces, turned):
     """The build folder with the int8 and float32 exports and the photos mounted."""
     mounts = {"/int8/": exported["int8"].tflite_path.parent,
-              "/float32/": exported["float32"].tflite_path.parent, "/demo/": demo_faces}
+              "/float32/": exported["float32"].tflite_path.parent, "/demo/": demo_faces,
+              "/exif/": turned[0].parent}
     if INFANFACE.is_dir():
         mounts["/infanface/"] = INFANFACE
     with StaticServer(dist, mounts) as server:
@@ -87,13 +102,15 @@ def test_page_ships_the_detector_model_json_was_calibrated_for(dist):
 
 
 @pytest.mark.parametrize("mode", ["int8", "float32"])
-def test_page_landmarks_equal_python_on_the_same_square(served, exported, demo_faces, mode):
+def test_page_landmarks_equal_python_on_the_same_square(served, exported, demo_faces, turned,
+                                                        mode):
     faces = labelled(demo_faces, limit=8)
+    photos = photos_of(faces, "/demo/") + [("/exif/" + turned[0].name, turned[0])]
     with Page(f"{served.url}?model=/{mode}/model.json") as page:
         assert "not a diagnosis" in page.driver.page_source
         assert page.text("model-status").startswith(f"model.tflite ({mode},")
-        numbers = same_crop_parity(page, exported[mode].tflite_path, photos_of(faces, "/demo/"),
-                                   squares_of(faces))
+        numbers = same_crop_parity(page, exported[mode].tflite_path, photos,
+                                   squares_of(faces + [turned]))
     # the crop the page cuts is OpenCV's to one grey level, and the two LiteRT runtimes agree
     assert numbers["max_crop_pixel_diff"] <= 1.0, numbers
     assert numbers["runtime_max_px"] <= 0.01, numbers
