@@ -165,17 +165,20 @@ def test_page_end_to_end_on_google2_matches_evaluate():
 
     model = Path(os.environ[MODEL_ENV])
     faces = labelled(INFANFACE, "google2")
-    reference, _ = evaluate_model(model, INFANFACE, str(INFANFACE / "attributes.csv"),
-                                  ["google2"], upright=True)
+    csv = str(INFANFACE / "attributes.csv")
+    plain, _ = evaluate_model(model, INFANFACE, csv, ["google2"])  # GT-framed, one pass
+    upright, _ = evaluate_model(model, INFANFACE, csv, ["google2"], upright=True)  # + the loop
     with StaticServer(DIST, {"/model/": model.parent, "/infanface/": INFANFACE}) as server, \
             Page(f"{server.url}?model=/model/{model.with_suffix('.json').name}") as page:
         page_numbers = end_to_end(page, photos_of(faces, "/infanface/"),
                                   np.stack([p for _, p in faces]))
         crops = same_crop_parity(page, model, photos_of(faces, "/infanface/")[:12],
                                  squares_of(faces[:12]))
-    assert page_numbers["found"] == len(faces) == 51
-    assert abs(page_numbers["nme_percent"] - 100 * reference["nme"]) <= 0.5, (
-        page_numbers["nme_percent"], reference["nme"])
+    assert page_numbers["found"] == len(faces) == 51  # MTCNN finds at most as many
+    # the page's detector framing costs at most 0.5 points against GT framing, same loop
+    nme = page_numbers["nme_percent"]
+    assert abs(nme - 100 * upright["nme"]) <= 0.5, (nme, upright["nme"])
+    assert nme <= 100 * plain["nme"] + 0.5, (nme, plain["nme"])
     assert crops["max_px"] <= 0.5, crops
 
 
