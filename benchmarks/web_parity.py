@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from export_mtcnn_calibration import DATA
+from end_to_end import DATA
 
 ANGLES = (0.0, 0.35, -0.2, 0.6)
 

@@ -77,7 +77,9 @@ def test_each_mode_exports_with_contract(exported, tiny_run, mode):
     assert [36, 45] in meta["landmarks"]["flip_pairs"]
     assert meta["crop"]["scale"] == 1.4 and meta["crop"]["input_size"] == SIZE
     # the web page's inputs, from their one Python source each
-    assert meta["crop"]["from_blazeface"]["constants"] == BOX_TO_CROP["blazeface"]
+    detector = meta["crop"]["web_detector"]["detector"]
+    assert meta["crop"]["from_face_detector"]["constants_by_detector"][detector] == (
+        BOX_TO_CROP["blazeface"])
     assert meta["measurements"] == json.loads(json.dumps(measurements.spec()))
     assert meta["measurements"]["thresholds"]["max_yaw_deg"] == Thresholds().max_yaw_deg
     config_hash = hashlib.sha256((tiny_run / "config.json").read_bytes()).hexdigest()

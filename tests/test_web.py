@@ -26,7 +26,7 @@ from export.web import (
 from fas_tf.data import list_folder, read_attributes, read_pts, stems_in_sets
 from fas_tf.framing import crop_box
 
-from .conftest import INFANFACE, export_tiny
+from .conftest import INFANFACE, export_tiny, needs_blazeface
 
 _missing = missing_tools()
 pytestmark = pytest.mark.skipif(_missing is not None, reason=_missing or "")
@@ -99,6 +99,30 @@ def test_page_ships_the_detector_model_json_was_calibrated_for(dist):
 
     shipped = dist / "detector" / BLAZEFACE_MODEL["file"]
     assert hashlib.sha256(shipped.read_bytes()).hexdigest() == BLAZEFACE_MODEL["sha256"]
+
+
+@needs_blazeface
+def test_page_detector_finds_the_boxes_of_fas_tf_detection(served, demo_faces):
+    """The page's BlazeFace (npm file, JS decoding) = fas_tf.detection's (wheel file, Python)."""
+    from fas_tf.data import load_image
+    from fas_tf.detection.blazeface import BlazeFace
+
+    python = BlazeFace("short")
+    photos = photos_of(labelled(demo_faces, limit=3), "/demo/")
+    if INFANFACE.is_dir():
+        photos += photos_of(labelled(INFANFACE, "google2", limit=6), "/infanface/")
+    compared = 0
+    with Page(served.url) as page:
+        for url, path in photos:
+            ours = page.call("detectUrl", url)
+            theirs = python.detect(load_image(path))
+            assert len(ours) == len(theirs), url
+            for o, (box, score, _) in zip(ours, theirs, strict=True):
+                shift = np.subtract([o["x"], o["y"], o["w"], o["h"]], box)
+                assert np.abs(shift).max() < 0.01 * max(box[2], box[3])
+                assert abs(o["score"] - score) < 0.01
+                compared += 1
+    assert compared >= 3
 
 
 @pytest.mark.parametrize("mode", ["int8", "float32"])

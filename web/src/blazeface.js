@@ -1,9 +1,11 @@
 // MediaPipe BlazeFace short-range face detector (face_detection_short_range.tflite), run with
 // LiteRT.js: letterboxed 128 x 128 RGB input in [-1, 1], SSD anchors, box decoding and weighted
 // non-maximum suppression as in MediaPipe's face_detection_short_range graph
-// (SsdAnchorsCalculator, TensorsToDetectionsCalculator, NonMaxSuppressionCalculator).
+// (SsdAnchorsCalculator, TensorsToDetectionsCalculator, NonMaxSuppressionCalculator), step for
+// step as fas_tf.detection.blazeface (tests/test_web.py compares the boxes).
 
 import {Tensor} from '@litertjs/core';
+import {warpAffine} from './geometry.js';
 
 export const INPUT = 128;
 const STRIDES = [8, 16, 16, 16];  // anchor layers; 2 anchors per layer and cell, fixed size 1
@@ -79,23 +81,15 @@ export function weightedNms(detections) {
 
 /**
  * Faces in an image: [{x, y, w, h, score, keypoints}] in image pixels, best first.
- * source: an ImageBitmap / canvas of the whole (upright) image.
+ * img: the decoded RGBA image {data, width, height}; letterboxed (centred in a black square)
+ * exactly as fas_tf.detection.blazeface does, so its box -> crop constants apply.
  */
-export async function detectFaces(model, source, width, height, minScore = MIN_SCORE) {
-  const scale = INPUT / Math.max(width, height);
-  const padX = (INPUT - width * scale) / 2, padY = (INPUT - height * scale) / 2;
-  const canvas = new OffscreenCanvas(INPUT, INPUT);
-  const ctx = canvas.getContext('2d', {willReadFrequently: true});
-  ctx.fillStyle = '#000';
-  ctx.fillRect(0, 0, INPUT, INPUT);
-  ctx.imageSmoothingEnabled = true;
-  ctx.imageSmoothingQuality = 'high';
-  ctx.drawImage(source, padX, padY, width * scale, height * scale);
-  const rgba = ctx.getImageData(0, 0, INPUT, INPUT).data;
-  const input = new Float32Array(INPUT * INPUT * 3);
-  for (let i = 0; i < INPUT * INPUT; i++) {
-    for (let c = 0; c < 3; c++) input[i * 3 + c] = rgba[i * 4 + c] / 127.5 - 1;
-  }
+export async function detectFaces(model, img, minScore = MIN_SCORE) {
+  const {width, height} = img;
+  const side = Math.max(width, height);
+  const padX = (side - width) / 2, padY = (side - height) / 2, s = INPUT / side;
+  const square = warpAffine(img, [[s, 0, padX * s], [0, s, padY * s]], INPUT, INPUT);
+  const input = Float32Array.from(square, (v) => Math.fround(v / 127.5) - 1);
   const tensor = new Tensor(input, [1, INPUT, INPUT, 3]);
   const outputs = await model.run([tensor]);
   tensor.delete();
@@ -103,10 +97,10 @@ export async function detectFaces(model, source, width, height, minScore = MIN_S
   model.getOutputDetails().forEach((d, i) => { named[d.name] = outputs[i].toTypedArray(); });
   outputs.forEach((t) => t.delete());
   const faces = weightedNms(decode(named.regressors, named.classificators, minScore));
-  const back = (x, y) => [(x * INPUT - padX) / scale, (y * INPUT - padY) / scale];
+  const back = (x, y) => [x * side - padX, y * side - padY];
   return faces.map((f) => {
     const [x, y] = back(f.x, f.y);
-    return {x, y, w: f.w * INPUT / scale, h: f.h * INPUT / scale, score: f.score,
+    return {x, y, w: f.w * side, h: f.h * side, score: f.score,
       keypoints: f.keypoints.map(([kx, ky]) => back(kx, ky))};
   });
 }

@@ -58,30 +58,27 @@ function rint(v) {
 }
 
 /**
- * Cut square sq from an RGBA image {data, width, height} at S x S RGB (Uint8Array, row-major),
- * bilinear, black outside: fas_tf.framing.cut_square's matrix, inverted and sampled as
- * cv2.warpAffine (OpenCV 5) does, in float32 arithmetic (a few values of a crop differ by one
- * level from OpenCV's, whose exact float rounding order is not reproduced).
+ * cv2.warpAffine(img, matrix, (W, H)) for an RGBA image {data, width, height}: RGB Uint8Array,
+ * row-major. matrix [[a, b, c], [d, e, f]] maps image pixels to output pixels; bilinear, black
+ * outside, inverted and sampled as OpenCV 5 does, in float32 arithmetic (a few values differ by
+ * one level from OpenCV's, whose exact float rounding order is not reproduced).
  */
-export function cutSquare(img, sq, S) {
+export function warpAffine(img, [[l00, l01, t0], [l10, l11, t1]], W, H) {
   const f = Math.fround;
   const {data, width, height} = img;
-  const s = S / sq.side, cos = Math.cos(-sq.angle), sin = Math.sin(-sq.angle);
-  const l00 = s * cos, l01 = s * -sin, l10 = s * sin, l11 = s * cos;
-  const t0 = (S - 1) / 2 - (l00 * sq.cx + l01 * sq.cy), t1 = (S - 1) / 2 - (l10 * sq.cx + l11 * sq.cy);
   let d = l00 * l11 - l01 * l10;
   d = d !== 0 ? 1 / d : 0;
   const m0 = l11 * d, m1 = l01 * -d, m3 = l10 * -d, m4 = l00 * d;
   const m2 = -m0 * t0 - m1 * t1, m5 = -m3 * t0 - m4 * t1;
   const [a0, a1, a2, a3, a4, a5] = [m0, m1, m2, m3, m4, m5].map(f);
-  const out = new Uint8Array(S * S * 3);
+  const out = new Uint8Array(W * H * 3);
   const pixel = (x, y, c) => (x >= 0 && y >= 0 && x < width && y < height ? data[(y * width + x) * 4 + c] : 0);
-  for (let j = 0; j < S; j++) {
-    for (let i = 0; i < S; i++) {
+  for (let j = 0; j < H; j++) {
+    for (let i = 0; i < W; i++) {
       const X = f(a0 * i + a1 * j + a2), Y = f(a3 * i + a4 * j + a5);
       const x0 = Math.floor(X), y0 = Math.floor(Y);
       const fx = f(X - x0), fy = f(Y - y0), gx = f(1 - fx), gy = f(1 - fy);
-      const o = (j * S + i) * 3;
+      const o = (j * W + i) * 3;
       for (let c = 0; c < 3; c++) {
         const top = f(f(gx * pixel(x0, y0, c)) + f(fx * pixel(x0 + 1, y0, c)));
         const bottom = f(f(gx * pixel(x0, y0 + 1, c)) + f(fx * pixel(x0 + 1, y0 + 1, c)));
@@ -90,4 +87,12 @@ export function cutSquare(img, sq, S) {
     }
   }
   return out;
+}
+
+/** Square sq cut at S x S RGB: fas_tf.framing.cut_square (its matrix, then warpAffine). */
+export function cutSquare(img, sq, S) {
+  const s = S / sq.side, cos = Math.cos(-sq.angle), sin = Math.sin(-sq.angle);
+  const l00 = s * cos, l01 = s * -sin, l10 = s * sin, l11 = s * cos;
+  const t0 = (S - 1) / 2 - (l00 * sq.cx + l01 * sq.cy), t1 = (S - 1) / 2 - (l10 * sq.cx + l11 * sq.cy);
+  return warpAffine(img, [[l00, l01, t0], [l10, l11, t1]], S, S);
 }

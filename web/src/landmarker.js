@@ -12,7 +12,10 @@ export async function sha256Hex(bytes) {
 /** What the page needs from model.json; throws a one-line message naming what is missing. */
 export function checkMetadata(meta) {
   if (meta.format !== 'fas_tf.landmarks.tflite') throw new Error('model.json: not a fas_tf landmark model description');
-  const missing = [['crop.from_blazeface', meta.crop?.from_blazeface], ['measurements', meta.measurements]]
+  const detector = meta.crop?.web_detector?.detector;
+  const missing = [['crop.web_detector', detector],
+    ['crop.from_face_detector.constants_by_detector', meta.crop?.from_face_detector?.constants_by_detector?.[detector]],
+    ['measurements', meta.measurements]]
     .filter(([, v]) => !v).map(([k]) => k);
   if (missing.length) {
     throw new Error(`model.json (metadata_version ${meta.metadata_version}) has no ${missing.join(', ')}: ` +

@@ -13,6 +13,7 @@ const PICKED = 'fas-tf-picked-model';  // Cache Storage of model files picked in
 const MODELS = 'fas-tf-models';  // and of model files loaded from a URL
 const $ = (id) => document.getElementById(id);
 const meta = () => state.landmarker.meta;
+const detectorConstants = (m) => m.crop.from_face_detector.constants_by_detector[m.crop.web_detector.detector];
 
 const state = {detector: null, detectorSha: null, landmarker: null, image: null, result: null};
 
@@ -48,7 +49,7 @@ async function loadModelFromUrl(jsonUrl) {
 
 async function useModel(bytes, meta) {
   const landmarker = await Landmarker.load(bytes, meta);
-  const expected = meta.crop.from_blazeface.model_sha256;
+  const expected = meta.crop.web_detector.model_sha256;
   if (expected !== state.detectorSha) {
     throw new Error(`the page's face detector (${state.detectorSha.slice(0, 12)}...) is not the one ` +
       `model.json was calibrated for (${expected.slice(0, 12)}...)`);
@@ -114,9 +115,9 @@ async function analyze(img, {box = null, square = null, minScore} = {}) {
   const t0 = performance.now();
   let faces = [], source = 'square';
   if (!square && !box) {
-    faces = await detectFaces(state.detector, img.bitmap, img.width, img.height, minScore);
+    faces = await detectFaces(state.detector, img, minScore);
     if (!faces.length) return {faces, found: false, ms: {detector: performance.now() - t0}};
-    square = detectorSquare(faces[0], meta.crop.from_blazeface.constants, meta.crop.scale);
+    square = detectorSquare(faces[0], detectorConstants(meta), meta.crop.scale);
     source = 'detector';
   } else if (!square) {
     square = drawnSquare(box, meta.crop.scale);
@@ -344,7 +345,7 @@ window.fasTf = {
   detectUrl: async (url, minScore) => {
     await ready;
     const img = await fetchImage(url);
-    return detectFaces(state.detector, img.bitmap, img.width, img.height, minScore);
+    return detectFaces(state.detector, img, minScore);
   },
   measure: (points, confidence) => measure(state.landmarker.meta.measurements, points, confidence),
   /** Milliseconds per landmark-model run (one crop, after `warmup` runs), `runs` values. */
