@@ -28,7 +28,7 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        "dev": ["pytest", "pytest-xdist", "ruff", "dlib-bin"],
+        "dev": ["pytest", "pytest-xdist", "ruff", "dlib-bin", "selenium"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },
 )

@@ -246,6 +246,35 @@ class Thresholds:
     camera_distance: float = 4.0
 
 
+def spec() -> dict:
+    """Every table and threshold :func:`measure` uses, as JSON (for re-implementations).
+
+    ``python -m export`` writes it into ``model.json`` (``measurements``), where the web page
+    (``web/src/measure.js``) reads it: the one source of the gates outside Python.
+    """
+    return {
+        "disclaimer": DISCLAIMER,
+        "side_convention": SIDE_CONVENTION,
+        "thresholds": asdict(Thresholds()),
+        "points": {name: [[i, w] for i, w in pts.items()] for name, pts in POINTS.items()},
+        "segments": {name: list(seg) for name, seg in SEGMENTS.items()},
+        "distances": list(DISTANCES),
+        "ratios": {name: list(parts) for name, parts in RATIOS.items()},
+        "unilateral": sorted(UNILATERAL),
+        "mixed_direction": sorted(MIXED_DIRECTION),
+        "head_model": HEAD_MODEL.tolist(),
+        "pose_landmarks": list(POSE_LANDMARKS),
+        "min_pose_landmarks": MIN_POSE_LANDMARKS,
+        "eyes": {eye: [o, i, list(up), list(lo)] for eye, (o, i, up, lo) in EYES.items()},
+        "eye_of": {name: list(eyes) for name, eyes in EYE_OF.items()},
+        "mouth_gated": sorted(MOUTH_GATED),
+        "brow_gated": sorted(BROW_GATED),
+        "mouth_landmarks": list(MOUTH_LANDMARKS),
+        "brow_landmarks": list(BROW_LANDMARKS),
+        "reason_codes": dict(REASON_CODES),
+    }
+
+
 def point_weights(name: str) -> np.ndarray:
     """Weights (68,) of the anthropometric point ``name`` of :data:`POINTS` over the landmarks."""
     w = np.zeros(NUM_LANDMARKS)
