@@ -138,8 +138,11 @@ class FakeLandmarker:
 
 
 def test_predict_upright_alone_is_one_pass_as_in_evaluate(monkeypatch):
-    monkeypatch.setattr(predict_cli, "detect_faces",
-                        lambda image, min_score: [{"box": (20.0, 20.0, 60.0, 60.0), "score": 1.0}])
+    from fas_tf.detection import Face
+
+    corners = np.float64([[20, 20], [80, 20], [80, 80], [20, 80]])
+    face = Face("mtcnn", 1.0, 0.0, (50.0, 50.0, 60.0, 0.0), corners, None)
+    monkeypatch.setattr(predict_cli, "detect_faces", lambda image, *args: [face])
     calls = []
     real = inference.recrop
     monkeypatch.setattr(inference, "recrop",
