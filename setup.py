@@ -26,9 +26,10 @@ setup(
         "matplotlib",
         "ai-edge-litert",
         "tensorboard",
+        "selenium",  # export/web.py drives the web page in Chromium (parity checks)
     ],
     extras_require={
-        "dev": ["pytest", "pytest-xdist", "ruff", "dlib-bin", "selenium"],
+        "dev": ["pytest", "pytest-xdist", "ruff", "dlib-bin"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },
 )

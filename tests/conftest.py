@@ -126,7 +126,10 @@ def tiny_student(
 
 def tiny_architecture(architecture: str, *args, **kwargs):
     """A drop-in for :func:`fas_tf.student.build_architecture` that builds :func:`tiny_student`
-    whatever the architecture (keyword ``batch_norm`` passes through)."""
+    whatever the architecture (keyword ``batch_norm`` passes through; ``heatmap_stride`` must be
+    the tiny student's 4)."""
+    if kwargs.pop("heatmap_stride", 4) != 4:
+        raise ValueError("the tiny student has heatmap stride 4 only")
     return tiny_student(*args, **kwargs)
 
 

@@ -141,6 +141,8 @@ def test_page_landmarks_equal_python_on_the_same_square(served, exported, demo_f
     assert numbers["max_px"] <= 0.5, numbers
 
 
+@pytest.mark.xfail(strict=True, reason="web/src/measure.js does not apply the 'imprecise' verdict "
+                   "(fas_tf.spread, merged from the clinical work) yet")
 def test_page_measurements_equal_python(served, demo_faces):
     """Ratios, uncertainties, pose and verdicts of the page equal fas_tf.measurements."""
     rng = np.random.default_rng(0)
