@@ -44,6 +44,8 @@ TEACHER_CHOICES = ("auto", "facenet", "dlib", "none")
 DEFAULT_EPOCHS = 200
 DEMO_EPOCHS = 20
 STRATEGIES = ("default", "mirrored", "multiworker")
+# The names of fas_tf.regularizers.HEATMAP_LOSSES (here, so flags need not import TensorFlow).
+HEATMAP_LOSS_CHOICES = ("mse", "awing")
 
 
 @dataclass
@@ -122,6 +124,10 @@ class TrainConfig:
         for name, value, ok, rule in checks:  # NaN fails every comparison
             if not ok or not math.isfinite(value):
                 raise cli.UsageError(f"--{name} must be {rule}, got {value}")
+        if self.heatmap_loss not in HEATMAP_LOSS_CHOICES:
+            choices = ", ".join(HEATMAP_LOSS_CHOICES)
+            raise cli.UsageError(f"--heatmap_loss must be one of {choices}, "
+                                 f"got {self.heatmap_loss!r}")
         if self.teacher_cache and self.strategy == "multiworker":
             raise cli.UsageError("--teacher_cache does not support --strategy=multiworker yet; "
                                  "use --teacher_cache=0 there")
@@ -1113,8 +1119,8 @@ def define_flags() -> None:
     flags.DEFINE_float("learning_rate", d.learning_rate, "peak learning rate (cosine decay)")
     flags.DEFINE_float("weight_decay", d.weight_decay, "AdamW weight decay")
     flags.DEFINE_float("sigma", d.sigma, "heatmap Gaussian sigma, in heatmap pixels")
-    flags.DEFINE_enum("heatmap_loss", d.heatmap_loss, ["mse", "awing"], "the label loss on "
-                      "heatmaps: squared error or Adaptive Wing with a weighted loss map")
+    flags.DEFINE_enum("heatmap_loss", d.heatmap_loss, list(HEATMAP_LOSS_CHOICES), "the label "
+                      "loss on heatmaps: squared error or Adaptive Wing with a weighted loss map")
     flags.DEFINE_integer("heatmap_stride", d.heatmap_stride, "crop pixels per heatmap cell: 4 "
                          "(input_size/4 heatmaps) or 2 (input_size/2)")
     flags.DEFINE_float("alpha", d.alpha, "MobileNetV2 width multiplier of the student")

@@ -117,3 +117,13 @@ def test_awing_loss_zero_at_target_grows_with_offset_and_matches_mse_when_blank(
     assert float(R.awing_loss(blank, target)) == pytest.approx(
         float(R.heatmap_loss(blank, target)), rel=0.05)
     assert R.HEATMAP_LOSSES["awing"] is R.awing_loss
+
+
+def test_heatmap_loss_choices_are_the_losses_and_validate_refuses_others():
+    from fas_tf.errors import UsageError
+    from fas_tf.train import HEATMAP_LOSS_CHOICES, TrainConfig
+
+    assert set(HEATMAP_LOSS_CHOICES) == set(R.HEATMAP_LOSSES)
+    TrainConfig(heatmap_loss="awing").validate()
+    with pytest.raises(UsageError, match="--heatmap_loss must be one of mse, awing, got 'l1'"):
+        TrainConfig(heatmap_loss="l1").validate()
