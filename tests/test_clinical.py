@@ -208,7 +208,7 @@ def test_between_infant_sd_reproduces_the_constants():
     from benchmarks.clinical_data import labelled_faces
 
     faces = labelled_faces(INFANFACE, ",".join(S.CALIBRATION_SETS))
-    got = S.between_infant_sd(f.gt for f in faces)
+    got = A.between_infant_sd(f.gt for f in faces)
     for name, sd in S.BETWEEN_INFANT_SD.items():
         assert got[name] == pytest.approx(sd, abs=5e-5), name
     assert all(math.isfinite(v) for v in got.values())
