@@ -117,17 +117,17 @@ class DistillSource:
     cache: it is a small landmark network, and a cache would have to store full heatmaps).
 
     The distillation target is the source's *heatmaps* brought to the student's heatmap grid,
-    compared with the heatmap loss of the labels (:func:`fas_tf.regularizers.heatmap_loss`), so
-    both terms have the same form and scale. Heatmaps rather than decoded coordinates rendered
-    as Gaussians: they carry what the source knows beyond its argmax (spread = uncertainty,
-    second modes), which rendering discards (it would make the source a pseudo-labeller), and
-    the term is exactly 0 when the student equals the source. Both grids cover the same crop
-    (framing rule) with pixel centres at ``(j + 0.5) * stride - 0.5``, so the source map is
-    resampled with half-pixel centres (:func:`resample_heatmaps`): a blob keeps its crop
-    position, so both terms agree on the peak, which is what decoding reads. Its width does
-    not follow: ``--sigma`` is in heatmap pixels, so a source with a k times larger grid gives
-    blobs 1/k as wide as the student's label targets (train the student with ``sigma / k`` to
-    make them equal).
+    compared with the heatmap loss of the labels (``--heatmap_loss``, e.g.
+    :func:`fas_tf.regularizers.heatmap_loss`), so both terms have the same form and scale.
+    Heatmaps rather than decoded coordinates rendered as Gaussians: they carry what the source
+    knows beyond its argmax (spread = uncertainty, second modes), which rendering discards (it
+    would make the source a pseudo-labeller), and the term is exactly 0 when the student equals
+    the source. Both grids cover the same crop (framing rule) with pixel centres at
+    ``(j + 0.5) * stride - 0.5``, so the source map is resampled with half-pixel centres
+    (:func:`resample_heatmaps`): a blob keeps its crop position, so both terms agree on the
+    peak, which is what decoding reads. Its width does not follow: ``--sigma`` is in heatmap
+    pixels, so a source with a k times larger grid gives blobs 1/k as wide as the student's
+    label targets (train the student with ``sigma / k`` to make them equal).
 
     An ensemble's target is the plain mean of its models' resampled heatmaps (heatmap-space
     averaging: where the models disagree the mean keeps both blobs at lower height, and its
@@ -217,6 +217,7 @@ class RegularizedLandmarkModel(keras.Model):
                              f"the student {n}")
         self.distill_source = distill
         self.distill_weight = 1.0
+        self.heatmap_loss = R.heatmap_loss  # compile(heatmap_loss=...) chooses
         self.input_size = size
         self.normalization = normalization or default_normalization(n)
         self.adapters: dict[str, keras.layers.Layer] = {}
@@ -360,10 +361,11 @@ class RegularizedLandmarkModel(keras.Model):
         return losses
 
     def distill_loss(self, images: tf.Tensor, heatmaps: tf.Tensor) -> tf.Tensor:
-        """Heatmap loss of the student's ``heatmaps`` against the distill source's on ``images``
-        (brought to the student's grid, :class:`DistillSource`)."""
+        """The label term's heatmap loss (``compile(heatmap_loss=...)``) of the student's
+        ``heatmaps`` against the distill source's on ``images`` (brought to the student's grid,
+        :class:`DistillSource`)."""
         target = self.distill_source.heatmaps(images, int(heatmaps.shape[1]))
-        return R.heatmap_loss(heatmaps, target)
+        return self.heatmap_loss(heatmaps, target)
 
     def _update(self, values: dict[str, tf.Tensor], batch: tf.Tensor) -> dict[str, tf.Tensor]:
         for name, value in values.items():

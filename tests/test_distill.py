@@ -142,6 +142,24 @@ def test_an_ensemble_target_is_the_mean_of_its_models_heatmaps(source_path, tmp_
                                                   + heatmap_loss_np(mine, b)) / 2
 
 
+def test_the_distill_term_uses_the_label_terms_loss(source_path, demo_faces):
+    """With ``heatmap_loss="awing"`` both terms are Adaptive Wing (same form and scale)."""
+    from fas_tf.regularizers import awing_loss
+
+    source = DistillSource.load(source_path)
+    images, _ = batch(demo_faces, 64)
+    student = source_student(64, seed=3)
+    mine = student(images, training=False)["heatmaps"]
+    theirs = source.heatmaps(images, 16)
+    model = RegularizedLandmarkModel(student, None, distill=source)
+    mse = float(model.distill_loss(images, mine))
+    assert mse == pytest.approx(heatmap_loss_np(mine, theirs), rel=1e-5)
+    model.compile(keras.optimizers.Adam(1e-3), regularizers=None, heatmap_loss="awing")
+    wing = float(model.distill_loss(images, mine))
+    assert wing == pytest.approx(float(awing_loss(mine, theirs)), rel=1e-6)
+    assert abs(wing - mse) > 0.1 * mse
+
+
 def test_short_fit_lowers_the_distill_loss_and_leaves_the_source_alone(source_path, demo_faces):
     source = DistillSource.load(source_path)
     frozen = [w.numpy().copy() for w in source.models[0].model.weights]
