@@ -19,7 +19,7 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import keras
@@ -54,25 +54,8 @@ def _multi_worker(strategy: tf.distribute.Strategy) -> bool:
 
 
 @dataclass
-class DistillSource:
-    """A trained landmark model (a ``student.keras``), frozen, whose heatmaps the student learns.
-
-    Not a Keras-tracked object (like :class:`fas_tf.teachers.Teacher`): its weights are in no
-    checkpoint and never trainable. It runs online inside the train step (also with a teacher
-    cache: it is a small landmark network, and a cache would have to store full heatmaps).
-
-    The distillation target is the source's *heatmaps* brought to the student's heatmap grid,
-    compared with the heatmap loss of the labels (:func:`fas_tf.regularizers.heatmap_loss`), so
-    both terms have the same form and scale. Heatmaps rather than decoded coordinates rendered
-    as Gaussians: they carry what the source knows beyond its argmax (spread = uncertainty,
-    second modes), which rendering discards (it would make the source a pseudo-labeller), and
-    the term is exactly 0 when the student equals the source. Both grids cover the same crop
-    (framing rule) with pixel centres at ``(j + 0.5) * stride - 0.5``, so the source map is
-    resampled with half-pixel centres (:func:`resample_heatmaps`): a blob keeps its crop
-    position, so both terms agree on the peak, which is what decoding reads. Its width does
-    not follow: ``--sigma`` is in heatmap pixels, so a source with a k times larger grid gives
-    blobs 1/k as wide as the student's label targets (train the student with ``sigma / k`` to
-    make them equal).
+class SourceModel:
+    """One trained landmark model (a ``student.keras``) of a :class:`DistillSource`, frozen.
 
     Attributes:
         model: the loaded landmark network (``heatmaps`` output), ``trainable=False``.
@@ -92,7 +75,7 @@ class DistillSource:
         self.input_size, self.stride, self.num_landmarks = student_geometry(self.model)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> DistillSource:
+    def load(cls, path: str | os.PathLike) -> SourceModel:
         """Load a saved landmark model; UsageError (one line naming the file) when unusable."""
         from fas_tf.cli import sha256_of
         from fas_tf.inference import load_student
@@ -105,13 +88,13 @@ class DistillSource:
         return self.input_size // self.stride
 
     def heatmaps(self, images: tf.Tensor, size: int) -> tf.Tensor:
-        """The source's float32 heatmaps on RGB [0, 255] ``images`` (any square size, resized
-        bilinearly to its input), on a ``size`` x ``size`` grid over the same crop; no gradient."""
+        """This model's float32 heatmaps on RGB [0, 255] ``images`` (any square size, resized
+        bilinearly to its input), on a ``size`` x ``size`` grid over the same crop."""
         x = tf.cast(images, tf.float32)
         if int(x.shape[1]) != self.input_size:
             x = tf.image.resize(x, (self.input_size, self.input_size), method="bilinear")
         hm = tf.cast(self.model(x, training=False)["heatmaps"], tf.float32)
-        return tf.stop_gradient(resample_heatmaps(hm, size))
+        return resample_heatmaps(hm, size)
 
     def describe(self) -> dict:
         return {
@@ -124,6 +107,85 @@ class DistillSource:
         }
 
 
+@dataclass
+class DistillSource:
+    """What the student learns to copy: one trained landmark model, or an ensemble of several
+    whose heatmaps are averaged (each brought to the student's grid first).
+
+    Not a Keras-tracked object (like :class:`fas_tf.teachers.Teacher`): its weights are in no
+    checkpoint and never trainable. It runs online inside the train step (also with a teacher
+    cache: it is a small landmark network, and a cache would have to store full heatmaps).
+
+    The distillation target is the source's *heatmaps* brought to the student's heatmap grid,
+    compared with the heatmap loss of the labels (``--heatmap_loss``, e.g.
+    :func:`fas_tf.regularizers.heatmap_loss`), so both terms have the same form and scale.
+    Heatmaps rather than decoded coordinates rendered as Gaussians: they carry what the source
+    knows beyond its argmax (spread = uncertainty, second modes), which rendering discards (it
+    would make the source a pseudo-labeller), and the term is exactly 0 when the student equals
+    the source. Both grids cover the same crop (framing rule) with pixel centres at
+    ``(j + 0.5) * stride - 0.5``, so the source map is resampled with half-pixel centres
+    (:func:`resample_heatmaps`): a blob keeps its crop position, so both terms agree on the
+    peak, which is what decoding reads. Its width does not follow: ``--sigma`` is in heatmap
+    pixels, so a source with a k times larger grid gives blobs 1/k as wide as the student's
+    label targets (train the student with ``sigma / k`` to make them equal).
+
+    An ensemble's target is the plain mean of its models' resampled heatmaps (heatmap-space
+    averaging: where the models disagree the mean keeps both blobs at lower height, and its
+    peak is where most of them put the point). The models may differ in input size and stride;
+    they must predict the same landmarks.
+
+    Attributes:
+        models: the :class:`SourceModel` s, in the order given.
+    """
+
+    models: list[SourceModel]
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("a distill source needs at least one model")
+        first = self.models[0]
+        for other in self.models[1:]:
+            if other.num_landmarks != first.num_landmarks:
+                raise ValueError(
+                    f"{other.path or 'a source model'}: predicts {other.num_landmarks} landmarks, "
+                    f"{first.path or 'the first source model'} {first.num_landmarks}; an "
+                    "ensemble's models must predict the same landmarks")
+
+    @classmethod
+    def load(cls, paths: str | os.PathLike | Sequence[str | os.PathLike]) -> DistillSource:
+        """Load one saved landmark model or several (an ensemble); UsageError (one line naming
+        the file) when one is unusable or predicts other landmarks than the first."""
+        from fas_tf.errors import UsageError
+
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        try:
+            return cls([SourceModel.load(p) for p in paths])
+        except ValueError as err:
+            raise UsageError(str(err)) from err
+
+    @property
+    def num_landmarks(self) -> int:
+        return self.models[0].num_landmarks
+
+    def heatmaps(self, images: tf.Tensor, size: int) -> tf.Tensor:
+        """The source's float32 heatmaps on RGB [0, 255] ``images`` (any square size), on a
+        ``size`` x ``size`` grid over the same crop: the mean of its models'; no gradient."""
+        maps = [m.heatmaps(images, size) for m in self.models]
+        mean = maps[0] if len(maps) == 1 else tf.add_n(maps) / float(len(maps))
+        return tf.stop_gradient(mean)
+
+    def describe(self) -> dict:
+        return {"models": [m.describe() for m in self.models]}
+
+    def summary(self) -> str:
+        """One line: the models and their geometry."""
+        parts = [f"{m.path or 'in memory'} ({m.input_size} px input, "
+                 f"{m.heatmap_size}x{m.heatmap_size} heatmaps)" for m in self.models]
+        head = "" if len(parts) == 1 else f"the mean heatmaps of {len(parts)} models: "
+        return head + ", ".join(parts)
+
+
 class RegularizedLandmarkModel(keras.Model):
     """Student heatmap network + frozen teacher (+ frozen distill source) + training-only
     adapters and embedding head.
@@ -134,8 +196,8 @@ class RegularizedLandmarkModel(keras.Model):
         teacher: a :class:`fas_tf.teachers.Teacher`, or None (heatmap loss only).
         normalization: NME normalization for the metric (default: interocular for 68 points,
             box diagonal otherwise).
-        distill: a trained landmark model to distill from (same landmark count; any input
-            size), or None.
+        distill: the trained landmark model(s) to distill from (same landmark count; any
+            input size), or None.
     """
 
     def __init__(
@@ -151,10 +213,11 @@ class RegularizedLandmarkModel(keras.Model):
         self.teacher = teacher
         size, self.stride, n = student_geometry(student)
         if distill is not None and distill.num_landmarks != n:
-            raise ValueError(f"{distill.path or 'distill source'}: predicts "
-                             f"{distill.num_landmarks} landmarks, the student {n}")
+            raise ValueError(f"the distill source predicts {distill.num_landmarks} landmarks, "
+                             f"the student {n}")
         self.distill_source = distill
         self.distill_weight = 1.0
+        self.heatmap_loss = R.heatmap_loss  # compile(heatmap_loss=...) chooses
         self.input_size = size
         self.normalization = normalization or default_normalization(n)
         self.adapters: dict[str, keras.layers.Layer] = {}
@@ -298,10 +361,11 @@ class RegularizedLandmarkModel(keras.Model):
         return losses
 
     def distill_loss(self, images: tf.Tensor, heatmaps: tf.Tensor) -> tf.Tensor:
-        """Heatmap loss of the student's ``heatmaps`` against the distill source's on ``images``
-        (brought to the student's grid, :class:`DistillSource`)."""
+        """The label term's heatmap loss (``compile(heatmap_loss=...)``) of the student's
+        ``heatmaps`` against the distill source's on ``images`` (brought to the student's grid,
+        :class:`DistillSource`)."""
         target = self.distill_source.heatmaps(images, int(heatmaps.shape[1]))
-        return R.heatmap_loss(heatmaps, target)
+        return self.heatmap_loss(heatmaps, target)
 
     def _update(self, values: dict[str, tf.Tensor], batch: tf.Tensor) -> dict[str, tf.Tensor]:
         for name, value in values.items():

@@ -64,8 +64,9 @@ def test_distill_loss_is_zero_for_the_source_itself_and_positive_otherwise(
 ):
     images, _ = batch(demo_faces, 64)
     source = DistillSource.load(source_path)
-    assert (source.input_size, source.stride, source.heatmap_size) == (64, 4, 16)
-    assert source.sha256 == sha256_of(source_path)
+    (member,) = source.models
+    assert (member.input_size, member.stride, member.heatmap_size) == (64, 4, 16)
+    assert member.sha256 == sha256_of(source_path)
 
     same = load_student(source_path)  # same weights, same geometry
     model = RegularizedLandmarkModel(same, None, distill=source)
@@ -76,7 +77,7 @@ def test_distill_loss_is_zero_for_the_source_itself_and_positive_otherwise(
     other = source_student(64, seed=2)
     model = RegularizedLandmarkModel(other, None, distill=source)
     mine = other(images, training=False)["heatmaps"]
-    theirs = source.model(images, training=False)["heatmaps"]
+    theirs = member.model(images, training=False)["heatmaps"]
     loss = float(model.distill_loss(images, mine))
     assert loss > 0.1
     assert loss == pytest.approx(heatmap_loss_np(mine, theirs), rel=1e-5)
@@ -107,15 +108,61 @@ def test_geometry_mismatch_compares_on_the_students_grid(source_path, demo_faces
     student = source_student(size, seed=3)
     model = RegularizedLandmarkModel(student, None, distill=source)
     resized = tf.image.resize(images, (64, 64), method="bilinear")
-    theirs = resample_heatmaps(source.model(resized, training=False)["heatmaps"], size // 4)
+    theirs = resample_heatmaps(source.models[0].model(resized, training=False)["heatmaps"],
+                               size // 4)
     mine = student(images, training=False)["heatmaps"]
     assert float(model.distill_loss(images, mine)) == pytest.approx(
         heatmap_loss_np(mine, theirs), rel=1e-5)
 
 
+def test_an_ensemble_target_is_the_mean_of_its_models_heatmaps(source_path, tmp_path,
+                                                               demo_faces):
+    """Two sources of different geometry (64 px: 16x16 maps, 32 px: 8x8) into a 32 px student:
+    the target is the mean of each one's maps on the student's grid, neither one alone."""
+    second = tmp_path / "second.keras"
+    source_student(32, seed=4).save(second)
+    ensemble = DistillSource.load([source_path, str(second)])
+    assert [m.input_size for m in ensemble.models] == [64, 32]
+    assert ensemble.describe()["models"][1]["sha256"] == sha256_of(second)
+    images, _ = batch(demo_faces, 32)
+    resized = tf.image.resize(images, (64, 64), method="bilinear")
+    a = resample_heatmaps(load_student(source_path)(resized, training=False)["heatmaps"], 8)
+    b = load_student(second)(images, training=False)["heatmaps"]
+    assert float(tf.reduce_max(tf.abs(a - b))) > 0.1, "the two sources agree: a weak test"
+    mean = (np.asarray(a, np.float64) + np.asarray(b)) / 2
+    target = ensemble.heatmaps(images, 8).numpy()
+    assert np.max(np.abs(target - mean)) < 1e-6
+    student = source_student(32, seed=3)
+    mine = student(images, training=False)["heatmaps"]
+    model = RegularizedLandmarkModel(student, None, distill=ensemble)
+    assert float(model.distill_loss(images, mine)) == pytest.approx(heatmap_loss_np(mine, mean),
+                                                                    rel=1e-5)
+    # the loss of the mean, not the mean of the two losses
+    assert heatmap_loss_np(mine, mean) < 0.99 * (heatmap_loss_np(mine, a)
+                                                  + heatmap_loss_np(mine, b)) / 2
+
+
+def test_the_distill_term_uses_the_label_terms_loss(source_path, demo_faces):
+    """With ``heatmap_loss="awing"`` both terms are Adaptive Wing (same form and scale)."""
+    from fas_tf.regularizers import awing_loss
+
+    source = DistillSource.load(source_path)
+    images, _ = batch(demo_faces, 64)
+    student = source_student(64, seed=3)
+    mine = student(images, training=False)["heatmaps"]
+    theirs = source.heatmaps(images, 16)
+    model = RegularizedLandmarkModel(student, None, distill=source)
+    mse = float(model.distill_loss(images, mine))
+    assert mse == pytest.approx(heatmap_loss_np(mine, theirs), rel=1e-5)
+    model.compile(keras.optimizers.Adam(1e-3), regularizers=None, heatmap_loss="awing")
+    wing = float(model.distill_loss(images, mine))
+    assert wing == pytest.approx(float(awing_loss(mine, theirs)), rel=1e-6)
+    assert abs(wing - mse) > 0.1 * mse
+
+
 def test_short_fit_lowers_the_distill_loss_and_leaves_the_source_alone(source_path, demo_faces):
     source = DistillSource.load(source_path)
-    frozen = [w.numpy().copy() for w in source.model.weights]
+    frozen = [w.numpy().copy() for w in source.models[0].model.weights]
     keras.utils.set_random_seed(0)
     plain = RegularizedLandmarkModel(build_student(input_size=32, **TINY), None)
     model = RegularizedLandmarkModel(build_student(input_size=32, **TINY), None, distill=source)
@@ -130,8 +177,8 @@ def test_short_fit_lowers_the_distill_loss_and_leaves_the_source_alone(source_pa
     assert distill[-1] < 0.8 * distill[0], distill  # measured: 7.60, 6.59, 5.73, 5.00
     assert logs["loss"][-1] == pytest.approx(logs["heatmap_loss"][-1] + 5.0 * distill[-1],
                                              rel=1e-4)
-    assert all(np.array_equal(b, w.numpy()) for b, w in zip(frozen, source.model.weights,
-                                                             strict=True))
+    weights = source.models[0].model.weights
+    assert all(np.array_equal(b, w.numpy()) for b, w in zip(frozen, weights, strict=True))
 
 
 def test_mixed_precision_step(source_path, demo_faces):
@@ -149,7 +196,8 @@ def test_mixed_precision_step(source_path, demo_faces):
     assert np.isfinite(logs["distill_loss"][0]) and logs["distill_loss"][0] > 0
 
 
-def test_bad_source_file_is_one_cli_line_and_writes_nothing(tmp_path, demo_faces):
+def test_bad_source_file_is_one_cli_line_and_writes_nothing(tmp_path, demo_faces,
+                                                              source_path):
     garbage = tmp_path / "garbage.keras"
     garbage.write_text("not a model")
     for path, needle in ((tmp_path / "missing.keras", "no such model file"),
@@ -161,6 +209,13 @@ def test_bad_source_file_is_one_cli_line_and_writes_nothing(tmp_path, demo_faces
         assert_one_line_error(result, "--distill_from", str(path), needle)
         assert result.returncode == 2
         assert not out.exists()
+    # an ensemble (a comma list): its bad file is named
+    missing = tmp_path / "missing.keras"
+    result = run("fas_tf.train", f"--data={demo_faces}", f"--output_dir={tmp_path / 'out'}",
+                 f"--distill_from={source_path},{missing}", "--teacher=none",
+                 "--input_size=32", "--student=mobilenetv2")
+    assert_one_line_error(result, "--distill_from", str(missing), "no such model file")
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
 
 
 def test_wrong_kind_of_model_or_landmark_count_is_refused(tmp_path, demo_faces, source_path):
@@ -180,29 +235,41 @@ def test_wrong_kind_of_model_or_landmark_count_is_refused(tmp_path, demo_faces, 
     with pytest.raises(ValueError, match="predicts 68 landmarks, the student 5"):
         RegularizedLandmarkModel(build_student(5, 32, **TINY), None,
                                  distill=DistillSource.load(source_path))
+    five_model = tmp_path / "five.keras"
+    build_student(5, 32, **TINY).save(five_model)
+    config = dataclasses.replace(config, data=str(demo_faces),
+                                 distill_from=[str(source_path), str(five_model)])
+    with pytest.raises(UsageError, match=r"--distill_from: .*five.keras: predicts 5 landmarks, "
+                                         r".*student.keras 68; an ensemble's models must"):
+        train(config, log=lambda line: None)
+    assert not (tmp_path / "o").exists()
 
 
-def test_run_records_the_source_and_resume_refuses_a_changed_one(
+def test_run_records_the_sources_and_resume_refuses_a_changed_one(
     tmp_path, demo_faces, source_path
 ):
-    out, source = tmp_path / "run", tmp_path / "source.keras"
+    """An ensemble of two sources: both are recorded, and a resume refuses either changed."""
+    out, source, second = tmp_path / "run", tmp_path / "source.keras", tmp_path / "second.keras"
     source.write_bytes(source_path.read_bytes())
+    source_student(32, seed=5).save(second)
     config = TrainConfig(
         output_dir=str(out), data=str(demo_faces), teacher="none", epochs=2, batch_size=4,
-        input_size=32, seed=1, verbose=0, train_limit=4, distill_from=str(source),
+        input_size=32, seed=1, verbose=0, train_limit=4, distill_from=[str(source), str(second)],
         lambda_distill=2.0, student="mobilenetv2", **TINY,
     )
     lines = []
     with pytest.raises(Interrupt):
         train_tiny(config, log=lines.append, callbacks=[killed_in_epoch()])
     record = json.loads((out / "config.json").read_text())
-    assert record["config"]["distill_from"] == str(source)
+    assert record["config"]["distill_from"] == [str(source), str(second)]
     assert record["config"]["lambda_distill"] == 2.0
-    assert record["distill"] == {
-        "path": str(source), "sha256": sha256_of(source_path), "input_size": 64,
-        "stride": 4, "heatmap_size": 16, "num_landmarks": 68,
-    }
-    assert any(line.startswith("distill: from") for line in lines)
+    assert record["distill"] == {"models": [
+        {"path": str(source), "sha256": sha256_of(source_path), "input_size": 64,
+         "stride": 4, "heatmap_size": 16, "num_landmarks": 68},
+        {"path": str(second), "sha256": sha256_of(second), "input_size": 32,
+         "stride": 4, "heatmap_size": 8, "num_landmarks": 68},
+    ]}
+    assert [line for line in lines if line.startswith("distill: from the mean heatmaps of 2 ")]
     history = (out / "history.csv").read_text().splitlines()
     assert "distill_loss" in history[0] and len(history) == 2
     first_header = history[0]
@@ -210,16 +277,17 @@ def test_run_records_the_source_and_resume_refuses_a_changed_one(
     moved = tmp_path / "elsewhere.keras"
     moved.write_bytes(source.read_bytes())
     resume = {"output_dir": str(out), "resume": True, "verbose": 0}
-    with pytest.raises(UsageError, match=re.escape(f"--distill_from={moved} differs from "
-                                                   f"{source} saved in")):
-        train_tiny(TrainConfig(**resume, distill_from=str(moved)), given={"distill_from"})
+    with pytest.raises(UsageError, match=re.escape(f"--distill_from={moved},{second} differs "
+                                                   f"from {source},{second} saved in")):
+        train_tiny(TrainConfig(**resume, distill_from=[str(moved), str(second)]),
+                   given={"distill_from"})
 
-    original = source.read_bytes()
-    source_student(64, seed=9).save(source)  # the same path, another model
-    with pytest.raises(UsageError, match=re.escape(f"--distill_from: {source} has changed")):
+    original = second.read_bytes()
+    source_student(32, seed=9).save(second)  # the same path, another model
+    with pytest.raises(UsageError, match=re.escape(f"--distill_from: {second} has changed")):
         train_tiny(TrainConfig(**resume), given=set())
 
-    source.write_bytes(original)
+    second.write_bytes(original)
     metrics = train_tiny(TrainConfig(**resume), given=set())
     assert metrics["epochs"] == 2 and (out / "student.keras").is_file()
     history = (out / "history.csv").read_text().splitlines()

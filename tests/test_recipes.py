@@ -29,7 +29,7 @@ def readme_recipes() -> list[str]:
 
 
 def test_the_readme_names_every_recipe_and_they_read():
-    assert readme_recipes() == ["default", "phone_source", "phone"]
+    assert readme_recipes() == ["default", "research_distilled", "phone"]
     assert sorted(readme_recipes()) == sorted(p.stem for p in RECIPES.glob("*.yaml"))
     for name in readme_recipes():
         settings = read_recipe(RECIPES / f"{name}.yaml", TrainConfig)
@@ -48,8 +48,8 @@ def test_flag_choices_are_the_registries():
 
 
 def test_each_recipe_trains_and_its_settings_reach_the_run(tmp_path, demo_faces):
-    """In the README's order; a recipe distilling from another's ``output_dir`` gets that
-    recipe's tiny run."""
+    """In the README's order; a recipe distilling from another's ``output_dir`` (or from the
+    user's other seeds of it, ``runs/NAME_seedK``) gets that recipe's tiny run."""
     outputs = {}
     for name in readme_recipes():
         recipe = read_recipe(RECIPES / f"{name}.yaml", TrainConfig)
@@ -57,13 +57,16 @@ def test_each_recipe_trains_and_its_settings_reach_the_run(tmp_path, demo_faces)
         changes = {**TINY, "data": str(demo_faces), "val_data": str(demo_faces),
                    "output_dir": str(out)}
         if recipe.get("distill_from"):
-            source = outputs[recipe["distill_from"].rsplit("/", 2)[-2]]
-            changes["distill_from"] = str(source / "student.keras")
+            runs = [re.sub(r"_seed\d+$", "", path.rsplit("/", 2)[-2])
+                    for path in recipe["distill_from"]]
+            changes["distill_from"] = [str(outputs[run] / "student.keras") for run in runs]
         train_tiny(TrainConfig(**{**recipe, **changes}), teacher=recipe["teacher"] != "none")
         outputs[recipe["output_dir"].rsplit("/", 1)[-1]] = out
         saved = json.loads((out / "config.json").read_text())["config"]
         assert {k: saved[k] for k in recipe if k not in changes} == {
             k: v for k, v in recipe.items() if k not in changes}
+        record = json.loads((out / "config.json").read_text())["distill"]
+        assert len((record or {}).get("models", [])) == len(recipe.get("distill_from", []))
         # the run's config.json is a recipe of the same run
         again = read_recipe(out / "config.json", TrainConfig)
         assert TrainConfig(**again) == TrainConfig(**{**recipe, **changes, "verbose": 1})

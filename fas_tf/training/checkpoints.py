@@ -47,8 +47,13 @@ def resolve_resume(config: TrainConfig, given: set[str] | None) -> TrainConfig:
 
 
 def _same_setting(a, b) -> bool:
+    """Equal, or the same files (paths, or lists of paths: a comma string is a list)."""
     if a == b:
         return True
+    if isinstance(a, list) or isinstance(b, list):
+        a, b = (v.split(",") if isinstance(v, str) else v for v in (a, b))
+        return (isinstance(a, list) and isinstance(b, list) and len(a) == len(b)
+                and all(_same_setting(x, y) for x, y in zip(a, b, strict=True)))
     return isinstance(a, str) and isinstance(b, str) and os.path.realpath(a) == os.path.realpath(b)
 
 

@@ -209,8 +209,10 @@ class TrainConfig:
     lambda_feat: float = setting(1.0, "weight of feat")
     lambda_sa: float = setting(1.0, "weight of sa")
     lambda_ca: float = setting(1.0, "weight of ca")
-    distill_from: str | None = setting(None, "a trained student.keras (any input size) whose "
-                                       "heatmaps the student also learns (knowledge distillation)")
+    distill_from: list[str] = setting(help="trained student.keras files (any input size), comma "
+                                      "separated, whose heatmaps (averaged over the files: an "
+                                      "ensemble) the student also learns (knowledge distillation)",
+                                      default_factory=list)
     lambda_distill: float = setting(1.0, "weight of the distillation loss")
     epochs: int | None = setting(None, f"epochs (default {DEFAULT_EPOCHS}; {DEMO_EPOCHS} on the "
                                  "demo set)")

@@ -116,34 +116,40 @@ def load_sets(config: TrainConfig, log=print):
 
 
 def load_distill_source(config: TrainConfig, num_landmarks: int) -> DistillSource | None:
-    """The :class:`fas_tf.model.DistillSource` of ``--distill_from`` (None without one).
+    """The :class:`fas_tf.model.DistillSource` of ``--distill_from`` (None without one; several
+    files: their ensemble).
 
-    UsageError (one line naming the file) when the file is missing, not a landmark model,
-    predicts another landmark count than the data, or, on ``--resume``, is not the file (by
-    sha256) the run started with.
+    UsageError (one line naming the file) when a file is missing, not a landmark model,
+    predicts another landmark count than the first file or the data, or, on ``--resume``, is
+    not the file (by sha256) the run started with.
     """
-    if not config.distill_from:
+    paths = config.distill_from
+    if isinstance(paths, str):  # a config.json written before --distill_from took a list
+        paths = [p for p in paths.split(",") if p]
+    if not paths:
         return None
     from fas_tf.model import DistillSource
 
     try:
-        source = DistillSource.load(config.distill_from)
+        source = DistillSource.load(paths)
     except cli.UsageError as err:
         raise cli.UsageError(f"--distill_from: {err}") from err
     if source.num_landmarks != num_landmarks:
         raise cli.UsageError(
-            f"--distill_from: {source.path}: the model predicts {source.num_landmarks} "
-            f"landmarks, the data has {num_landmarks}"
+            f"--distill_from: {source.models[0].path}: the model predicts "
+            f"{source.num_landmarks} landmarks, the data has {num_landmarks}"
         )
     saved = Path(config.output_dir) / "config.json"
     if config.resume and saved.is_file():
-        before = (json.loads(saved.read_text()).get("distill") or {}).get("sha256")
-        if before is not None and before != source.sha256:
-            raise cli.UsageError(
-                f"--distill_from: {source.path} has changed since the run started (sha256 "
-                f"{source.sha256[:12]}..., {before[:12]}... saved in {saved}); --resume needs "
-                "the same source model"
-            )
+        before = json.loads(saved.read_text()).get("distill") or {}
+        before = before.get("models", [before])  # one model: the record before ensembles
+        for model, was in zip(source.models, before, strict=False):
+            if was.get("sha256") is not None and was["sha256"] != model.sha256:
+                raise cli.UsageError(
+                    f"--distill_from: {model.path} has changed since the run started (sha256 "
+                    f"{model.sha256[:12]}..., {was['sha256'][:12]}... saved in {saved}); "
+                    "--resume needs the same source models"
+                )
     return source
 
 
@@ -289,9 +295,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill,
         + f"; regularizers: {', '.join(model.regularizers) or 'none'}"
     )
     if distill is not None:
-        log(f"distill: from {distill.path} ({distill.input_size} px input, "
-            f"{distill.heatmap_size}x{distill.heatmap_size} heatmaps; run online), "
-            f"lambda {config.lambda_distill:g}")
+        log(f"distill: from {distill.summary()}; run online, lambda {config.lambda_distill:g}")
     record = {
         "config": dataclasses.asdict(config),
         "teacher": teacher.describe() if teacher else None,
