@@ -108,7 +108,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from fas_tf.spread import BETWEEN_INFANT_SD, IMPRECISE_CODE, IMPRECISE_TEXT, imprecise_reason
+from fas_tf.spread import (
+    BETWEEN_INFANT_SD,
+    IMPRECISE_CODE,
+    IMPRECISE_REASON,
+    IMPRECISE_TEXT,
+    imprecise_reason,
+)
 
 DISCLAIMER = (
     "Measurement aid only, not a diagnosis: values support a trained clinician applying "
@@ -272,6 +278,9 @@ def spec() -> dict:
         "mouth_landmarks": list(MOUTH_LANDMARKS),
         "brow_landmarks": list(BROW_LANDMARKS),
         "reason_codes": dict(REASON_CODES),
+        # verdict "imprecise": an ok ratio with sigma >= max_sigma_to_spread x this SD
+        "between_infant_sd": dict(BETWEEN_INFANT_SD),
+        "imprecise_reason": IMPRECISE_REASON,
     }
 
 
