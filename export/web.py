@@ -212,6 +212,24 @@ def _page_bytes(text: str, shape):
     return np.frombuffer(base64.b64decode(text), np.uint8).reshape(shape)
 
 
+def crop_squares(landmark_sets, image_shapes, rng) -> list[list[tuple]]:
+    """Squares (cx, cy, side, angle) to compare crops on, per face: the framing-rule square of
+    its landmarks, their upright (eyes-level) square, and four random squares (centre anywhere
+    in the photo, side 0.2-2x the photo's shorter side, three turned by any angle)."""
+    import numpy as np
+
+    from fas_tf.framing import crop_box, upright_square
+
+    out = []
+    for pts, (h, w) in zip(landmark_sets, image_shapes, strict=True):
+        sqs = [(*crop_box(pts), 0.0), upright_square(pts, (36, 45))]
+        for k in range(4):
+            sqs.append((rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.2, 2.0) * min(h, w),
+                        rng.uniform(-np.pi, np.pi) if k else 0.0))
+        out.append(sqs)
+    return out
+
+
 def crop_differences(page: Page, photos: list[tuple[str, Path]], squares, size: int) -> dict:
     """The page's decoded photos and crops vs Python's, value for value.
 

@@ -18,6 +18,7 @@ from export.web import (
     StaticServer,
     build_page,
     crop_differences,
+    crop_squares,
     end_to_end,
     measurement_mismatches,
     missing_tools,
@@ -25,7 +26,7 @@ from export.web import (
     square_dict,
 )
 from fas_tf.data import list_folder, read_attributes, read_pts, stems_in_sets
-from fas_tf.framing import crop_box, upright_square
+from fas_tf.framing import crop_box
 
 from .conftest import INFANFACE, export_tiny, needs_blazeface
 
@@ -126,19 +127,6 @@ def test_page_detector_finds_the_boxes_of_fas_tf_detection(served, demo_faces):
     assert compared >= 3
 
 
-def crop_squares(faces, images_shape, rng):
-    """Per face: its framing-rule square, its upright (eyes-level) square, and four random
-    squares (centre anywhere in the photo, side 0.2-2x the photo, three turned by any angle)."""
-    out = []
-    for (_, pts), (h, w) in zip(faces, images_shape, strict=True):
-        sqs = [(*crop_box(pts), 0.0), upright_square(pts, (36, 45))]
-        for k in range(4):
-            sqs.append((rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.2, 2.0) * min(h, w),
-                        rng.uniform(-np.pi, np.pi) if k else 0.0))
-        out.append(sqs)
-    return out
-
-
 def test_page_decodes_and_crops_bit_for_bit_as_python(served, demo_faces, turned):
     """The page's decoded photo equals fas_tf.data.load_image's and its crop equals
     fas_tf.framing.cut_square's, value for value, on real photos (every third InfAnFace-train
@@ -152,7 +140,7 @@ def test_page_decodes_and_crops_bit_for_bit_as_python(served, demo_faces, turned
         faces += real
         photos += photos_of(real, "/infanface/")
     shapes = [load_image(path).shape[:2] for _, path in photos]
-    squares = crop_squares(faces, shapes, np.random.default_rng(0))
+    squares = crop_squares([pts for _, pts in faces], shapes, np.random.default_rng(0))
     with Page(served.url) as page:
         numbers = crop_differences(page, photos, squares, 128)
     assert numbers["crops"] == 6 * len(photos) and numbers["photos"] == len(photos)

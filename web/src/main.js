@@ -369,6 +369,7 @@ window.fasTf = {
     const img = await fetchImage(url);
     return detectFaces(state.detector, img, minScore);
   },
+  inputSize: async () => { await ready; return state.landmarker.size; },
   measure: (points, confidence) => measure(state.landmarker.meta.measurements, points, confidence),
   /** Milliseconds per landmark-model run (one crop, after `warmup` runs), `runs` values. */
   benchmark: async (runs = 100, warmup = 10) => {
