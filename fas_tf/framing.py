@@ -92,10 +92,10 @@ def cut_square(
     linear = s * _rotation(-angle)
     shift = (out_size - 1) / 2.0 - linear @ (cx, cy)
     matrix = np.hstack([linear, shift[:, None]]).astype(np.float64)
-    # warpAffine samples bilinearly for any flag but INTER_NEAREST (INTER_AREA included) with
-    # OpenCV's own float32 kernel, which web/src/geometry.js reproduces bit for bit; the Intel IPP
-    # kernel some OpenCV builds call instead rounds a few values differently, so it is switched
-    # off for this call (the switch is per thread).
+    # Bilinear at any scale (warpAffine treats INTER_AREA as INTER_LINEAR) with OpenCV's own
+    # float32 kernel, which web/src/geometry.js reproduces bit for bit (export/MOBILE.md, "The
+    # crop, exactly"); the Intel IPP kernel some OpenCV builds call instead rounds a few values
+    # differently, so IPP is switched off for this call (the switch is per thread).
     ipp = cv2.ipp.useIPP()
     cv2.ipp.setUseIPP(False)
     try:
