@@ -7,6 +7,9 @@ beside it)
 
 Per model, on the faces of ``--sets``:
 
+- crops: the page's decoded photos and crops vs ``fas_tf.data.load_image`` and
+  ``fas_tf.framing.cut_square``, value for value (per photo: the framing-rule square, the
+  upright square and four random squares, three turned by any angle, partly off the photo);
 - same square: the page's landmarks vs :mod:`fas_tf.inference` on the framing-rule square of
   the ground truth (turned by 0 / 0.35 / -0.2 / 0.6 rad in turn), input-crop pixels;
 - end to end: the page's own loop (BlazeFace in the page, first pass, upright pass) on the
@@ -62,8 +65,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
 
-    from export.web import DIST, Page, StaticServer, end_to_end, missing_tools, same_crop_parity
-    from fas_tf.data import list_folder, read_attributes, read_pts, stems_in_sets
+    from export.web import (
+        DIST,
+        Page,
+        StaticServer,
+        crop_differences,
+        crop_squares,
+        end_to_end,
+        missing_tools,
+        same_crop_parity,
+    )
+    from fas_tf.data import list_folder, load_image, read_attributes, read_pts, stems_in_sets
     from fas_tf.evaluate import evaluate_model
     from fas_tf.framing import crop_box
 
@@ -76,6 +88,7 @@ def main() -> None:
     photos = [("/photos/" + path.name, path) for path, _ in faces]
     squares = [(*crop_box(pts), ANGLES[i % len(ANGLES)]) for i, (_, pts) in enumerate(faces)]
     gt = np.stack([pts for _, pts in faces])
+    many = crop_squares(gt, [load_image(p).shape[:2] for p, _ in faces], np.random.default_rng(0))
     rows = []
     for model in args.models:
         model = Path(model).resolve()
@@ -83,6 +96,7 @@ def main() -> None:
         with StaticServer(DIST, mounts) as server, \
                 Page(f"{server.url}?model=/model/{model.with_suffix('.json').name}") as page:
             start = time.perf_counter()
+            cut = crop_differences(page, photos, many, int(page.call("inputSize")))
             crops = same_crop_parity(page, model, photos, squares)
             e2e = end_to_end(page, photos, gt)
             seconds = time.perf_counter() - start
@@ -90,7 +104,7 @@ def main() -> None:
         plain, _ = evaluate_model(model, data, str(attributes), args.sets.split(","))
         upright, _ = evaluate_model(model, data, str(attributes), args.sets.split(","),
                                     upright=True)
-        row = {"model": str(model), "n": len(faces), "same_square": crops,
+        row = {"model": str(model), "n": len(faces), "crops": cut, "same_square": crops,
                "page_nme_percent": e2e["nme_percent"], "page_found": e2e["found"],
                "evaluate_nme_percent": 100 * plain["nme"],
                "evaluate_upright_nme_percent": 100 * upright["nme"],
@@ -99,11 +113,14 @@ def main() -> None:
             row["mtcnn_found"] = mtcnn_count([p for p, _ in faces])
         rows.append(row)
         print(json.dumps(row, indent=1), flush=True)
-    print(f"\n{'model':<40} {'same-square max/mean px':>24} {'page NME':>9} {'eval NME':>9} "
+    print(f"\n{'model':<40} {'crop values differing':>22} {'same-square max/mean px':>24} "
+          f"{'page NME':>9} {'eval NME':>9} "
           f"{'eval upright':>12} {'found':>6} {'page ms':>8} {'python ms':>9}")
     for r in rows:
         s = r["same_square"]
-        print(f"{r['model'][-40:]:<40} {s['max_px']:>11.3f} / {s['mean_px']:<10.4f} "
+        c = r["crops"]
+        print(f"{r['model'][-40:]:<40} {c['crop_differing']:>10}/{c['crop_values']:<11} "
+              f"{s['max_px']:>11.3f} / {s['mean_px']:<10.4f} "
               f"{r['page_nme_percent']:>8.2f}% {r['evaluate_nme_percent']:>8.2f}% "
               f"{r['evaluate_upright_nme_percent']:>11.2f}% {r['page_found']:>3}/{r['n']:<2} "
               f"{r['page_wasm_ms']:>8.2f} {r['python_litert_ms']:>9.2f}")

@@ -203,6 +203,69 @@ def square_dict(square) -> dict:
     return {"cx": cx, "cy": cy, "side": side, "angle": angle}
 
 
+def _page_bytes(text: str, shape):
+    """Bytes the page sent as base64, as a uint8 array of ``shape``."""
+    import base64
+
+    import numpy as np
+
+    return np.frombuffer(base64.b64decode(text), np.uint8).reshape(shape)
+
+
+def crop_squares(landmark_sets, image_shapes, rng) -> list[list[tuple]]:
+    """Squares (cx, cy, side, angle) to compare crops on, per face: the framing-rule square of
+    its landmarks, their upright (eyes-level) square, and four random squares (centre anywhere
+    in the photo, side 0.2-2x the photo's shorter side, three turned by any angle)."""
+    import numpy as np
+
+    from fas_tf.framing import crop_box, upright_square
+
+    out = []
+    for pts, (h, w) in zip(landmark_sets, image_shapes, strict=True):
+        sqs = [(*crop_box(pts), 0.0), upright_square(pts, (36, 45))]
+        for k in range(4):
+            sqs.append((rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.2, 2.0) * min(h, w),
+                        rng.uniform(-np.pi, np.pi) if k else 0.0))
+        out.append(sqs)
+    return out
+
+
+def crop_differences(page: Page, photos: list[tuple[str, Path]], squares, size: int) -> dict:
+    """The page's decoded photos and crops vs Python's, value for value.
+
+    ``photos``: (page URL, file) pairs; ``squares``: per photo, a list of (cx, cy, side, angle).
+    Python decodes with :func:`fas_tf.data.load_image` and cuts with
+    :func:`fas_tf.framing.cut_square` at ``size``. Returns the number of photos, crops and crop
+    values, and how many decoded pixel values and crop values differ (``*_differing``) with the
+    largest difference.
+    """
+    import numpy as np
+
+    from fas_tf.data import load_image
+    from fas_tf.framing import cut_square
+
+    out = {"photos": 0, "decoded_values": 0, "decoded_differing": 0, "crops": 0,
+           "crop_values": 0, "crop_differing": 0, "max_crop_diff": 0}
+    for (url, path), sqs in zip(photos, squares, strict=True):
+        image = load_image(path)
+        seen = page.call("pixelsUrl", url)
+        decoded = _page_bytes(seen["rgb"], (seen["height"], seen["width"], 3))
+        out["photos"] += 1
+        out["decoded_values"] += image.size
+        out["decoded_differing"] += int(np.sum(decoded != image)) if decoded.shape == image.shape \
+            else image.size
+        for text, sq in zip(page.call("cropsUrl", url, [square_dict(q) for q in sqs], size), sqs,
+                            strict=True):
+            ours = _page_bytes(text, (size, size, 3))
+            theirs, _ = cut_square(image, *sq[:3], size, sq[3])
+            out["crops"] += 1
+            out["crop_values"] += theirs.size
+            out["crop_differing"] += int(np.sum(ours != theirs))
+            out["max_crop_diff"] = max(out["max_crop_diff"],
+                                       int(np.abs(ours.astype(int) - theirs).max()))
+    return out
+
+
 def same_crop_parity(page: Page, model_path, photos: list[tuple[str, Path]], squares) -> dict:
     """The page's landmark model vs :mod:`fas_tf.inference` on the same squares of the photos.
 
@@ -267,7 +330,9 @@ def measurement_mismatches(page: Page, landmarks, confidence) -> list[str]:
     """Where the page's measurements differ from :func:`fas_tf.measurements.measure` (empty: equal).
 
     Verdicts and reason codes must be equal; values to 1e-6 and uncertainties to 1e-4 relative,
-    pose angles to 1e-3 degrees.
+    pose angles to 0.01 degrees (OpenCV's Levenberg-Marquardt in ``estimate_pose`` stops up to
+    0.002 degrees short of the least-squares minimum the page's reaches; the pose's own sigma
+    is degrees).
     """
     import math
 
@@ -287,7 +352,7 @@ def measurement_mismatches(page: Page, landmarks, confidence) -> list[str]:
         if ours["face"][key] != ref["face"][key]:
             out.append(f"face {key}: page {ours['face'][key]} python {ref['face'][key]}")
     for key in ("yaw_deg", "pitch_deg", "roll_deg"):
-        if not close(ours["face"][key], ref["face"][key], 0.0, 1e-3):
+        if not close(ours["face"][key], ref["face"][key], 0.0, 1e-2):
             out.append(f"face {key}: page {ours['face'][key]} python {ref['face'][key]}")
     for group, value in (("distances", "value_px"), ("ratios", "value")):
         for name, r in ref[group].items():

@@ -85,10 +85,17 @@ def cut_square(
     linear = s * _rotation(-angle)
     shift = (out_size - 1) / 2.0 - linear @ (cx, cy)
     matrix = np.hstack([linear, shift[:, None]]).astype(np.float64)
-    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-    patch = cv2.warpAffine(
-        image, matrix, (out_size, out_size), flags=interp, borderMode=cv2.BORDER_CONSTANT
-    )
+    # Bilinear at any scale (warpAffine treats INTER_AREA as INTER_LINEAR) with OpenCV's own
+    # float32 kernel, which web/src/geometry.js reproduces bit for bit (export/MOBILE.md, "The
+    # crop, exactly"); the Intel IPP kernel some OpenCV builds call instead rounds a few values
+    # differently, so IPP is switched off for this call (the switch is per thread).
+    ipp = cv2.ipp.useIPP()
+    cv2.ipp.setUseIPP(False)
+    try:
+        patch = cv2.warpAffine(image, matrix, (out_size, out_size), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    finally:
+        cv2.ipp.setUseIPP(ipp)
     return patch, matrix
 
 

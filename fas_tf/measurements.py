@@ -97,7 +97,13 @@ from fas_tf.measurement.pose import (
     check_landmarks,
     estimate_pose,
 )
-from fas_tf.spread import BETWEEN_INFANT_SD, IMPRECISE_CODE, IMPRECISE_TEXT, imprecise_reason
+from fas_tf.spread import (
+    BETWEEN_INFANT_SD,
+    IMPRECISE_CODE,
+    IMPRECISE_REASON,
+    IMPRECISE_TEXT,
+    imprecise_reason,
+)
 
 DISCLAIMER = (
     "Measurement aid only, not a diagnosis: values support a trained clinician applying "
@@ -231,6 +237,9 @@ def spec() -> dict:
         "mouth_landmarks": list(MOUTH_LANDMARKS),
         "brow_landmarks": list(BROW_LANDMARKS),
         "reason_codes": dict(REASON_CODES),
+        # verdict "imprecise": an ok ratio with sigma >= max_sigma_to_spread x this SD
+        "between_infant_sd": dict(BETWEEN_INFANT_SD),
+        "imprecise_reason": IMPRECISE_REASON,
     }
 
 

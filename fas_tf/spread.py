@@ -28,10 +28,17 @@ IMPRECISE_CODE = "imprecise"
 IMPRECISE_TEXT = "too imprecise to tell this infant from a typical one"
 
 
+# str.format template of the reason (fields text, sigma, times, sd); fas_tf.measurements.spec()
+# exports it for re-implementations such as the web page.
+IMPRECISE_REASON = (
+    "{text}: the uncertainty (+- {sigma:.3f}) is {times:.1f} x the usual difference between "
+    "infants (SD {sd:.3f}), so the value cannot show whether this infant is short, typical or "
+    "long for this ratio; a sharper, frontal photo with eyes open and mouth closed, or a manual "
+    "measurement, may help"
+)
+
+
 def imprecise_reason(sigma: float, sd: float) -> str:
     """Why a value is ``imprecise``, in words for a clinician."""
-    return (f"{IMPRECISE_TEXT}: the uncertainty (+- {sigma:.3f}) is {sigma / sd:.1f} x the usual "
-            f"difference between infants (SD {sd:.3f}), so the value cannot show whether this "
-            "infant is short, typical or long for this ratio; a sharper, frontal photo with "
-            "eyes open and mouth closed, or a manual measurement, may help")  # fmt: skip
+    return IMPRECISE_REASON.format(text=IMPRECISE_TEXT, sigma=sigma, times=sigma / sd, sd=sd)
 

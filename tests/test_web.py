@@ -17,6 +17,8 @@ from export.web import (
     Page,
     StaticServer,
     build_page,
+    crop_differences,
+    crop_squares,
     end_to_end,
     measurement_mismatches,
     missing_tools,
@@ -125,6 +127,27 @@ def test_page_detector_finds_the_boxes_of_fas_tf_detection(served, demo_faces):
     assert compared >= 3
 
 
+def test_page_decodes_and_crops_bit_for_bit_as_python(served, demo_faces, turned):
+    """The page's decoded photo equals fas_tf.data.load_image's and its crop equals
+    fas_tf.framing.cut_square's, value for value, on real photos (every third InfAnFace-train
+    photo when ../shared is there), EXIF-turned, turned squares and squares off the photo."""
+    from fas_tf.data import load_image
+
+    faces = labelled(demo_faces, limit=4) + [turned]
+    photos = photos_of(faces[:-1], "/demo/") + [("/exif/" + turned[0].name, turned[0])]
+    if INFANFACE.is_dir():
+        real = labelled(INFANFACE)[::3]
+        faces += real
+        photos += photos_of(real, "/infanface/")
+    shapes = [load_image(path).shape[:2] for _, path in photos]
+    squares = crop_squares([pts for _, pts in faces], shapes, np.random.default_rng(0))
+    with Page(served.url) as page:
+        numbers = crop_differences(page, photos, squares, 128)
+    assert numbers["crops"] == 6 * len(photos) and numbers["photos"] == len(photos)
+    assert numbers["decoded_differing"] == 0, numbers
+    assert numbers["crop_differing"] == 0, numbers
+
+
 @pytest.mark.parametrize("mode", ["int8", "float32"])
 def test_page_landmarks_equal_python_on_the_same_square(served, exported, demo_faces, turned,
                                                         mode):
@@ -135,31 +158,34 @@ def test_page_landmarks_equal_python_on_the_same_square(served, exported, demo_f
         assert page.text("model-status").startswith(f"model.tflite ({mode},")
         numbers = same_crop_parity(page, exported[mode].tflite_path, photos,
                                    squares_of(faces + [turned]))
-    # the crop the page cuts is OpenCV's to one grey level, and the two LiteRT runtimes agree
-    assert numbers["max_crop_pixel_diff"] <= 1.0, numbers
+    # the page cuts cv2.warpAffine's crop bit for bit, and the two LiteRT runtimes agree
+    assert numbers["max_crop_pixel_diff"] == 0.0, numbers
     assert numbers["runtime_max_px"] <= 0.01, numbers
-    assert numbers["max_px"] <= 0.5, numbers
+    assert numbers["max_px"] <= 0.01, numbers
 
 
-@pytest.mark.xfail(strict=True, reason="web/src/measure.js does not apply the 'imprecise' verdict "
-                   "(fas_tf.spread, merged from the clinical work) yet")
 def test_page_measurements_equal_python(served, demo_faces):
     """Ratios, uncertainties, pose and verdicts of the page equal fas_tf.measurements."""
     rng = np.random.default_rng(0)
     faces = labelled(demo_faces, limit=4)
     if INFANFACE.is_dir():  # real faces: turned, tilted, crying, small (many gates fire)
         faces += labelled(INFANFACE)[::6]
-    cases = [(pts, rng.uniform(0.35, 1.0, 68)) for _, pts in faces]
+    cases = [(pts, conf) for _, pts in faces for conf in (np.ones(68), rng.uniform(0.35, 1, 68))]
     with Page(f"{served.url}?model=/int8/model.json") as page:
-        # and the page's own landmarks and confidences of a photo
+        # the page's loop measures its own landmarks and confidences with that same function
+        # (the tiny model's landmarks are no face: their pose fit has several minima, where the
+        # page and OpenCV may settle in different ones)
         r = page.call("analyzeUrl", "/demo/" + faces[0][0].name, {"square": square_dict(
             (*crop_box(faces[0][1]), 0.0))})
-        cases.append((np.asarray(r["second"]["points"]), np.asarray(r["second"]["confidence"])))
+        assert r["measurement"] == page.call("measure", r["second"]["points"],
+                                             r["second"]["confidence"])
         for pts, conf in cases:
             assert measurement_mismatches(page, pts, conf) == []
         verdicts = {e["verdict"] for pts, conf in cases
                     for e in page.call("measure", pts.tolist(), conf.tolist())["ratios"].values()}
-    assert verdicts == {"ok", "not measurable"}
+    # every verdict was compared (the synthetic faces are too small to measure)
+    assert verdicts == ({"ok", "imprecise", "not measurable"} if INFANFACE.is_dir()
+                        else {"not measurable"})
 
 
 def test_page_works_offline_and_requests_only_its_own_files(dist, exported, demo_faces):
@@ -205,10 +231,9 @@ def test_page_end_to_end_on_google2_matches_evaluate():
     nme = page_numbers["nme_percent"]
     assert abs(nme - 100 * upright["nme"]) <= 0.5, (nme, upright["nme"])
     assert nme <= 100 * plain["nme"] + 0.5, (nme, plain["nme"])
-    # equal crops give equal landmarks; the page's crop differs from cv2.warpAffine's by one
-    # grey level on a few pixels, which moves a few int8 landmarks by more than 0.5 px
-    assert crops["runtime_max_px"] <= 0.01 and crops["max_crop_pixel_diff"] <= 1.0, crops
-    assert crops["mean_px"] <= 0.2 and crops["share_within_half_px"] >= 0.95, crops
+    # the same crops, so the same landmarks
+    assert crops["runtime_max_px"] <= 0.01 and crops["max_crop_pixel_diff"] == 0.0, crops
+    assert crops["max_px"] <= 0.5, crops
 
 
 def test_no_face_found_then_a_dragged_box(served, tmp_path):

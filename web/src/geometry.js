@@ -58,10 +58,35 @@ function rint(v) {
 }
 
 /**
- * cv2.warpAffine(img, matrix, (W, H)) for an RGBA image {data, width, height}: RGB Uint8Array,
- * row-major. matrix [[a, b, c], [d, e, f]] maps image pixels to output pixels; bilinear, black
- * outside, inverted and sampled as OpenCV 5 does, in float32 arithmetic (a few values differ by
- * one level from OpenCV's, whose exact float rounding order is not reproduced).
+ * fma(a, b, c) = a * b + c rounded once to float32 (a, b, c float32), as the FMA instructions
+ * OpenCV's kernel uses. a * b is exact in a double; the double sum's rounding error e (TwoSum)
+ * decides the one case where rounding the double sum to float32 differs from rounding the exact
+ * sum: the double sum lies exactly halfway between two float32 values.
+ */
+function fma32(a, b, c) {
+  const p = a * b, s = p + c;
+  const r = Math.fround(s);
+  if (r === s) return r;
+  const bb = s - p, e = (p - (s - bb)) + (c - bb);
+  if (e === 0) return r;
+  const o = s - (r - s);  // the float32 on the other side of s, when s is halfway
+  if (o === r || Math.fround(o) !== o || (o + r) / 2 !== s) return r;
+  return e > 0 ? Math.max(r, o) : Math.min(r, o);
+}
+
+/**
+ * cv2.warpAffine(img, matrix, (W, H)) with INTER_LINEAR and a black constant border, bit for bit
+ * as OpenCV 5's own kernel (fas_tf.framing.cut_square switches Intel IPP off) for an RGBA image
+ * {data, width, height}; returns RGB Uint8Array, row-major. matrix [[a, b, c], [d, e, f]] maps
+ * image pixels to output pixels. The arithmetic (see export/MOBILE.md, "The crop"):
+ * - the inverse matrix in double (OpenCV's formula), then each coefficient rounded to float32;
+ * - per output row y: rx = f32(f32(y * m1) + m2), ry = f32(f32(y * m4) + m5);
+ * - per pixel x: sx = fma32(m0, x, rx), sy = fma32(m3, x, ry); ix = floor(sx), ax = sx - ix
+ *   (likewise y);
+ * - black when ix < -1, ix >= width, iy < -1 or iy >= height; else the four neighbours (black
+ *   outside the image) p00 (ix, iy), p01 (ix + 1, iy), p10 (ix, iy + 1), p11, per channel
+ *   top = fma32(ax, p01 - p00, p00), bottom = fma32(ax, p11 - p10, p10),
+ *   value = fma32(ay, f32(bottom - top), top), rounded half to even, clamped to 0..255.
  */
 export function warpAffine(img, [[l00, l01, t0], [l10, l11, t1]], W, H) {
   const f = Math.fround;
@@ -74,15 +99,18 @@ export function warpAffine(img, [[l00, l01, t0], [l10, l11, t1]], W, H) {
   const out = new Uint8Array(W * H * 3);
   const pixel = (x, y, c) => (x >= 0 && y >= 0 && x < width && y < height ? data[(y * width + x) * 4 + c] : 0);
   for (let j = 0; j < H; j++) {
+    const rx = f(f(j * a1) + a2), ry = f(f(j * a4) + a5);
     for (let i = 0; i < W; i++) {
-      const X = f(a0 * i + a1 * j + a2), Y = f(a3 * i + a4 * j + a5);
+      const X = fma32(a0, i, rx), Y = fma32(a3, i, ry);
       const x0 = Math.floor(X), y0 = Math.floor(Y);
-      const fx = f(X - x0), fy = f(Y - y0), gx = f(1 - fx), gy = f(1 - fy);
+      if (x0 < -1 || x0 >= width || y0 < -1 || y0 >= height) continue;  // stays black
+      const ax = X - x0, ay = Y - y0;  // exact in float32
       const o = (j * W + i) * 3;
       for (let c = 0; c < 3; c++) {
-        const top = f(f(gx * pixel(x0, y0, c)) + f(fx * pixel(x0 + 1, y0, c)));
-        const bottom = f(f(gx * pixel(x0, y0 + 1, c)) + f(fx * pixel(x0 + 1, y0 + 1, c)));
-        out[o + c] = Math.min(255, Math.max(0, rint(f(f(gy * top) + f(fy * bottom)))));
+        const p00 = pixel(x0, y0, c), p10 = pixel(x0, y0 + 1, c);
+        const top = fma32(ax, pixel(x0 + 1, y0, c) - p00, p00);
+        const bottom = fma32(ax, pixel(x0 + 1, y0 + 1, c) - p10, p10);
+        out[o + c] = Math.min(255, Math.max(0, rint(fma32(ay, f(bottom - top), top))));
       }
     }
   }

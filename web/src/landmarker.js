@@ -15,7 +15,8 @@ export function checkMetadata(meta) {
   const detector = meta.crop?.web_detector?.detector;
   const missing = [['crop.web_detector', detector],
     ['crop.from_face_detector.constants_by_detector', meta.crop?.from_face_detector?.constants_by_detector?.[detector]],
-    ['measurements', meta.measurements]]
+    ['measurements', meta.measurements],
+    ['measurements.between_infant_sd', meta.measurements?.between_infant_sd]]
     .filter(([, v]) => !v).map(([k]) => k);
   if (missing.length) {
     throw new Error(`model.json (metadata_version ${meta.metadata_version}) has no ${missing.join(', ')}: ` +

@@ -4,7 +4,7 @@
 
 import {loadAndCompile, loadLiteRt} from '@litertjs/core';
 import {detectFaces} from './blazeface.js';
-import {detectorSquare, drawnSquare} from './geometry.js';
+import {cutSquare, detectorSquare, drawnSquare} from './geometry.js';
 import {Landmarker, sha256Hex} from './landmarker.js';
 import {measure} from './measure.js';
 
@@ -210,6 +210,7 @@ function showResults() {
   const faceReasons = new Set(f.reasons);
   const verdict = (e) => {
     if (e.verdict === 'ok') return 'ok';
+    if (e.verdict === 'imprecise') return `imprecise: ${e.reasons.join('; ')}`;
     const own = e.reasons.filter((r) => !faceReasons.has(r));
     return `not measurable: ${[...(faceReasons.size ? ['face (above)'] : []), ...own].join('; ')}`;
   };
@@ -217,7 +218,8 @@ function showResults() {
     ...Object.keys(m.ratios).filter((n) => !(n in NAMES))];
   for (const name of ordered) {
     const e = m.ratios[name];
-    body.appendChild(row([NAMES[name] ?? name, pm(e.value, e.sigma, 3), verdict(e)], e.verdict === 'ok' ? 'ok' : 'no'));
+    const cls = {ok: 'ok', imprecise: 'imprecise'}[e.verdict] ?? 'no';
+    body.appendChild(row([NAMES[name] ?? name, pm(e.value, e.sigma, 3), verdict(e)], cls));
   }
   for (const name of meta().measurements.distances) {
     const e = m.distances[name];
@@ -323,6 +325,12 @@ const ready = (async () => {
   }
 })();
 
+function base64(bytes) {
+  let bin = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(bin);
+}
+
 /** Hooks for tests and benchmarks (tests/test_web.py, benchmarks/web_parity.py). */
 window.fasTf = {
   ready,
@@ -341,12 +349,27 @@ window.fasTf = {
     const r = await state.landmarker.inSquare(await fetchImage(url), square);
     return {...r, crop: Array.from(r.crop)};
   },
+  /** The decoded photo as the page sees it: {width, height, rgb: base64 of the RGB bytes}. */
+  pixelsUrl: async (url) => {
+    await ready;
+    const {data, width, height} = await fetchImage(url);
+    const rgb = new Uint8Array(width * height * 3);
+    for (let i = 0; i < width * height; i++) rgb.set(data.subarray(4 * i, 4 * i + 3), 3 * i);
+    return {width, height, rgb: base64(rgb)};
+  },
+  /** The crops the page cuts (no model run): base64 of S x S RGB bytes per square. */
+  cropsUrl: async (url, squares, S) => {
+    await ready;
+    const img = await fetchImage(url);
+    return squares.map((sq) => base64(cutSquare(img, sq, S)));
+  },
   /** Faces the detector finds in a photo (image pixels). */
   detectUrl: async (url, minScore) => {
     await ready;
     const img = await fetchImage(url);
     return detectFaces(state.detector, img, minScore);
   },
+  inputSize: async () => { await ready; return state.landmarker.size; },
   measure: (points, confidence) => measure(state.landmarker.meta.measurements, points, confidence),
   /** Milliseconds per landmark-model run (one crop, after `warmup` runs), `runs` values. */
   benchmark: async (runs = 100, warmup = 10) => {

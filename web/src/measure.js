@@ -1,7 +1,8 @@
 // FAS measurements from 68 landmarks: a port of fas_tf.measurements.measure (distances, ratios,
-// first-order uncertainties, head pose and the verdict gates). Every table and threshold comes
-// from `spec` (model.json "measurements", written by fas_tf.measurements.spec()): none is
-// copied here. A measurement aid, not a diagnosis.
+// first-order uncertainties, head pose, the verdict gates and the 'imprecise' verdict of
+// fas_tf.spread). Every table and threshold comes from `spec` (model.json "measurements",
+// written by fas_tf.measurements.spec()): none is copied here. A measurement aid, not a
+// diagnosis.
 
 const N = 68;
 
@@ -256,12 +257,20 @@ function expression(pts) {
   return {mouth_open: width > 0 ? gap / width : NaN, brow_raise: brow};
 }
 
+/** spec.imprecise_reason (a Python str.format template: {text}, {sigma:.3f}, ...) filled in. */
+function impreciseReason(spec, sigma, sd) {
+  const fields = {text: spec.reason_codes.imprecise, sigma, times: sigma / sd, sd};
+  return spec.imprecise_reason.replace(/\{(\w+)(?::\.(\d+)f)?\}/g,
+    (_, key, digits) => (digits === undefined ? String(fields[key]) : fields[key].toFixed(Number(digits))));
+}
+
 const fmt = (x) => (x === null || x === undefined || !Number.isFinite(x) ? null : x);
 const g = (x) => String(x);
 
 /**
  * Measure one face (fas_tf.measurements.measure): {disclaimer, face, distances, ratios,
- * thresholds}; values null when not measurable, each with verdict, reasons and reason_codes.
+ * thresholds}; values null when not measurable, each with verdict ('ok', 'imprecise' or 'not
+ * measurable'), reasons and reason_codes.
  */
 export function measure(spec, landmarks, confidence = null, mmPerPixel = null) {
   const th = spec.thresholds;
@@ -333,18 +342,25 @@ export function measure(spec, landmarks, confidence = null, mmPerPixel = null) {
   }
 
   function entry(name, valueKey, description) {
-    const rs = reasonsFor(name);
+    let rs = reasonsFor(name);
     const ok = rs.length === 0;
     const sig = sigmaOf(q[name], sigmaI);
+    let verdict = ok ? 'ok' : 'not measurable';
+    const spread = spec.between_infant_sd[name];
+    if (ok && spread && sig >= th.max_sigma_to_spread * spread) {
+      verdict = 'imprecise';
+      rs = [['imprecise', impreciseReason(spec, sig, spread)]];
+    }
     const e = {
       [valueKey]: ok ? fmt(q[name].value) : null,
       [valueKey.replace('value', 'sigma')]: ok ? fmt(sig) : null,
-      verdict: ok ? 'ok' : 'not measurable',
+      verdict,
       reasons: rs.map(([, m]) => m),
       reason_codes: [...new Set(rs.map(([c]) => c))].sort(),
       landmarks: [...q[name].needs].sort((a, b) => a - b),
       description,
     };
+    if (spread) e.spread_between_infants = spread;
     if (mmPerPixel !== null && valueKey === 'value_px') {
       e.value_mm = ok ? fmt(q[name].value * mmPerPixel) : null;
       e.sigma_mm = ok ? fmt(sig * mmPerPixel) : null;
