@@ -177,6 +177,7 @@ def config_from_flags(cls: type[T], flag_values=None,
 STUDENT_CHOICES = ("dlib_transfer", "mobilenetv2", "mobilenetv2_lite")
 TEACHER_CHOICES = ("auto", "facenet", "dlib", "none")
 STRATEGIES = ("default", "mirrored", "multiworker")
+DECODER_CHOICES = ("dark", "taylor")  # fas_tf.heatmaps.DECODERS
 # 60 epochs (600 steps on 159 faces) left the student far from converged (docs/results.md,
 # issue 5): the default is 200.
 DEFAULT_EPOCHS = 200
@@ -217,6 +218,10 @@ class TrainConfig:
     learning_rate: float = setting(2e-3, "peak learning rate (cosine decay)")
     weight_decay: float = setting(1e-4, "AdamW weight decay")
     sigma: float = setting(1.5, "heatmap Gaussian sigma, in heatmap pixels", to=("data",))
+    decoder: str = setting("dark", "heatmap decoding saved with the model: dark (blurred by the "
+                           "training --sigma, then the log-Taylor step; docs/accuracy.md) or "
+                           "taylor (the log-Taylor step alone, the decoding of models saved "
+                           "before this setting)", choices=DECODER_CHOICES)
     student: str = setting("dlib_transfer", "student network: dlib_transfer (dlib's pretrained "
                            "trunk, fine-tuned), mobilenetv2 or mobilenetv2_lite (without "
                            "MobileNetV2's 1280-channel top: the phone-sized student)",
