@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     faces = C.labelled_faces(args.data, args.sets, args.limit)
     preds = {}
     if args.model:
-        preds = predictions(faces, C.load_model(args.model, args.flip), args.gt_crops,
+        preds = predictions(faces, C.load_model(args.model, args.flip, args.decoder), args.gt_crops,
                             args.refine, args.upright, log=lambda s: print(s, file=sys.stderr))
     result = evaluate(faces, preds)
     print(markdown(result) if args.model else C.markdown_table(

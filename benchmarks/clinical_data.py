@@ -63,6 +63,10 @@ def add_model_flags(ap: argparse.ArgumentParser, recrop: bool = True) -> None:
     ap.add_argument("--sets", default="google2", help="comma list of image sets ('' = all)")
     ap.add_argument("--model", help="student.keras or .tflite (fas_tf.inference)")
     ap.add_argument("--flip", action="store_true", help="test-time flip")
+    from fas_tf.training.config import DECODER_CHOICES
+
+    ap.add_argument("--decoder", choices=DECODER_CHOICES,
+                    help="decode a .keras model's heatmaps this way instead of its own")
     if recrop:
         ap.add_argument("--refine", type=int, default=1, help="re-crop passes (fas_tf.predict)")
         ap.add_argument("--upright", action="store_true", help="re-crop passes level the eyes")
@@ -70,13 +74,14 @@ def add_model_flags(ap: argparse.ArgumentParser, recrop: bool = True) -> None:
     ap.add_argument("--output", help="write the results as JSON here")
 
 
-def load_model(path: str | None, flip: bool = False):
-    """The :class:`fas_tf.inference.Landmarker` of ``path``; UsageError when missing."""
+def load_model(path: str | None, flip: bool = False, decoder: str | None = None):
+    """The :class:`fas_tf.inference.Landmarker` of ``path`` (``decoder``: see
+    :func:`fas_tf.inference.load_landmarker`); UsageError when missing."""
     if not path:
         raise UsageError("--model=PATH is required")
     from fas_tf.inference import load_landmarker
 
-    return load_landmarker(path, flip=flip)
+    return load_landmarker(path, flip=flip, decoder=decoder)
 
 
 def in_square(images: list[np.ndarray], model, squares: list, refine: int = 0,

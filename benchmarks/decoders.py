@@ -3,9 +3,10 @@
 ``python benchmarks/decoders.py --model=RUN/student.keras --data=DIR --attributes=CSV
 --sets=google2`` prints the one-pass NME (ground-truth framing, as ``fas_tf.evaluate``) of:
 
-- ``taylor``: :func:`fas_tf.heatmaps.decode_heatmaps` (argmax + per-axis log-Taylor step);
-- ``dark``: the same after blurring each heatmap with a Gaussian of ``--blur`` cells
-  (DARK's modulation: a trained heatmap is not one clean Gaussian);
+- ``taylor``: :func:`fas_tf.heatmaps.decode` ``"taylor"`` (argmax + per-axis log-Taylor step);
+- ``dark``: :func:`fas_tf.heatmaps.decode` ``"dark"``, the same after blurring each heatmap with
+  a Gaussian of ``--blur`` cells (DARK's modulation: a trained heatmap is not one clean
+  Gaussian; the models' own decoding since issue 41, with the training sigma);
 - ``local_mean``: mean of cell centres weighted by the heatmap in a ``--window`` square about
   the argmax (values below ``--floor`` x peak ignored).
 
@@ -32,17 +33,6 @@ flags.DEFINE_float("floor", 0.1, "local mean: ignore cells below this fraction o
 FLAGS = flags.FLAGS
 
 
-def blurred(heatmaps: np.ndarray, sigma: float) -> np.ndarray:
-    """(B, H, W, N) heatmaps blurred per channel with a Gaussian of ``sigma`` cells."""
-    import cv2
-
-    out = np.empty_like(heatmaps)
-    for b in range(heatmaps.shape[0]):
-        for k in range(heatmaps.shape[-1]):
-            out[b, :, :, k] = cv2.GaussianBlur(heatmaps[b, :, :, k], (0, 0), sigma)
-    return out
-
-
 def local_mean(heatmaps: np.ndarray, stride: int, window: int, floor: float) -> np.ndarray:
     """(B, N, 2) crop-pixel points: heatmap-weighted cell centres about each argmax."""
     b, h, w, n = heatmaps.shape
@@ -67,10 +57,9 @@ def main(argv: list[str]) -> None:
     del argv
     import keras
 
-    from fas_tf.data import load_faces, parse_sets, read_attributes, stems_in_sets
+    from fas_tf.data import framed_crops, load_faces, parse_sets, read_attributes, stems_in_sets
     from fas_tf.evaluate import evaluate_predictions
-    from fas_tf.framing import framed_crops
-    from fas_tf.heatmaps import decode_heatmaps
+    from fas_tf.heatmaps import decode
     from fas_tf.inference import load_student
     from fas_tf.student import student_geometry
 
@@ -89,12 +78,12 @@ def main(argv: list[str]) -> None:
         maps.append(np.asarray(net.predict(crops, batch_size=16, verbose=0), np.float32))
     heatmaps = np.mean(maps, axis=0)
 
-    def taylor(maps: np.ndarray) -> np.ndarray:
-        return np.asarray(decode_heatmaps(maps, stride)[0])
+    def decoded(method: str, sigma: float | None = None) -> np.ndarray:
+        return np.asarray(decode(heatmaps, stride, method, sigma)[0])
 
-    results = {"taylor": taylor(heatmaps)}
+    results = {"taylor": decoded("taylor")}
     for s in FLAGS.blur:
-        results[f"dark_blur{s}"] = taylor(blurred(heatmaps, float(s)))
+        results[f"dark_blur{s}"] = decoded("dark", float(s))
     for win in FLAGS.window:
         results[f"local_mean{win}"] = local_mean(heatmaps, stride, int(win), FLAGS.floor)
     rows = {}

@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.views < 2:
         ap.error("--views: at least 2")
     faces = C.labelled_faces(args.data, args.sets, args.limit)
-    model = C.load_model(args.model, args.flip)
+    model = C.load_model(args.model, args.flip, args.decoder)
     result = repeatability(faces, model, args.views, args.seed, args.refine, args.upright,
                            args.detector)  # fmt: skip
     print(markdown(result))

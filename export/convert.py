@@ -2,12 +2,13 @@
 
 The exported graph takes one framing-rule face crop ``image`` (1, S, S, 3) RGB and returns
 ``landmarks`` (1, N, 2, input-crop pixels) and ``confidence`` (1, N) through the
-``serving_default`` signature; heatmap decoding runs inside the graph with
-:func:`fas_tf.heatmaps.decode_heatmaps_int8` (the log-Taylor refinement in ops that all have int8
-kernels). Modes: ``float32``; ``float16`` (float16 weights); ``dynamic`` (int8 weights, float
-activations); ``int8`` (full-integer, calibrated on framing-rule training crops, uint8 input,
-float32 outputs written by the final DEQUANTIZE ops). ``flip``: the graph also runs the mirror
-image and returns the test-time flip average (:func:`export_graph`), same input and outputs.
+``serving_default`` signature; heatmap decoding runs inside the graph, by the student's own method
+(:func:`fas_tf.student.decoding_of`) with the refinement of
+:func:`fas_tf.heatmaps.decode_heatmaps_int8` (ops that all have int8 kernels). Modes: ``float32``;
+``float16`` (float16 weights); ``dynamic`` (int8 weights, float activations); ``int8``
+(full-integer, calibrated on framing-rule training crops, uint8 input, float32 outputs written by
+the final DEQUANTIZE ops). ``flip``: the graph also runs the mirror image and returns the test-time
+flip average (:func:`export_graph`), same input and outputs.
 """
 
 from __future__ import annotations
@@ -70,26 +71,28 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def export_graph(student, method: str = "int8", flip: bool = False):
+def export_graph(student, int8: bool = True, flip: bool = False):
     """Batch-1 Keras graph: ``image`` -> {``landmarks``, ``confidence``} with in-graph decoding.
 
-    ``flip``: test-time flip in the graph, the answer of :class:`fas_tf.inference.FlipAveraged`:
-    the crop and its mirror image run as one batch of 2, the mirror's answer is mapped back with
-    :func:`fas_tf.inference.mirrored_back` and the two are averaged (same input and outputs).
+    Decoding by the student's own method (:func:`fas_tf.student.decoding_of`); ``int8``: its
+    refinement in ops with int8 kernels. ``flip``: test-time flip in the graph, the answer of
+    :class:`fas_tf.inference.FlipAveraged`: the crop and its mirror image run as one batch of 2,
+    the mirror's answer is mapped back with :func:`fas_tf.inference.mirrored_back` and the two
+    are averaged (same input and outputs).
     """
     import keras
     from keras import ops
 
     from fas_tf.heatmaps import HeatmapDecoder
     from fas_tf.inference import mirror_permutation, mirrored_back
-    from fas_tf.student import student_geometry
+    from fas_tf.student import decoding_of, inference_model, student_geometry
 
+    if not flip:
+        return inference_model(student, batch_size=1, int8=int8)
     size, stride, n = student_geometry(student)
     image = keras.Input((size, size, 3), batch_size=1, name="image")
     net = keras.Model(student.input, student.output["heatmaps"], name="heatmap_net")
-    decode = HeatmapDecoder(stride, method=method, name="decode")
-    if not flip:
-        return keras.Model(image, decode(net(image)), name="landmarker")
+    decode = HeatmapDecoder(stride, *decoding_of(student), int8=int8, name="decode")
     permutation = mirror_permutation(n)
     both = decode(net(ops.concatenate([image, ops.flip(image, axis=2)], axis=0)))
     pts, mirrored_pts = ops.split(both["landmarks"], 2, axis=0)
@@ -297,8 +300,11 @@ def build_metadata(
             if scale else None,
         }
 
+    from fas_tf.student import decoding_of
+
     config = model_path.parent / "config.json"
     uint8 = np.dtype(inp["dtype"]) == np.uint8
+    method, sigma = decoding_of(student)
     return {
         "format": METADATA_FORMAT,
         "metadata_version": METADATA_VERSION,
@@ -379,6 +385,7 @@ def build_metadata(
                 ),
             },
             "heatmap_stride": stride,
+            "heatmap_decoder": {"method": method, "sigma": sigma},
         },
         "measurements": measurements.spec(),
         "training": {

@@ -34,7 +34,7 @@ from fas_tf.data import (
     read_exclusions,
     stems_in_sets,
 )
-from fas_tf.inference import load_landmarker, recrop
+from fas_tf.inference import KerasLandmarker, load_landmarker, recrop
 from fas_tf.metrics import (
     NORMALIZATIONS,
     auc,
@@ -43,6 +43,7 @@ from fas_tf.metrics import (
     failure_rate,
     point_errors,
 )
+from fas_tf.training.config import DECODER_CHOICES
 
 METRICS_FORMAT = "fas_tf.evaluate.metrics"
 PNG_SOFTWARE = "fas_tf.evaluate"
@@ -162,15 +163,18 @@ def evaluate_model(
     refine: int = 0,
     upright: bool = False,
     exclude: str | None = None,
+    decoder: str | None = None,
 ) -> tuple[dict, list[str]]:
     """Evaluate a model file on a dataset; returns (metrics, skipped-sample lines).
 
     ``flip``: test-time flip (:class:`fas_tf.inference.FlipAveraged`). ``refine`` re-crop
     passes around the predicted landmarks, ``upright`` with the predicted eyes level
     (:func:`fas_tf.inference.recrop`; ``upright`` alone means one pass). ``exclude``: a
-    text file of image stems to leave out (:func:`fas_tf.data.read_exclusions`).
+    text file of image stems to leave out (:func:`fas_tf.data.read_exclusions`). ``decoder``:
+    a ``.keras`` student's heatmaps decoded by this method (``"taylor"``, ``"dark"``) instead
+    of its own (:class:`fas_tf.inference.KerasLandmarker`).
     """
-    landmarker = load_landmarker(model_path, flip=flip)
+    landmarker = load_landmarker(model_path, flip=flip, decoder=decoder)
     attrs = read_attributes(attributes) if attributes else {}
     stems = None
     if sets:
@@ -196,6 +200,10 @@ def evaluate_model(
     metrics["format"] = METRICS_FORMAT
     metrics["model"] = str(model_path)
     metrics["flip"] = bool(flip)
+    keras_model = getattr(landmarker, "base", landmarker)  # under FlipAveraged
+    if isinstance(keras_model, KerasLandmarker):
+        method, sigma = keras_model.decoding
+        metrics["decoder"] = {"method": method, "sigma": sigma}
     metrics["refine"], metrics["upright"] = passes, bool(upright)
     metrics["data"] = str(data)
     metrics["images"] = [Path(p).stem for p in faces.paths]
@@ -215,7 +223,7 @@ def main(argv: list[str]) -> None:
     sets = parse_sets(f.sets)
     metrics, skipped = evaluate_model(
         f.model, f.data, f.attributes, sets, f.normalization, f.strict, f.flip,
-        f.refine, f.upright, f.exclude,
+        f.refine, f.upright, f.exclude, f.decoder,
     )
     if skipped:
         print(f"skipped {len(skipped)} of {len(skipped) + metrics['n']}: {skipped[0]}",
@@ -242,6 +250,8 @@ def define_flags() -> None:
                         "an earlier plot of this tool)")
     flags.DEFINE_bool("strict", False, "any bad sample is fatal")
     flags.DEFINE_bool("flip", False, "test-time flip: average with the mirrored crop's prediction")
+    flags.DEFINE_enum("decoder", None, list(DECODER_CHOICES), "decode a .keras student's "
+                      "heatmaps this way (dark: with its training sigma) instead of its own")
     flags.DEFINE_integer(
         "refine", 0, "re-crop passes around the predicted landmarks", lower_bound=0
     )

@@ -161,26 +161,95 @@ def decode_heatmaps_int8(
     return tf.stack([x, y], axis=-1), tf.clip_by_value(values[..., 0], 0.0, 1.0)
 
 
-DECODERS = {"taylor": decode_heatmaps, "int8": decode_heatmaps_int8}
+# Decoding methods, by name (the names are also fas_tf.training.config.DECODER_CHOICES).
+DECODERS = ("taylor", "dark")
+
+
+def check_decoding(method: str, sigma: float | None) -> None:
+    """ValueError unless ``method`` is one of :data:`DECODERS` with what it needs (``"dark"``:
+    the training sigma > 0)."""
+    if method not in DECODERS:
+        raise ValueError(f"unknown decoding method {method!r}; choose from {', '.join(DECODERS)}")
+    if method == "dark" and (sigma is None or not sigma > 0):
+        raise ValueError(f"decoding 'dark' needs the training sigma > 0, got {sigma}")
+
+
+def gaussian_kernel(sigma: float, max_radius: int | None = None) -> np.ndarray:
+    """(2r+1, 2r+1) Gaussian of ``sigma`` cells summing to 1, ``r = round(4 sigma)`` (OpenCV's
+    size for float images), at least 1 and at most ``max_radius``."""
+    r = max(1, round(4.0 * sigma))
+    r = r if max_radius is None else min(r, max_radius)
+    taps = np.exp(-np.square(np.arange(-r, r + 1)) / (2.0 * sigma * sigma))
+    kernel = np.outer(taps, taps)
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def blur_heatmaps(heatmaps: tf.Tensor, sigma: float) -> tf.Tensor:
+    """(B, H, W, N) heatmaps blurred per channel by a Gaussian of ``sigma`` cells.
+
+    A fixed depthwise convolution (:func:`gaussian_kernel`, its radius capped at the map side
+    minus one) after reflect padding (OpenCV's default border) done by two ``gather`` s of
+    constant rows and columns: GATHER and DEPTHWISE_CONV_2D quantize to int8 (the converter
+    leaves MIRROR_PAD in float). Needs static H, W, N.
+    """
+    hm = tf.cast(heatmaps, tf.float32)
+    _, h, w, n = hm.shape
+    if h is None or w is None or n is None:
+        raise ValueError("blur_heatmaps needs static heatmap height, width and count")
+    kernel = gaussian_kernel(sigma, max_radius=min(h, w) - 1)
+    r = kernel.shape[0] // 2
+    kernel = np.tile(kernel[:, :, None, None], (1, 1, n, 1))
+
+    def reflected(size: int) -> np.ndarray:  # indices -r..size-1+r reflected about 0, size-1
+        i = np.abs(np.arange(-r, size + r))
+        return np.where(i > size - 1, 2 * (size - 1) - i, i).astype(np.int32)
+
+    padded = tf.gather(tf.gather(hm, reflected(h), axis=1), reflected(w), axis=2)
+    return tf.nn.depthwise_conv2d(padded, tf.constant(kernel), [1, 1, 1, 1], "VALID")
+
+
+def decode(
+    heatmaps: tf.Tensor,
+    stride: int,
+    method: str = "taylor",
+    sigma: float | None = None,
+    int8: bool = False,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Landmarks (B, N, 2) in crop pixels and confidence (B, N) by decoding ``method``.
+
+    ``"taylor"``: argmax + log-Taylor step (:func:`decode_heatmaps`). ``"dark"``: the same on
+    the heatmaps blurred by the training Gaussian (``sigma``, heatmap cells; DARK's modulation,
+    Zhang et al., CVPR 2020: a trained heatmap is not one clean Gaussian), confidence still the
+    unblurred peak. ``int8``: the refinement of :func:`decode_heatmaps_int8` (for export).
+    """
+    check_decoding(method, sigma)
+    refine = decode_heatmaps_int8 if int8 else decode_heatmaps
+    if method == "taylor":
+        return refine(heatmaps, stride)
+    landmarks, _ = refine(blur_heatmaps(heatmaps, sigma), stride)
+    peak = tf.reduce_max(tf.cast(heatmaps, tf.float32), axis=[1, 2])
+    return landmarks, tf.clip_by_value(peak, 0.0, 1.0)
 
 
 @keras.saving.register_keras_serializable(package="fas_tf")
 class HeatmapDecoder(keras.layers.Layer):
-    """Keras layer: heatmaps -> {landmarks, confidence}.
+    """Keras layer: heatmaps -> {landmarks, confidence} by :func:`decode`.
 
-    ``method="taylor"`` uses :func:`decode_heatmaps`; ``"int8"`` uses
-    :func:`decode_heatmaps_int8` (the same refinement in ops with int8 TFLite kernels).
+    ``method``: ``"taylor"`` or ``"dark"`` (needs ``sigma``, the training sigma in heatmap
+    cells); ``int8``: the refinement in ops with int8 TFLite kernels (export).
     """
 
-    def __init__(self, stride: int, method: str = "taylor", **kwargs):
+    def __init__(self, stride: int, method: str = "taylor", sigma: float | None = None,
+                 int8: bool = False, **kwargs):
         super().__init__(**kwargs)
-        if method not in DECODERS:
-            raise ValueError(f"unknown decoding method {method!r}; choose from {list(DECODERS)}")
+        check_decoding(method, sigma)
         self.stride = int(stride)
         self.method = method
+        self.sigma = None if sigma is None else float(sigma)
+        self.int8 = bool(int8)
 
     def call(self, heatmaps):
-        landmarks, confidence = DECODERS[self.method](heatmaps, self.stride)
+        landmarks, confidence = decode(heatmaps, self.stride, self.method, self.sigma, self.int8)
         return {"landmarks": landmarks, "confidence": confidence}
 
     def compute_output_spec(self, heatmaps):
@@ -191,4 +260,29 @@ class HeatmapDecoder(keras.layers.Layer):
         }
 
     def get_config(self):
-        return {**super().get_config(), "stride": self.stride, "method": self.method}
+        return {**super().get_config(), "stride": self.stride, "method": self.method,
+                "sigma": self.sigma, "int8": self.int8}
+
+
+@keras.saving.register_keras_serializable(package="fas_tf")
+class HeatmapDecoding(keras.layers.Layer):
+    """Identity on a student's heatmaps that records how they are decoded (``method``, and
+    ``sigma``, the training sigma in heatmap cells): saved with the student, read by
+    :func:`fas_tf.student.decoding_of`. A student without one (saved before it existed)
+    decodes with ``"taylor"``."""
+
+    def __init__(self, method: str = "taylor", sigma: float | None = None, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # heatmaps stay float32 under mixed precision
+        super().__init__(**kwargs)
+        check_decoding(method, sigma)
+        self.method = method
+        self.sigma = None if sigma is None else float(sigma)
+
+    def call(self, heatmaps):
+        return heatmaps
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "method": self.method, "sigma": self.sigma}

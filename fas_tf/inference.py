@@ -85,11 +85,37 @@ class Landmarker(abc.ABC):
         """Landmarks (B, N, 2) in crop pixels and confidences (B, N) for (B, S, S, 3) crops."""
 
 
-class KerasLandmarker(Landmarker):
-    """A Keras student (a ``.keras`` path or a built/loaded model)."""
+def training_sigma(student, path: str | os.PathLike | None = None) -> float:
+    """The heatmap sigma a student was trained with: the one saved with its decoding
+    (:func:`fas_tf.student.decoding_of`), else ``sigma`` in the run's ``config.json`` beside
+    ``path``; UsageError (one line naming the file) when neither says."""
+    import json
 
-    def __init__(self, student):
-        from fas_tf.student import inference_model, student_geometry
+    from fas_tf.student import decoding_of
+
+    _, sigma = decoding_of(student)
+    if sigma is not None:
+        return sigma
+    config = Path(path).parent / "config.json" if path else None
+    try:
+        return float(json.loads(config.read_text())["config"]["sigma"])
+    except (AttributeError, OSError, ValueError, KeyError, TypeError):
+        where = f"{path}: " if path else ""
+        raise UsageError(f"{where}the training sigma is neither saved with the model nor in a "
+                         "run config.json beside it") from None
+
+
+class KerasLandmarker(Landmarker):
+    """A Keras student (a ``.keras`` path or a built/loaded model), decoded by its own method
+    (:func:`fas_tf.student.decoding_of`) or ``decoder`` (``"taylor"`` or ``"dark"``, with the
+    student's :func:`training_sigma`).
+
+    Attributes:
+        decoding: (method, sigma) of the heatmap decoder used.
+    """
+
+    def __init__(self, student, decoder: str | None = None):
+        from fas_tf.student import decoding_of, inference_model, student_geometry
 
         if isinstance(student, (str, os.PathLike)):
             self.path = str(student)
@@ -98,7 +124,11 @@ class KerasLandmarker(Landmarker):
             self.path = ""
         self.student = student
         self.input_size, self.stride, self.num_landmarks = student_geometry(student)
-        self.model = inference_model(student)
+        self.decoding = decoding_of(student)
+        if decoder is not None and decoder != self.decoding[0]:
+            sigma = training_sigma(student, self.path) if decoder == "dark" else None
+            self.decoding = (decoder, sigma)
+        self.model = inference_model(student, decoding=self.decoding)
 
     def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = self.model.predict(np.asarray(crops, np.float32), verbose=0, batch_size=BATCH_SIZE)
@@ -295,12 +325,14 @@ def exported_with_flip(path: str | os.PathLike) -> bool:
 
 
 def load_landmarker(
-    path: str | os.PathLike, num_threads: int = 1, flip: bool = False
+    path: str | os.PathLike, num_threads: int = 1, flip: bool = False,
+    decoder: str | None = None,
 ) -> Landmarker:
     """The landmarker of a model file: ``.tflite`` -> LiteRT, anything else -> Keras student.
 
-    ``flip=True``: with test-time flip (:class:`FlipAveraged`). Raises UsageError (one line
-    naming the file) when the file is missing or unusable.
+    ``flip=True``: with test-time flip (:class:`FlipAveraged`). ``decoder``: a Keras student's
+    heatmaps decoded by this method instead of its own (:class:`KerasLandmarker`). Raises
+    UsageError (one line naming the file) when the file is missing or unusable.
     """
     path = str(path)
     if not os.path.isfile(path):
@@ -311,7 +343,10 @@ def load_landmarker(
             '"flip": true), so --flip would flip twice; drop --flip'
         )
     if path.endswith(".tflite"):
+        if decoder is not None:
+            raise UsageError(f"{path}: an exported model decodes as it was exported; a decoder "
+                             "can be chosen for a .keras student only")
         model: Landmarker = LiteRTLandmarker(path, num_threads=num_threads)
     else:
-        model = KerasLandmarker(path)
+        model = KerasLandmarker(path, decoder=decoder)
     return FlipAveraged(model) if flip else model

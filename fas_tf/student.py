@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 import keras
 
 from fas_tf.head import heatmap_head
-from fas_tf.heatmaps import HeatmapDecoder
+from fas_tf.heatmaps import HeatmapDecoder, HeatmapDecoding
 from fas_tf.transfer import build_transfer_model
 
 STRIDE = 4
@@ -161,13 +161,44 @@ def student_geometry(student: keras.Model) -> tuple[int, int, int]:
     return size, size // int(heat.shape[1]), int(heat.shape[-1])
 
 
-def inference_model(student: keras.Model, batch_size: int | None = None) -> keras.Model:
+def with_decoding(student: keras.Model, method: str, sigma: float | None) -> keras.Model:
+    """The same student (same layers and weights) whose heatmaps pass through a
+    :class:`fas_tf.heatmaps.HeatmapDecoding` recording ``method`` and ``sigma`` (the training
+    sigma, heatmap cells): saved with it, the decoding of :func:`inference_model` and exports."""
+    outputs = dict(student.output)
+    heatmaps = outputs["heatmaps"]
+    if isinstance(heatmaps._keras_history.operation, HeatmapDecoding):
+        heatmaps = heatmaps._keras_history.operation.input
+    outputs["heatmaps"] = HeatmapDecoding(method, sigma, name="heatmap_decoding")(heatmaps)
+    return keras.Model(student.input, outputs, name=student.name)
+
+
+def decoding_of(student: keras.Model) -> tuple[str, float | None]:
+    """(method, sigma) a student's heatmaps are decoded with (:func:`with_decoding`);
+    ``("taylor", None)`` for a student saved without it."""
+    heat = student.output["heatmaps"] if isinstance(student.output, dict) else student.output
+    layer = heat._keras_history.operation
+    if isinstance(layer, HeatmapDecoding):
+        return layer.method, layer.sigma
+    return "taylor", None
+
+
+def inference_model(
+    student: keras.Model,
+    batch_size: int | None = None,
+    decoding: tuple[str, float | None] | None = None,
+    int8: bool = False,
+) -> keras.Model:
     """Image -> ``{"landmarks": (B, N, 2) crop pixels, "confidence": (B, N)}``.
 
-    Use ``batch_size=1`` for TFLite int8 export (a static batch keeps every op a builtin).
+    ``decoding``: (method, sigma) instead of the student's own (:func:`decoding_of`), e.g. to
+    score a saved model with another decoder. ``int8``: the decoder in ops with int8 TFLite
+    kernels. Use ``batch_size=1`` for TFLite int8 export (a static batch keeps every op a
+    builtin).
     """
     size, stride, _ = student_geometry(student)
+    method, sigma = decoding or decoding_of(student)
     image = keras.Input((size, size, 3), batch_size=batch_size, name="image")
     heatmaps = keras.Model(student.input, student.output["heatmaps"], name="heatmap_net")(image)
-    outputs = HeatmapDecoder(stride, name="decode")(heatmaps)
+    outputs = HeatmapDecoder(stride, method, sigma, int8=int8, name="decode")(heatmaps)
     return keras.Model(image, outputs, name="landmarker")

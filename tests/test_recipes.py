@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from fas_tf.training.config import (
+    DECODER_CHOICES,
     STUDENT_CHOICES,
     TEACHER_CHOICES,
     TrainConfig,
@@ -40,16 +41,21 @@ def test_the_readme_names_every_recipe_and_they_read():
 
 
 def test_flag_choices_are_the_registries():
+    from fas_tf.heatmaps import DECODERS
     from fas_tf.student import STUDENTS
     from fas_tf.teachers import TEACHER_CHOICES as REGISTERED
 
     assert set(STUDENT_CHOICES) == set(STUDENTS)
     assert set(TEACHER_CHOICES) == set(REGISTERED)
+    assert set(DECODER_CHOICES) == set(DECODERS)
 
 
 def test_each_recipe_trains_and_its_settings_reach_the_run(tmp_path, demo_faces):
     """In the README's order; a recipe distilling from another's ``output_dir`` (or from the
     user's other seeds of it, ``runs/NAME_seedK``) gets that recipe's tiny run."""
+    from fas_tf.inference import load_student
+    from fas_tf.student import decoding_of
+
     outputs = {}
     for name in readme_recipes():
         recipe = read_recipe(RECIPES / f"{name}.yaml", TrainConfig)
@@ -60,7 +66,10 @@ def test_each_recipe_trains_and_its_settings_reach_the_run(tmp_path, demo_faces)
             runs = [re.sub(r"_seed\d+$", "", path.rsplit("/", 2)[-2])
                     for path in recipe["distill_from"]]
             changes["distill_from"] = [str(outputs[run] / "student.keras") for run in runs]
-        train_tiny(TrainConfig(**{**recipe, **changes}), teacher=recipe["teacher"] != "none")
+        config = TrainConfig(**{**recipe, **changes})
+        train_tiny(config, teacher=recipe["teacher"] != "none")
+        # the student is saved with the decoding its config names (default dark)
+        assert decoding_of(load_student(out / "student.keras")) == (config.decoder, config.sigma)
         outputs[recipe["output_dir"].rsplit("/", 1)[-1]] = out
         saved = json.loads((out / "config.json").read_text())["config"]
         assert {k: saved[k] for k in recipe if k not in changes} == {

@@ -177,6 +177,7 @@ def config_from_flags(cls: type[T], flag_values=None,
 STUDENT_CHOICES = ("dlib_transfer", "mobilenetv2", "mobilenetv2_lite")
 TEACHER_CHOICES = ("auto", "facenet", "dlib", "none")
 STRATEGIES = ("default", "mirrored", "multiworker")
+DECODER_CHOICES = ("dark", "taylor")  # fas_tf.heatmaps.DECODERS
 # The names of fas_tf.regularizers.HEATMAP_LOSSES (tests/test_regularizers.py ties them).
 HEATMAP_LOSS_CHOICES = ("mse", "awing")
 # 60 epochs (600 steps on 159 faces) left the student far from converged (docs/results.md,
@@ -225,6 +226,10 @@ class TrainConfig:
                                 "Wing with a weighted loss map", choices=HEATMAP_LOSS_CHOICES)
     heatmap_stride: int = setting(4, "crop pixels per heatmap cell: 4 (input_size/4 heatmaps) "
                                   "or 2 (input_size/2)", to=("student",))
+    decoder: str = setting("dark", "heatmap decoding saved with the model: dark (blurred by the "
+                           "training --sigma, then the log-Taylor step; docs/accuracy.md) or "
+                           "taylor (the log-Taylor step alone, the decoding of models saved "
+                           "before this setting)", choices=DECODER_CHOICES)
     student: str = setting("dlib_transfer", "student network: dlib_transfer (dlib's pretrained "
                            "trunk, fine-tuned), mobilenetv2 or mobilenetv2_lite (without "
                            "MobileNetV2's 1280-channel top: the phone-sized student)",

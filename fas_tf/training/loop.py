@@ -232,7 +232,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill,
     from fas_tf.evaluate import evaluate_predictions
     from fas_tf.landmarks import layout_for
     from fas_tf.model import RegularizedLandmarkModel
-    from fas_tf.student import build_architecture, inference_model
+    from fas_tf.student import build_architecture, inference_model, with_decoding
     from fas_tf.training.config import settings_for
 
     keras.utils.set_random_seed(config.seed)
@@ -258,6 +258,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill,
             config.student, layout.num_landmarks, config.input_size,
             **settings_for(config, "student"),
         )
+        student = with_decoding(student, config.decoder, config.sigma)
         teacher = (builders.teacher or _teacher_of)(config, log)
         model = RegularizedLandmarkModel(student, teacher, distill=distill)
         schedule = keras.optimizers.schedules.CosineDecay(
