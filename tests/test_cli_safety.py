@@ -301,6 +301,18 @@ def test_bad_flag_value_is_one_line_exit_2_without_startup_noise(module, flag, m
     assert line.startswith(f"error: {message}") and line.endswith("(--helpfull lists the flags)")
 
 
+def test_export_start_up_is_quiet_once_tensorflow_loads(tmp_path, demo_faces):
+    """``python -m export`` imported fas_tf after runpy had set sys.argv[0], so TensorFlow's
+    start-up lines were on screen (a probe after issue 39)."""
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"not a zip")
+    result = run_module("export", f"--model={model}", f"--output={tmp_path / 'm.tflite'}",
+                        "--quantize=float32", f"--val_data={demo_faces}")
+    assert result.returncode == 2
+    assert only_error_line(result) == (
+        f"error: {model}: not a readable Keras model (not a zip archive)")
+
+
 def test_tensorflow_startup_lines_are_filtered_by_level():
     from fas_tf import _quiet_tf
 
