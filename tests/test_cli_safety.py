@@ -5,7 +5,6 @@ measure; flag errors; disk-full names; start-up log lines."""
 import errno
 import hashlib
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -101,7 +100,6 @@ def test_evaluate_outputs_are_recognised_on_a_second_run(tmp_path):
     (tmp_path / "link.png").symlink_to(tmp_path / "gone.png")
     with pytest.raises(UsageError, match="dangling symbolic link"):
         cli.check_outputs({tmp_path / "link.png": PLOT_OUTPUT})
-    assert logging.getLogger("matplotlib").level == logging.ERROR  # no font-cache line
 
 
 def test_export_never_writes_over_the_runs_config(student_run, demo_faces, tmp_path):
@@ -293,6 +291,10 @@ def test_attributes_without_stem_or_not_utf8_is_one_line(tmp_path):
 @pytest.mark.parametrize("module, flag, message", [
     ("fas_tf.predict", "--refine=-1", "flag --refine=-1: -1 is not a non-negative integer"),
     ("export", "--quantize=int4", "flag --quantize=int4: value should be one of"),
+    # found by probes after issue 39: every photo was "no face found" / every image failed
+    ("fas_tf.predict", "--min_face_score=2",
+     "flag --min_face_score=2.0: must be a finite number >= 0 and <= 1"),
+    ("fas_tf.measure", "--max_yaw_deg=nan", "flag --max_yaw_deg=nan: must be a finite number >= 0"),
 ])
 def test_bad_flag_value_is_one_line_exit_2_without_startup_noise(module, flag, message):
     result = run_module(module, "--model=m.keras", flag)
@@ -311,6 +313,18 @@ def test_export_start_up_is_quiet_once_tensorflow_loads(tmp_path, demo_faces):
     assert result.returncode == 2
     assert only_error_line(result) == (
         f"error: {model}: not a readable Keras model (not a zip archive)")
+
+
+def test_no_matplotlib_font_cache_line_on_a_first_run(demo_faces, tmp_path):
+    """Keras imports pyplot; on a first run matplotlib logs "generated new fontManager", which
+    absl printed before the tool's own line (a probe after issue 39)."""
+    label = sorted(demo_faces.glob("*.pts"))[0]
+    result = run_module("fas_tf.predict", f"--model={label}", f"--output={tmp_path / 'out'}",
+                        str(label.with_suffix(".jpg")),
+                        env_extra={"MPLCONFIGDIR": str(tmp_path / "fresh")})
+    assert result.returncode == 2
+    assert only_error_line(result) == f"error: {label}: expected a Keras student saved as .keras"
+    assert (tmp_path / "fresh").is_dir()  # matplotlib did build its cache in this run
 
 
 def test_tensorflow_startup_lines_are_filtered_by_level():
