@@ -26,6 +26,7 @@ setup(
         "matplotlib",
         "ai-edge-litert",
         "tensorboard",
+        "pyyaml",  # recipes (fas_tf.training.config)
         "selenium",  # export/web.py drives the web page in Chromium (parity checks)
     ],
     extras_require={

@@ -40,7 +40,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from benchmarks import clinical_data as C  # noqa: E402
 from fas_tf import measurements as M  # noqa: E402
 from fas_tf import spread  # noqa: E402
-from fas_tf.agreement import agreement, plot_bland_altman  # noqa: E402
+from fas_tf.agreement import agreement, between_infant_sd, plot_bland_altman  # noqa: E402
 from fas_tf.framing import crop_box  # noqa: E402
 
 # label consistency checks: name -> (right-eye ratio, left-eye ratio)
@@ -137,7 +137,7 @@ def markdown(result: dict) -> str:
 
 def print_spread(data: str) -> int:
     faces = C.labelled_faces(data, ",".join(spread.CALIBRATION_SETS))
-    got = spread.between_infant_sd(f.gt for f in faces)
+    got = between_infant_sd(f.gt for f in faces)
     print(f"robust SD between infants, {len(faces)} faces of {','.join(spread.CALIBRATION_SETS)}")
     print(C.markdown_table(["ratio", "SD", "in fas_tf.spread"],
                          [[r, v, spread.BETWEEN_INFANT_SD.get(r)] for r, v in got.items()], 4))

@@ -4,7 +4,7 @@ A measurement aid, not a diagnosis. InfAnFace-train's ``attributes.csv`` flags e
 ``turned``, ``tilted``, ``occluded`` and ``expressive``; with the ground-truth ``.pts`` landmarks
 this script
 
-* fits the generic infant 3D head of :data:`fas_tf.measurements.HEAD_MODEL` (``--fit_head``:
+* fits the generic infant 3D head of :data:`fas_tf.measurement.pose.HEAD_MODEL` (``--fit_head``:
   rigid structure from motion over the calibration faces, printed as Python);
 * sweeps every gate threshold and writes, per gate, the share of faces kept among the faces
   labelled all-false (turned = tilted = occluded = expressive = 0) and the share refused among the
@@ -37,6 +37,7 @@ import numpy as np
 from fas_tf import measurements as M
 from fas_tf.data import read_attributes, read_pts
 from fas_tf.landmarks import layout_for
+from fas_tf.measurement import pose as P
 
 FLAGS = ("turned", "tilted", "occluded", "expressive")
 CALIBRATION_SETS = ("ads", "youtube2")
@@ -178,7 +179,7 @@ def model_yaw_limit(ratio: str, max_error: float = 0.05) -> float:
     def view(yaw):
         y = math.radians(yaw)
         rot = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
-        return M.raw_measurements((rot @ M.HEAD_MODEL.T).T[:, :2] * 100)
+        return M.raw_measurements((rot @ P.HEAD_MODEL.T).T[:, :2] * 100)
 
     ref = view(0.0)[ratio]
     for yaw in np.arange(0.0, 45.0, 0.5):

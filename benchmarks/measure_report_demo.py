@@ -3,7 +3,7 @@
 Cartoon faces from :mod:`fas_tf.demo` (no photo of a real infant), some with their landmark
 files edited so that every kind of refusal appears: eyes closed (upper lids moved onto the lower
 ones), mouth wide open (lower inner lip moved down), brows raised, a head turned (the landmarks
-replaced by a turned view of ``fas_tf.measurements.HEAD_MODEL``), a low-resolution face, and a
+replaced by a turned view of ``fas_tf.measurement.pose.HEAD_MODEL``), a low-resolution face, and a
 corrupt image file. The edited landmarks no longer match the drawing; the batch only shows what
 the report looks like. A measurement aid, not a diagnosis.
 
@@ -29,13 +29,14 @@ from fas_tf import measure
 from fas_tf import measurements as M
 from fas_tf.data import read_pts, write_pts
 from fas_tf.demo import make_demo_set
+from fas_tf.measurement import pose as P
 
 
 def turned_view(pts: np.ndarray, yaw: float) -> np.ndarray:
     """HEAD_MODEL turned by ``yaw`` degrees, placed over the face's eyes (orthographic)."""
     y = math.radians(yaw)
     rot = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
-    head = (rot @ M.HEAD_MODEL.T).T[:, :2]
+    head = (rot @ P.HEAD_MODEL.T).T[:, :2]
     iod = float(np.hypot(*(pts[45] - pts[36])))
     return head * iod + (pts[36] + pts[45]) / 2 - (head[36] + head[45]) / 2 * iod
 

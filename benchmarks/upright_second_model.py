@@ -29,9 +29,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from fas_tf.augment import center_crop_offset
-    from fas_tf.data import load_faces, read_attributes, stems_in_sets
+    from fas_tf.data import framed_crops, load_faces, read_attributes, stems_in_sets
     from fas_tf.evaluate import evaluate_predictions
-    from fas_tf.framing import framed_crops
     from fas_tf.inference import load_landmarker, recrop
 
     attrs = read_attributes(Path(args.data) / "attributes.csv")

@@ -196,12 +196,11 @@ def calibration_crops(
 ) -> np.ndarray:
     """``count`` calibration crops: every framing-rule crop, topped up with augmented ones.
 
-    The plain ones are :func:`fas_tf.framing.framed_crops`, the others the training
+    The plain ones are :func:`fas_tf.data.framed_crops`, the others the training
     augmentation of :func:`fas_tf.data.make_dataset`, so int8 ranges also cover the rotations
     and lighting seen in training.
     """
-    from fas_tf.data import load_faces, make_dataset
-    from fas_tf.framing import framed_crops
+    from fas_tf.data import framed_crops, load_faces, make_dataset
     from fas_tf.landmarks import layout_for
 
     data = Path(path)
@@ -460,8 +459,7 @@ def export_model(
         notes.update(calibration_data=str(representative_data),
                      calibration_sets=representative_sets, num_calibration=len(calibration))
         log(f"calibrating on {len(calibration)} crops from {representative_data}")
-    from fas_tf.data import load_faces
-    from fas_tf.framing import framed_crops
+    from fas_tf.data import framed_crops, load_faces
 
     val_path = Path(val_data)
     val_faces = load_faces(val_path, size, stems=_stems(val_path, attributes, val_sets))

@@ -9,14 +9,15 @@ the spread between infants that :mod:`fas_tf.spread` reads uncertainties against
   (between-group variance / total), unbalanced groups allowed;
 - :func:`bland_altman`: bias and 95 % limits of agreement of paired values, and
   :func:`plot_bland_altman` the plot;
-- :func:`pearson_r`, :func:`ols_slope`, :func:`robust_sd` (1.4826 x median absolute deviation).
+- :func:`pearson_r`, :func:`ols_slope`, :func:`robust_sd` (1.4826 x median absolute deviation);
+- :func:`between_infant_sd`: the robust SD of each ratio between infants.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -180,3 +181,17 @@ def plot_bland_altman(panels: dict[str, tuple], path: str | os.PathLike, title: 
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def between_infant_sd(landmark_sets: Iterable[np.ndarray]) -> dict[str, float]:
+    """Robust SD of every ratio over faces (68, 2) whose value ``measure`` does not refuse (what
+    :data:`fas_tf.spread.BETWEEN_INFANT_SD` holds)."""
+    from fas_tf import measurements as M
+
+    values: dict[str, list[float]] = {r: [] for r in M.RATIOS}
+    for pts in landmark_sets:
+        res = M.measure(pts)
+        for name, e in res["ratios"].items():
+            if e["value"] is not None:
+                values[name].append(e["value"])
+    return {name: robust_sd(np.asarray(v)) for name, v in values.items()}

@@ -211,6 +211,14 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
         f.write(text + "\n")
 
 
+def cache_dir(name: str) -> Path:
+    """This package's cache folder ``name``: ``$XDG_CACHE_HOME/fas_tf/NAME`` (default
+    ``~/.cache/fas_tf/NAME``); ``demo`` (the synthetic demo set), ``teachers`` (fetched teacher
+    weights), ``teacher_cache`` (stored teacher outputs)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "fas_tf" / name
+
+
 def sha256_of(path: str | os.PathLike) -> str:
     """Hex sha256 of a file (read in 1 MiB chunks)."""
     digest = hashlib.sha256()

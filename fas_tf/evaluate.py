@@ -27,13 +27,13 @@ import numpy as np
 from fas_tf import cli
 from fas_tf.augment import center_crop_offset
 from fas_tf.data import (
+    framed_crops,
     load_faces,
     parse_sets,
     read_attributes,
     read_exclusions,
     stems_in_sets,
 )
-from fas_tf.framing import framed_crops
 from fas_tf.inference import load_landmarker, recrop
 from fas_tf.metrics import (
     NORMALIZATIONS,

@@ -10,20 +10,13 @@ Every crop rule lives here:
 - :func:`upright_square`: the framing-rule square in the frame where the face's eyes are level
   (the re-crop of ``--upright`` passes);
 - :func:`cut_square`: cut a (centre, side[, angle]) square out of an image at the network input
-  size;
-- :func:`framed_crops`: the unjittered framing-rule crops of loaded faces (what evaluation and
-  export score models on).
+  size.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import cv2
 import numpy as np
-
-if TYPE_CHECKING:
-    from fas_tf.data import LabelledFaces
 
 # Framing rule: the crop is the square of side FRAMING_SCALE * max(box width, box height) centred
 # on the landmark bounding box.
@@ -102,19 +95,3 @@ def cut_square(
 def to_image(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Patch points (..., 2) back to image pixels through the inverse of ``matrix`` (2x3)."""
     return (np.asarray(points, np.float64) - matrix[:, 2]) @ np.linalg.inv(matrix[:, :2]).T
-
-
-def framed_crops(faces: LabelledFaces, input_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Framing-rule crops (float32 [0, 255]) and landmarks in crop pixels, no jitter.
-
-    Exactly the crops of the training pipeline's evaluation batches
-    (``fas_tf.data.make_dataset(training=False)``).
-    """
-    from fas_tf.augment import center_crop_sample
-
-    crops, points = [], []
-    for canvas, pts in zip(faces.canvases, faces.landmarks, strict=True):
-        image, p = center_crop_sample(canvas, pts, input_size)
-        crops.append(np.asarray(image))
-        points.append(np.asarray(p))
-    return np.stack(crops).astype(np.float32), np.stack(points).astype(np.float32)

@@ -10,14 +10,10 @@ plain words (:func:`imprecise_reason`). A measurement aid, not a diagnosis.
 mislabelled faces do not widen it) of each ratio over the InfAnFace-train calibration faces
 (image sets ads + youtube2) whose ground-truth value is measurable;
 ``python benchmarks/clinical_agreement.py --data=../shared/data/infanface-train --spread``
-recomputes it (:func:`between_infant_sd`).
+recomputes it (:func:`fas_tf.agreement.between_infant_sd`).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
-
-import numpy as np
 
 # ratio -> robust SD between infants (calibration faces ads + youtube2, ground-truth landmarks)
 BETWEEN_INFANT_SD: dict[str, float] = {
@@ -39,16 +35,3 @@ def imprecise_reason(sigma: float, sd: float) -> str:
             "infant is short, typical or long for this ratio; a sharper, frontal photo with "
             "eyes open and mouth closed, or a manual measurement, may help")  # fmt: skip
 
-
-def between_infant_sd(landmark_sets: Iterable) -> dict[str, float]:
-    """Robust SD of every ratio over faces (68, 2) whose value ``measure`` does not refuse."""
-    from fas_tf import measurements as M
-    from fas_tf.agreement import robust_sd
-
-    values: dict[str, list[float]] = {r: [] for r in M.RATIOS}
-    for pts in landmark_sets:
-        res = M.measure(pts)
-        for name, e in res["ratios"].items():
-            if e["value"] is not None:
-                values[name].append(e["value"])
-    return {name: robust_sd(np.asarray(v)) for name, v in values.items()}

@@ -1,20 +1,30 @@
-"""The student: a mobile-first heatmap network (MobileNetV2 backbone + light FPN head).
-
-``build_student`` returns a Keras functional model from an RGB [0, 255] face crop to a dict:
+"""The students: heatmap networks from an RGB [0, 255] face crop to a dict
 
 - ``heatmaps``: (B, S/4, S/4, N) float32 landmark heatmaps at output stride 4;
-- ``feat_8``, ``feat_16``, ``feat_32``: backbone features at strides 8, 16 and 32 (all on the
+- ``feat_8``, ``feat_16``, ``feat_32``: trunk features at strides 8, 16 and 32 (all on the
   heatmap path), matched to the teacher's taps by the regularizers.
 
-``inference_model`` turns it into image -> ``landmarks`` (N, 2, crop pixels) + ``confidence``
-(N) with decoding inside the graph; training-only heads and adapters are not part of it.
+:data:`STUDENTS` names every student a training run can choose (``TrainConfig.student``) and
+:func:`build_architecture` builds one by name. This module holds the MobileNetV2 students
+(:func:`build_student`, the phone-sized ones); :mod:`fas_tf.transfer` holds ``dlib_transfer``.
+Both use the head of :mod:`fas_tf.head`.
+
+``inference_model`` turns any student into image -> ``landmarks`` (N, 2, crop pixels) +
+``confidence`` (N) with decoding inside the graph; training-only heads and adapters are not
+part of it.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+
 import keras
 
+from fas_tf.head import heatmap_head
 from fas_tf.heatmaps import HeatmapDecoder
+from fas_tf.transfer import build_transfer_model
 
 STRIDE = 4
 # MobileNetV2 layers used as features, by stride (the ReLU6 expansions feeding each stage).
@@ -29,59 +39,6 @@ FEATURE_STRIDES = (8, 16, 32)
 # MobileNetV2's last 1x1 expansion to 1280 channels, whose weights (and those of the 1280-wide
 # lateral) are a third of the default student's size.
 LITE_TOP = "block_16_project_BN"
-
-
-def _separable(x, channels: int, name: str, momentum: float):
-    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{name}_dw")(x)
-    x = keras.layers.BatchNormalization(momentum=momentum, name=f"{name}_dw_bn")(x)
-    x = keras.layers.ReLU(6.0, name=f"{name}_dw_relu")(x)
-    x = keras.layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_pw")(x)
-    x = keras.layers.BatchNormalization(momentum=momentum, name=f"{name}_pw_bn")(x)
-    return keras.layers.ReLU(6.0, name=f"{name}_pw_relu")(x)
-
-
-def heatmap_head(
-    c4,
-    c8,
-    c16,
-    c32,
-    num_landmarks: int,
-    head_channels: int,
-    bn_momentum: float,
-    upsample: str = "nearest",
-    out_size: int | None = None,
-):
-    """The light FPN head: features at strides 4/8/16/32 -> (B, H, W, N) float32 heatmaps.
-
-    Top-down: 1x1 laterals, upsample and add, a separable conv per level, one more separable
-    conv, a 1x1 conv to the heatmaps. ``upsample``: ``"nearest"`` (x2, exact strides, the
-    student) or ``"bilinear"`` (resize to each feature's size, for trunks whose sizes do not
-    halve exactly); ``out_size``: resize to this side before the last conv (None: stride 4).
-    """
-
-    def lateral(feature, stride):
-        y = keras.layers.Conv2D(head_channels, 1, use_bias=False, name=f"lateral_{stride}")(feature)
-        return keras.layers.BatchNormalization(momentum=bn_momentum, name=f"lateral_{stride}_bn")(y)
-
-    p = lateral(c32, 32)
-    for stride, feature in ((16, c16), (8, c8), (4, c4)):
-        if upsample == "nearest":
-            p = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up_{stride}")(p)
-        else:
-            h, w = int(feature.shape[1]), int(feature.shape[2])
-            p = keras.layers.Resizing(h, w, upsample, name=f"up_{stride}")(p)
-        p = keras.layers.Add(name=f"merge_{stride}")([p, lateral(feature, stride)])
-        p = _separable(p, head_channels, f"smooth_{stride}", bn_momentum)
-    if out_size is not None:
-        p = keras.layers.Resizing(out_size, out_size, "bilinear", name="to_output_size")(p)
-    p = _separable(p, head_channels, "head", bn_momentum)
-    return keras.layers.Conv2D(
-        num_landmarks,
-        1,
-        dtype="float32",
-        kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
-        name="heatmaps",
-    )(p)
 
 
 def build_student(
@@ -141,8 +98,13 @@ def build_student(
     return model
 
 
-# Student architectures a training run can choose (``TrainConfig.student``).
-ARCHITECTURES = ("mobilenetv2", "mobilenetv2_lite", "dlib_transfer")
+# Every student a training run can choose, by name: builder(num_landmarks, input_size, **settings).
+STUDENTS: dict[str, Callable[..., keras.Model]] = {
+    "mobilenetv2": build_student,
+    "mobilenetv2_lite": functools.partial(build_student, lite=True),  # the phone-sized one
+    "dlib_transfer": build_transfer_model,  # dlib's pretrained trunk, fine-tuned
+}
+ARCHITECTURES = tuple(STUDENTS)
 
 
 def build_architecture(
@@ -151,23 +113,27 @@ def build_architecture(
     input_size: int = 128,
     alpha: float = 0.5,
     head_channels: int = 64,
-    heatmap_stride: int = 4,
+    students: Mapping[str, Callable[..., keras.Model]] | None = None,
+    **settings,
 ) -> keras.Model:
-    """The student of a training run: ``"mobilenetv2"`` (:func:`build_student`, the default),
-    ``"mobilenetv2_lite"`` (the same without the 1280-channel top, for phones) or
-    ``"dlib_transfer"`` (:func:`fas_tf.transfer.build_transfer_model`, dlib's pretrained trunk
-    fine-tuned with the same head; the transfer-learning baseline).
-    """
-    if architecture in ("mobilenetv2", "mobilenetv2_lite"):
-        lite = architecture == "mobilenetv2_lite"
-        return build_student(num_landmarks, input_size, alpha, head_channels, lite=lite,
-                             heatmap_stride=heatmap_stride)
-    if architecture == "dlib_transfer":
-        from fas_tf.transfer import build_transfer_model  # imports this module
+    """The student named ``architecture`` in ``students`` (default :data:`STUDENTS`).
 
-        return build_transfer_model(num_landmarks, input_size, alpha, head_channels,
-                                    heatmap_stride=heatmap_stride)
-    raise ValueError(f"unknown student {architecture!r}; choose from {', '.join(ARCHITECTURES)}")
+    ``alpha``, ``head_channels`` and any other keyword ``settings`` reach the builder when its
+    signature names them (e.g. ``alpha`` only shapes the MobileNetV2 students), so a new
+    network setting is one more keyword argument here and in the builders that use it.
+    Raises ValueError for an unknown name.
+    """
+    students = STUDENTS if students is None else students
+    if architecture not in students:
+        raise ValueError(
+            f"unknown student {architecture!r}; choose from {', '.join(students)}"
+        )
+    builder = students[architecture]
+    settings = {"alpha": alpha, "head_channels": head_channels, **settings}
+    accepted = inspect.signature(builder).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        settings = {k: v for k, v in settings.items() if k in accepted}
+    return builder(num_landmarks, input_size, **settings)
 
 
 def parse_student_spec(spec: str) -> dict[str, float | int]:

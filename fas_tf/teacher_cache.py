@@ -1,30 +1,20 @@
-"""Teacher outputs computed once: K seeded views per face, replayed in training.
+"""Teacher outputs computed once: K seeded views per face, replayed in training
+(docs/teacher_cache.md; as FKD, Shen & Xing, ECCV 2022, and ReLabel, Yun et al., CVPR 2021).
 
-The teacher is frozen, so its outputs on a given crop never change (FKD, Shen & Xing, ECCV 2022,
-stores soft labels per random crop with the crop's parameters; ReLabel, Yun et al., CVPR 2021,
-stores label maps per image). View ``k`` of training face ``i`` is the augmented crop of the
-stateless seed :func:`fas_tf.data.view_seed` ``(seed, i, k)``; the teacher's outputs on it
-(embedding and taps, float16) are row ``i * K + k`` of the cache. Training replays the views
-(:func:`fas_tf.data.make_dataset` ``views=K`` yields each crop with its row) and
-:meth:`TeacherCache.attach` puts the stored outputs of each batch's rows into the batch, so the
-train step reads them instead of running the teacher.
+View ``k`` of training face ``i`` is the augmented crop of the stateless seed
+:func:`fas_tf.data.view_seed` ``(seed, i, k)``; the frozen teacher's outputs on it (embedding
+and taps, float16) are row ``i * K + k`` of the cache. Training replays the views
+(:func:`fas_tf.data.make_dataset` ``views=K``) and :meth:`TeacherCache.attach` puts each batch's
+stored rows into the batch, so the train step does not run the teacher. A row not yet stored is
+computed when a batch first needs it, by the input pipeline (ahead of the train step), with the
+teacher converted to LiteRT on a CPU-only machine (:meth:`fas_tf.teachers.Teacher.litert_forward`),
+else TensorFlow; :meth:`TeacherCache.fill` (:func:`load_or_build`) fills every row at once.
 
-A row not yet stored is computed the first time a batch needs it, by the input pipeline (in
-its own thread, ahead of the train step that ``prefetch`` overlaps it with), and kept: the
-first ``K`` epochs fill the cache while training, and every later replay reads it. A run can
-also fill every row before training (:meth:`TeacherCache.fill`, what :func:`load_or_build`
-does). Crops are regenerated from their seeds, so only the teacher's outputs are stored.
-On a CPU-only machine the rows are computed by the teacher converted to LiteRT
-(:meth:`fas_tf.teachers.Teacher.litert_forward`, faster than TensorFlow on a CPU, same outputs
-within 1e-4), elsewhere by TensorFlow.
-
-Storage: one folder per key under ``$XDG_CACHE_HOME/fas_tf/teacher_cache/`` (default
-``~/.cache``) with ``meta.json``, one ``.npy`` per output (rows ``i * K + k``) and
+Storage: one folder per key (:func:`cache_key`: everything the stored numbers depend on) under
+``$XDG_CACHE_HOME/fas_tf/teacher_cache/`` with ``meta.json``, one ``.npy`` per output and
 ``filled.npy`` (which rows are stored), written into a temporary folder renamed into place
-(:meth:`TeacherCache.save`), so an interrupted write leaves the previous copy or the new one.
-The key hashes everything the stored numbers depend on (:func:`cache_key`), so a run with the
-same key (e.g. an ablation arm with other regularizers or lambdas) reuses the cache and any
-other run builds its own.
+(:meth:`TeacherCache.save`). A run with the same key (e.g. an ablation arm with other
+regularizers or lambdas) reuses the cache.
 """
 
 from __future__ import annotations
@@ -32,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -46,6 +37,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fas_tf import cli
+
 if TYPE_CHECKING:
     import tensorflow as tf
 
@@ -58,7 +51,9 @@ if TYPE_CHECKING:
 CACHE_VERSION = 2
 OUTPUTS = ("embedding", "tap_8", "tap_16", "tap_32")
 # The code a view's crop and the teacher's outputs on it depend on.
-_CODE = ("augment.py", "data.py", "teacher_cache.py", "teachers.py", "dlib_resnet.py")
+_CODE = ("fas_tf.augment", "fas_tf.data.faces", "fas_tf.data.pipeline", "fas_tf.framing",
+         "fas_tf.teacher_cache", "fas_tf.teachers.base", "fas_tf.teachers.dlib",
+         "fas_tf.teachers.facenet", "fas_tf.dlib_resnet")
 
 
 # Replays of a view above which a run warns: measured on google2 (200 epochs, 96 px student,
@@ -78,12 +73,6 @@ def replay_warning(epochs: int, views: int) -> str | None:
             f"times in {epochs} epochs; past {MAX_REPLAYS} replays the student overfits its "
             f"stored crops (measured: 12 replays cost 1.1-2.0 NME points, 3 none): use "
             f"--teacher_cache >= {math.ceil(epochs / MAX_REPLAYS)}")
-
-
-def cache_root() -> Path:
-    """``$XDG_CACHE_HOME/fas_tf/teacher_cache`` (default ``~/.cache/fas_tf/teacher_cache``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "fas_tf" / "teacher_cache"
 
 
 @dataclass
@@ -316,10 +305,10 @@ def weights_digest(teacher: Teacher) -> str:
 
 def code_digest() -> str:
     """sha256 of the sources the views and the teacher's outputs come from."""
-    here = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     for name in _CODE:
-        digest.update(name.encode() + b"\0" + (here / name).read_bytes())
+        source = Path(importlib.util.find_spec(name).origin).read_bytes()
+        digest.update(name.encode() + b"\0" + source)
     return digest.hexdigest()
 
 
@@ -440,7 +429,7 @@ def open_cache(
     needed (:meth:`TeacherCache.outputs`) or by :meth:`TeacherCache.fill`. Logs one line."""
     if views < 1:
         raise ValueError(f"a teacher cache needs at least 1 view per face, got {views}")
-    root = Path(root) if root is not None else cache_root()
+    root = Path(root) if root is not None else cli.cache_dir("teacher_cache")
     key = cache_key(teacher, faces, layout, input_size, augment, views, seed)
     folder = root / key
     rows = len(faces) * views

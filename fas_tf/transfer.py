@@ -1,16 +1,15 @@
-"""Transfer-learning baseline: dlib's face-recognition trunk fine-tuned with a heatmap head.
+"""The ``dlib_transfer`` student: dlib's face-recognition trunk fine-tuned with the heatmap head.
 
-The "adjusting the pre-trained weights" baseline of the limited-data ablation
-(``benchmarks/ablation``): instead of regularizing a separate student with a frozen teacher,
-the teacher's own trunk (pretrained, *trainable*) gets a small upsampling head and is trained on
-the heatmap loss alone.
+Instead of training a student from scratch, the teacher's own trunk (pretrained, *trainable*)
+gets the shared upsampling head (:func:`fas_tf.head.heatmap_head`) and is trained on the
+heatmap loss, optionally held near its pretrained behaviour by the frozen dlib network as
+teacher (the training default; ``TrainConfig(student="dlib_transfer")``).
 
 :func:`build_transfer_model` returns a model with the student's interface (see
 :mod:`fas_tf.student`): RGB [0, 255] crop of ``input_size`` -> dict with ``heatmaps``
 (B, S/4, S/4, N) and ``feat_8/16/32`` (the trunk taps), so :func:`fas_tf.student.student_geometry`,
-:func:`fas_tf.student.inference_model` and :class:`fas_tf.model.RegularizedLandmarkModel` (with
-no teacher) work on it unchanged. The crop is resized to dlib's 150x150 inside the model.
-Training selects it with ``TrainConfig(student="dlib_transfer")``.
+:func:`fas_tf.student.inference_model` and :class:`fas_tf.model.RegularizedLandmarkModel` work
+on it unchanged. The crop is resized to dlib's 150x150 inside the model.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import os
 import keras
 
 from fas_tf import dlib_resnet as dr
-from fas_tf.student import heatmap_head
+from fas_tf.head import heatmap_head
 
 # Trunk layers used by the head, by (approximate) stride at 150x150: 35x35, 17x17, 8x8, 4x4.
 TRUNK_TAPS = {
@@ -59,28 +58,22 @@ def dlib_trunk(weights: str | os.PathLike | None = None) -> keras.Model:
 def build_transfer_model(
     num_landmarks: int = 68,
     input_size: int = 128,
-    alpha: float = 0.5,
     head_channels: int = 64,
     weights: str | os.PathLike | None = None,
     bn_momentum: float = 0.9,
     name: str = "transfer",
     heatmap_stride: int = 4,
 ) -> keras.Model:
-    """dlib trunk (fine-tuned) + the student's FPN head (:func:`fas_tf.student.heatmap_head`).
-
-    Same call signature as :func:`fas_tf.student.build_student` for its first four arguments
-    (``alpha`` is accepted and ignored), so it can stand in for the student in training.
+    """dlib trunk (fine-tuned) + the shared FPN head (:func:`fas_tf.head.heatmap_head`).
 
     Args:
         num_landmarks: N heatmap channels.
         input_size: square crop side, a multiple of 32; heatmaps are ``input_size // 4``.
-        alpha: ignored (the student's width multiplier).
         head_channels: channels of the upsampling head.
         weights: dlib weights (see :func:`dlib_trunk`).
         bn_momentum: BatchNormalization momentum of the head.
         name: model name.
     """
-    del alpha
     if input_size % 32:
         raise ValueError(f"input_size must be a multiple of 32, got {input_size}")
     out_size = input_size // heatmap_stride

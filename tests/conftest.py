@@ -125,57 +125,57 @@ def tiny_student(
 
 
 def tiny_architecture(architecture: str, *args, **kwargs):
-    """A drop-in for :func:`fas_tf.student.build_architecture` that builds :func:`tiny_student`
-    whatever the architecture (keyword ``batch_norm`` passes through; ``heatmap_stride`` must be
-    the tiny student's 4)."""
+    """A student builder (:class:`fas_tf.training.loop.Builders`) that builds
+    :func:`tiny_student` whatever the architecture (keyword ``batch_norm`` passes through;
+    ``heatmap_stride`` must be the tiny student's 4)."""
     if kwargs.pop("heatmap_stride", 4) != 4:
         raise ValueError("the tiny student has heatmap stride 4 only")
     return tiny_student(*args, **kwargs)
 
 
-# `python -m fas_tf.train` as a `python -c` program whose runs use the tiny teacher and student
-# and, as pytest_configure below, skip Grappler's rewrites (on 2 CPU cores they dominate the
-# start-up of each process; the trained numbers do not change).
-TINY_TRAIN_MAIN = r"""
-import tensorflow as tf
-tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-import fas_tf.student
-from fas_tf import cli, train
-from tests.conftest import tiny_architecture, tiny_teacher
-train.select_teacher = lambda config, log=print: tiny_teacher()
-fas_tf.student.build_architecture = tiny_architecture
-train.define_flags()
-cli.run(train.main)
-"""
+def tiny_builders(teacher: bool = False, batch_norm: bool = False, callbacks=()):
+    """:class:`fas_tf.training.loop.Builders` of a run with :func:`tiny_student` for every
+    architecture, :func:`tiny_teacher` for every ``--teacher`` (``teacher=True``; else the
+    real choice, e.g. none), and ``callbacks`` after the run's own."""
+    import functools
+
+    from fas_tf.training.loop import Builders
+
+    return Builders(
+        student=functools.partial(tiny_architecture, batch_norm=batch_norm),
+        teacher=(lambda config, log: tiny_teacher()) if teacher else None,
+        callbacks=tuple(callbacks),
+    )
 
 
-@pytest.fixture
-def fast_student(monkeypatch):
-    """Training runs in this test build :func:`tiny_student` for every architecture."""
-    import fas_tf.student
+def train_tiny(config, log=lambda line: None, given=None, teacher: bool = False,
+               batch_norm: bool = False, callbacks=()):
+    """:func:`fas_tf.training.loop.train` with :func:`tiny_builders`."""
+    from fas_tf.training.loop import train
 
-    monkeypatch.setattr(fas_tf.student, "build_architecture", tiny_architecture)
+    return train(config, log, given, tiny_builders(teacher, batch_norm, callbacks))
+
+
+# `python -m fas_tf.train` whose runs use the tiny student and teacher (tests/tiny_train.py).
+TINY_TRAIN = ["-m", "tests.tiny_train"]
 
 
 class Interrupt(Exception):
     """Stands for a kill in the middle of training (tests only)."""
 
 
-def killed_in_epoch(real_checkpoint, epoch: int = 1):
-    """A ``fas_tf.train.student_checkpoint`` replacement: checkpoints as usual, then raises
-    :class:`Interrupt` when epoch ``epoch`` (0-based) begins, i.e. after the backup of the one
-    before (a kill mid-run, for ``--resume`` tests)."""
+def killed_in_epoch(epoch: int = 1):
+    """A Keras callback raising :class:`Interrupt` when epoch ``epoch`` (0-based) begins, i.e.
+    after the checkpoint of the one before (a kill mid-run, for ``--resume`` tests; pass it in
+    :func:`tiny_builders`' ``callbacks``)."""
     import keras
 
-    def checkpoint(student, path, **cadence):
-        class Die(keras.callbacks.Callback):
-            def on_epoch_begin(self, e, logs=None):
-                if e == epoch:
-                    raise Interrupt()
+    class Die(keras.callbacks.Callback):
+        def on_epoch_begin(self, e, logs=None):
+            if e == epoch:
+                raise Interrupt()
 
-        return keras.callbacks.CallbackList([real_checkpoint(student, path, **cadence), Die()])
-
-    return checkpoint
+    return Die()
 
 
 def pytest_configure(config):

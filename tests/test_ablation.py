@@ -484,7 +484,7 @@ def test_schedule_keys_and_arms():
 
 
 def test_cli_arguments():
-    from fas_tf.train import TrainConfig
+    from fas_tf.training.config import TrainConfig
 
     assert arms.BATCH_SIZE == TrainConfig().batch_size
     args = cli.parse_args(["--lambdas=0.03,0.1,0.3,1", "--single_teacher=dlib"])
@@ -530,6 +530,16 @@ def test_a_real_tiny_run_lands_as_a_row_from_its_own_process(tmp_path, demo_face
     assert row["nme_turned"] is not None and row["teacher"] == "none"
     assert "(flags: " in row["machine"] and ", tensorflow 2." in row["machine"]
     assert row["command"].endswith(f"--attributes={tmp_path / 'attributes.csv'}")
+    # the run's recipe, in the format of recipes/: the arm's settings exactly
+    from fas_tf.training.config import TrainConfig, read_recipe
+
+    (folder,) = (tmp_path / "out").iterdir()
+    recipe = read_recipe(folder / "recipe.yaml", TrainConfig)
+    expected = runner.arm_config(arms.RunKey("none", 6, 0), folder, setting)
+    assert TrainConfig(**recipe) == dataclasses.replace(expected, resume=False, verbose=1,
+                                                        allow_download=True)
+    assert (recipe["teacher"], recipe["train_limit"], recipe["epochs"]) == ("none", 6, 2)
+    assert row["command"] in (folder / "recipe.yaml").read_text().splitlines()[0]
     missing = dataclasses.replace(setting, data=tmp_path / "no_faces")
     with pytest.raises(Exception, match="no_faces"):
         runner.run_in_child(arms.RunKey("none", 6, 1), missing)

@@ -1,4 +1,5 @@
-"""``--resume`` backups (fas_tf.train.backup_and_restore): atomic saves, one-line restore errors."""
+"""``--resume`` backups (fas_tf.training.checkpoints.backup_and_restore): atomic saves, one-line
+restore errors."""
 
 import json
 import os
@@ -7,9 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fas_tf import train as fas_train
 from fas_tf.errors import DataError
-from fas_tf.train import TrainConfig, backup_and_restore
+from fas_tf.training import checkpoints as ckpt
+from fas_tf.training.checkpoints import backup_and_restore
+from fas_tf.training.config import TrainConfig
+
+from .conftest import train_tiny
 
 HINT = "start again"
 X = np.linspace(-1, 1, 32, dtype="float32").reshape(8, 4)
@@ -68,13 +72,13 @@ def test_backups_every_k_epochs_and_after_the_last(tmp_path):
 
 def test_truncate_history_keeps_the_epochs_before_the_backup(tmp_path):
     path = tmp_path / "history.csv"
-    fas_train.truncate_history(path, 2)  # no file: nothing to do
+    ckpt.truncate_history(path, 2)  # no file: nothing to do
     assert not path.exists()
     rows = ["epoch,loss\n"] + [f"{e},{1 / (e + 1):.3f}\n" for e in (0, 1, 2, 3)]
     path.write_text("".join(rows))
-    fas_train.truncate_history(path, 4)
+    ckpt.truncate_history(path, 4)
     assert path.read_text() == "".join(rows)
-    fas_train.truncate_history(path, 2)
+    ckpt.truncate_history(path, 2)
     assert path.read_text() == "epoch,loss\n0,1.000\n1,0.500\n"
 
 
@@ -129,9 +133,7 @@ def test_crash_between_the_writes_leaves_a_loadable_backup(
     assert len(history.history["loss"]) == 4  # resumed after epoch 1
 
 
-def test_unreadable_backup_on_resume_is_a_data_error_naming_the_file(
-    tmp_path, demo_faces, monkeypatch, fast_student
-):
+def test_unreadable_backup_on_resume_is_a_data_error_naming_the_file(tmp_path, demo_faces):
     import keras
 
     out = tmp_path / "run"
@@ -141,21 +143,17 @@ def test_unreadable_backup_on_resume_is_a_data_error_naming_the_file(
         verbose=0,
     )
 
-    def killed_after_first_epoch(student, path, **cadence):  # after the backup of epoch 1
-        def stop(epoch, logs):
-            raise RuntimeError("killed")
-        return keras.callbacks.LambdaCallback(on_epoch_end=stop)
+    def stop(epoch, logs):  # after the backup of epoch 1
+        raise RuntimeError("killed")
 
-    monkeypatch.setattr(fas_train, "student_checkpoint", killed_after_first_epoch)
     with pytest.raises(RuntimeError, match="killed"):
-        fas_train.train(config, log=lambda line: None)
-    monkeypatch.undo()
+        train_tiny(config, callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=stop)])
     weights = out / "checkpoints" / "backup" / "latest.weights.h5"
     assert saved_epoch(weights.parent) == 1
     weights.write_bytes(weights.read_bytes()[:3000])  # torn by a kill mid-write (old Keras)
     resumed = TrainConfig(**{**config.__dict__, "resume": True})
     with pytest.raises(DataError) as err:
-        fas_train.train(resumed, log=lambda line: None)
+        train_tiny(resumed, log=lambda line: None)
     message = str(err.value)
     assert message.startswith(f"{weights}: cannot restore")
     assert "without --resume into a new --output_dir" in message and "\n" not in message
@@ -181,14 +179,14 @@ def hashes(folder: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("interrupted", ["before", "after"])
 def test_ctrl_c_around_an_epochs_backup_then_resume_gives_the_straight_history(
-    tmp_path, demo_faces, monkeypatch, fast_student, interrupted
+    tmp_path, demo_faces, monkeypatch, interrupted
 ):
     """Ctrl-C just before or just after the backup of epoch 2 is written: the resumed
     history.csv equals the straight run's (issue 39 item 5: it missed an epoch)."""
-    straight = fas_train.train(tiny_config(tmp_path / "straight", demo_faces),
+    straight = train_tiny(tiny_config(tmp_path / "straight", demo_faces),
                                log=lambda line: None)
     assert len(straight["final_train"]) > 0
-    real = fas_train.backup_and_restore
+    real = ckpt.backup_and_restore
 
     def interrupting(*args, **kwargs):
         callback = real(*args, **kwargs)
@@ -205,46 +203,46 @@ def test_ctrl_c_around_an_epochs_backup_then_resume_gives_the_straight_history(
         return callback
 
     out = tmp_path / "run"
-    monkeypatch.setattr(fas_train, "backup_and_restore", interrupting)
+    monkeypatch.setattr(ckpt, "backup_and_restore", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        fas_train.train(tiny_config(out, demo_faces), log=lambda line: None)
-    monkeypatch.setattr(fas_train, "backup_and_restore", real)
+        train_tiny(tiny_config(out, demo_faces), log=lambda line: None)
+    monkeypatch.setattr(ckpt, "backup_and_restore", real)
     assert saved_epoch(out / "checkpoints" / "backup") == (1 if interrupted == "before" else 2)
-    fas_train.train(tiny_config(out, demo_faces, resume=True), log=lambda line: None)
+    train_tiny(tiny_config(out, demo_faces, resume=True), log=lambda line: None)
     history = (out / "history.csv").read_bytes()
     assert [row.split(b",")[0] for row in history.splitlines()[1:]] == [b"0", b"1", b"2"]
     assert history == (tmp_path / "straight" / "history.csv").read_bytes()  # "\r\n" kept
 
 
 def test_a_failed_final_write_keeps_the_backup_and_resume_only_finishes(
-    tmp_path, demo_faces, monkeypatch, fast_student
+    tmp_path, demo_faces, monkeypatch
 ):
     """student.keras cannot be written after the last epoch (e.g. a full disk): the backup of
     the last epoch stays, and --resume writes the outputs without training again."""
     out = tmp_path / "run"
-    real = fas_train._save_student
+    real = ckpt.save_student
 
     def full_disk(student, path):
         if path.name == "student.keras":
             raise OSError(28, "No space left on device", str(path))
         real(student, path)
 
-    monkeypatch.setattr(fas_train, "_save_student", full_disk)
+    monkeypatch.setattr(ckpt, "save_student", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        fas_train.train(tiny_config(out, demo_faces), log=lambda line: None)
-    monkeypatch.setattr(fas_train, "_save_student", real)
+        train_tiny(tiny_config(out, demo_faces), log=lambda line: None)
+    monkeypatch.setattr(ckpt, "save_student", real)
     assert saved_epoch(out / "checkpoints" / "backup") == 3
     assert not (out / "student.keras").exists()
     before = hashes(out)
     lines = []
-    metrics = fas_train.train(tiny_config(out, demo_faces, resume=True), log=lines.append)
+    metrics = train_tiny(tiny_config(out, demo_faces, resume=True), log=lines.append)
     after = hashes(out)
     assert (out / "student.keras").is_file() and (out / "metrics.json").is_file()
     assert not (out / "checkpoints" / "backup").exists()  # removed once the outputs exist
     for name in ("history.csv", "checkpoints/student_last.keras"):
         assert after[name] == before[name], f"{name}: nothing was trained again"
     assert json.loads((out / "metrics.json").read_text()) == metrics
-    last = fas_train.last_history_row(out / "history.csv")
+    last = ckpt.last_history_row(out / "history.csv")
     assert metrics["final_train"] == {k: v for k, v in last.items() if not k.startswith("val_")}
     assert metrics["final_train"]["loss"] > 0
 
@@ -255,30 +253,30 @@ def test_truncate_history_drops_blank_and_torn_rows_and_names_a_garbled_one(tmp_
     good = "epoch,loss\n0,1.000\n1,0.500\n"
     path.write_text(good + row + "2,0.4\n")
     if row.strip() in ("", "3,0.5"):
-        fas_train.truncate_history(path, 2)
+        ckpt.truncate_history(path, 2)
         assert path.read_text() == good
         crlf = good.replace("\n", "\r\n").encode()
         path.write_bytes(crlf + b"2,0.4\r\n")  # as CSVLogger writes
-        fas_train.truncate_history(path, 2)
+        ckpt.truncate_history(path, 2)
         assert path.read_bytes() == crlf
     else:
         with pytest.raises(DataError) as err:
-            fas_train.truncate_history(path, 2)
+            ckpt.truncate_history(path, 2)
         assert str(err.value) == (f"{path}: line 4 is not a row of epoch results ('garbled'); "
                                   "delete that line and --resume again")
         assert path.read_text() == good + row + "2,0.4\n"
     path.write_text(good + "2,0.3")  # the last row cut short by a kill
-    fas_train.truncate_history(path, 5)
+    ckpt.truncate_history(path, 5)
     assert path.read_text() == good
 
 
 def test_a_nan_loss_stops_training_in_one_line_and_writes_no_model(
-    tmp_path, demo_faces, fast_student
+    tmp_path, demo_faces
 ):
     out = tmp_path / "run"
     config = tiny_config(out, demo_faces, learning_rate=1e38)
     with pytest.raises(DataError) as err:
-        fas_train.train(config, log=lambda line: None)
+        train_tiny(config, log=lambda line: None)
     message = str(err.value)
     assert message.startswith("training stopped in epoch ") and "loss nan" in message.lower()
     assert f"the epochs before it are in {out / 'history.csv'}" in message
@@ -307,8 +305,8 @@ def test_a_fresh_run_never_overwrites_files_of_its_names(tmp_path, demo_faces):
     (out / "history.csv").write_text("my,own\n1,2\n")
     (out / "metrics.json").write_text('{"mine": 1}\n')
     before = hashes(out)
-    with pytest.raises(fas_train.cli.UsageError) as err:
-        fas_train.train(tiny_config(out, demo_faces), log=lambda line: None)
+    with pytest.raises(ckpt.cli.UsageError) as err:
+        train_tiny(tiny_config(out, demo_faces), log=lambda line: None)
     assert str(err.value) == (f"{out}: already holds history.csv, metrics.json, which a run "
                               "would overwrite; use another --output_dir")
     assert hashes(out) == before and sorted(p.name for p in out.iterdir()) == [

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from fas_tf.data import read_pts, write_pts
-from tests.conftest import TINY_TRAIN_MAIN
+from tests.conftest import TINY_TRAIN
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
@@ -200,7 +200,7 @@ def test_existing_run_needs_resume(trained_run, demo_faces):
 def test_resume_after_kill_continues_from_last_epoch(tmp_path, demo_faces):
     out = tmp_path / "run"
     args = [
-        sys.executable, "-c", TINY_TRAIN_MAIN, f"--data={demo_faces}", f"--output_dir={out}",
+        sys.executable, *TINY_TRAIN, f"--data={demo_faces}", f"--output_dir={out}",
         "--teacher=none", "--epochs=12", "--batch_size=4", "--input_size=64", "--alpha=0.35",
         "--student=mobilenetv2", "--head_channels=16", "--verbose=2",
     ]
@@ -221,7 +221,7 @@ def test_resume_after_kill_continues_from_last_epoch(tmp_path, demo_faces):
     assert backed_up in (len(history_rows(out / "history.csv")),
                          len(history_rows(out / "history.csv")) - 1)
     assert not (out / "student.keras").exists()
-    result = python("-c", TINY_TRAIN_MAIN, f"--output_dir={out}", "--resume", "--verbose=2",
+    result = python(*TINY_TRAIN, f"--output_dir={out}", "--resume", "--verbose=2",
                     f"--data={demo_faces}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Epoch {backed_up}/12" not in result.stdout
@@ -294,7 +294,8 @@ def test_out_of_range_flag_is_a_usage_error_before_tensorflow(tmp_path, demo_fac
 
 def test_library_rejects_the_same_values(tmp_path):
     from fas_tf.errors import UsageError
-    from fas_tf.train import TrainConfig, train
+    from fas_tf.training.config import TrainConfig
+    from fas_tf.training.loop import train
 
     with pytest.raises(UsageError, match="--batch_size must be >= 1, got 0"):
         train(TrainConfig(output_dir=str(tmp_path / "o"), batch_size=0))
@@ -400,7 +401,7 @@ from fas_tf.data import load_faces, make_dataset
 from fas_tf.landmarks import layout_for
 from fas_tf.model import RegularizedLandmarkModel
 from fas_tf.student import build_student
-from fas_tf.train import make_strategy
+from fas_tf.training.distributed import make_strategy
 from tests.conftest import tiny_teacher
 keras.utils.set_random_seed(0)
 strategy = make_strategy("mirrored")
@@ -433,7 +434,8 @@ def test_mirrored_strategy_on_two_logical_cpus(demo_faces):
 
 def test_unknown_student_is_refused_before_anything_is_written(demo_faces, tmp_path):
     from fas_tf.cli import UsageError
-    from fas_tf.train import TrainConfig, train
+    from fas_tf.training.config import TrainConfig
+    from fas_tf.training.loop import train
 
     out = tmp_path / "run"
     config = TrainConfig(output_dir=str(out), data=str(demo_faces), teacher="none",

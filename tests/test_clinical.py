@@ -168,6 +168,7 @@ def test_verdict_reads_sigma_against_the_spread_between_infants():
 def test_report_csv_and_json_say_why_a_value_is_imprecise(tmp_path):
     from fas_tf import measure
     from fas_tf.data import write_pts
+    from fas_tf.measurement import report
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -185,7 +186,7 @@ def test_report_csv_and_json_say_why_a_value_is_imprecise(tmp_path):
     image, got = measure.process_image(photos / "baby.png", faces, None, M.Thresholds())
     item = {"image": "baby.png", "name": "baby.png", "png": "baby.measure.png",
             "results": [got[0]["result"]]}  # fmt: skip
-    measure.write_html(out / "report.html", [item])
+    report.write_html(out / "report.html", [item])
     page = (out / "report.html").read_text()
     assert S.IMPRECISE_TEXT in page and "class=warn>0." in page
     assert "cannot tell this infant from a typical one: &plusmn; 0.143 vs a usual" in page
@@ -193,12 +194,12 @@ def test_report_csv_and_json_say_why_a_value_is_imprecise(tmp_path):
     assert "data-verdict=partial" in page  # upper lip / mouth width: not measurable (25 % gate)
     all_measured = {**res, "ratios": {**res["ratios"], "upper_lip_to_mouth_width":
                                       res["ratios"]["pfl_mean_to_icd"]}}  # fmt: skip
-    assert measure._card_verdict(all_measured) == "imprecise"
-    measure.write_csv(out / "m.csv", [measure._csv_row("baby.png", 1, got[0]["result"])], False)
+    assert report._card_verdict(all_measured) == "imprecise"
+    report.write_csv(out / "m.csv", [report.csv_row("baby.png", 1, got[0]["result"])], False)
     row = next(csv.DictReader(open(out / "m.csv", encoding="utf-8")))
     assert row["pfl_mean_to_icd_verdict"] == "imprecise"
     assert "typical" in row["pfl_mean_to_icd_why"] and float(row["pfl_mean_to_icd"]) > 0
-    line = measure._value_line("PFL/ICD", got[0]["result"]["ratios"]["pfl_mean_to_icd"], True, [])
+    line = report._value_line("PFL/ICD", got[0]["result"]["ratios"]["pfl_mean_to_icd"], True, [])
     assert "IMPRECISE" in line
 
 
@@ -207,7 +208,7 @@ def test_between_infant_sd_reproduces_the_constants():
     from benchmarks.clinical_data import labelled_faces
 
     faces = labelled_faces(INFANFACE, ",".join(S.CALIBRATION_SETS))
-    got = S.between_infant_sd(f.gt for f in faces)
+    got = A.between_infant_sd(f.gt for f in faces)
     for name, sd in S.BETWEEN_INFANT_SD.items():
         assert got[name] == pytest.approx(sd, abs=5e-5), name
     assert all(math.isfinite(v) for v in got.values())

@@ -281,11 +281,12 @@ def test_upright_needs_the_68_point_eyes(tmp_path, demo_faces):
 
 
 def test_train_upright_cuts_only_the_training_faces(demo_faces):
-    from fas_tf.train import TrainConfig, _load_sets
+    from fas_tf.training.config import TrainConfig
+    from fas_tf.training.loop import load_sets
 
     config = TrainConfig(data=str(demo_faces), val_data=str(demo_faces), input_size=64,
                          upright=True)
-    train, val = _load_sets(config, log=lambda *_: None)
+    train, val = load_sets(config, log=lambda *_: None)
     assert np.abs(eye_angles(train.landmarks)).max() < 1e-3
     assert np.abs(eye_angles(val.landmarks)).max() > 15.0  # validation: framing-rule crops
 
@@ -294,7 +295,8 @@ def test_excluded_faces_leave_training_validation_and_the_list_file_is_checked(
     tmp_path, demo_faces
 ):
     from fas_tf.data import read_exclusions
-    from fas_tf.train import TrainConfig, _load_sets
+    from fas_tf.training.config import TrainConfig
+    from fas_tf.training.loop import load_sets
 
     listed = tmp_path / "label_errors.txt"
     # with the BOM and CRLF of a Windows editor
@@ -304,7 +306,7 @@ def test_excluded_faces_leave_training_validation_and_the_list_file_is_checked(
     config = TrainConfig(data=str(demo_faces), val_data=str(demo_faces), input_size=64,
                          exclude=str(listed))
     lines = []
-    train, val = _load_sets(config, log=lines.append)
+    train, val = load_sets(config, log=lines.append)
     names = {p.name for p in demo_faces.glob("demo_*.jpg")}
     for faces in (train, val):
         kept = {Path(p).name for p in faces.paths}
@@ -314,7 +316,7 @@ def test_excluded_faces_leave_training_validation_and_the_list_file_is_checked(
                      "not_there"]
     listed.write_text("".join(f"typo_{i:02d}\n" for i in range(12)) + "demo_0003\n")
     config = TrainConfig(data=str(demo_faces), input_size=64, exclude=str(listed))
-    _load_sets(config, log=lines.append)
+    load_sets(config, log=lines.append)
     assert lines[-1] == (f"data: left out 1 of the 13 faces listed in {listed}; not in the "
                          "data: " + ", ".join(f"typo_{i:02d}" for i in range(10))
                          + " and 2 more")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fas_tf import train as train_module
 from fas_tf.cli import sha256_of
 from fas_tf.data import load_faces, make_dataset
 from fas_tf.errors import UsageError
@@ -18,8 +17,10 @@ from fas_tf.inference import load_student
 from fas_tf.landmarks import layout_for
 from fas_tf.model import DistillSource, RegularizedLandmarkModel
 from fas_tf.student import build_student
+from fas_tf.training.config import TrainConfig
+from fas_tf.training.loop import train
 
-from .conftest import Interrupt, killed_in_epoch
+from .conftest import Interrupt, killed_in_epoch, train_tiny
 from .test_cli import assert_one_line_error, five_point_copy, run
 
 LAYOUT = layout_for(68)
@@ -166,15 +167,15 @@ def test_wrong_kind_of_model_or_landmark_count_is_refused(tmp_path, demo_faces, 
     image = keras.Input((32, 32, 3))
     other = tmp_path / "classifier.keras"
     keras.Model(image, keras.layers.Dense(2)(keras.layers.Flatten()(image))).save(other)
-    config = train_module.TrainConfig(output_dir=str(tmp_path / "o"), data=str(demo_faces),
+    config = TrainConfig(output_dir=str(tmp_path / "o"), data=str(demo_faces),
                                       teacher="none", input_size=32, distill_from=str(other))
     with pytest.raises(UsageError, match=r"--distill_from: .*classifier.keras: not a fas_tf "):
-        train_module.train(config, log=lambda line: None)
+        train(config, log=lambda line: None)
     assert not (tmp_path / "o").exists()
     five = five_point_copy(demo_faces, tmp_path / "five", 3)
     config = dataclasses.replace(config, data=str(five), distill_from=str(source_path))
     with pytest.raises(UsageError, match="predicts 68 landmarks, the data has 5"):
-        train_module.train(config, log=lambda line: None)
+        train(config, log=lambda line: None)
     assert not (tmp_path / "o").exists()
     with pytest.raises(ValueError, match="predicts 68 landmarks, the student 5"):
         RegularizedLandmarkModel(build_student(5, 32, **TINY), None,
@@ -182,21 +183,18 @@ def test_wrong_kind_of_model_or_landmark_count_is_refused(tmp_path, demo_faces, 
 
 
 def test_run_records_the_source_and_resume_refuses_a_changed_one(
-    tmp_path, demo_faces, source_path, monkeypatch, fast_student
+    tmp_path, demo_faces, source_path
 ):
     out, source = tmp_path / "run", tmp_path / "source.keras"
     source.write_bytes(source_path.read_bytes())
-    config = train_module.TrainConfig(
+    config = TrainConfig(
         output_dir=str(out), data=str(demo_faces), teacher="none", epochs=2, batch_size=4,
         input_size=32, seed=1, verbose=0, train_limit=4, distill_from=str(source),
         lambda_distill=2.0, student="mobilenetv2", **TINY,
     )
     lines = []
-    real_checkpoint = train_module.student_checkpoint
-    monkeypatch.setattr(train_module, "student_checkpoint", killed_in_epoch(real_checkpoint))
     with pytest.raises(Interrupt):
-        train_module.train(config, log=lines.append)
-    monkeypatch.setattr(train_module, "student_checkpoint", real_checkpoint)
+        train_tiny(config, log=lines.append, callbacks=[killed_in_epoch()])
     record = json.loads((out / "config.json").read_text())
     assert record["config"]["distill_from"] == str(source)
     assert record["config"]["lambda_distill"] == 2.0
@@ -214,16 +212,15 @@ def test_run_records_the_source_and_resume_refuses_a_changed_one(
     resume = {"output_dir": str(out), "resume": True, "verbose": 0}
     with pytest.raises(UsageError, match=re.escape(f"--distill_from={moved} differs from "
                                                    f"{source} saved in")):
-        train_module.train(train_module.TrainConfig(**resume, distill_from=str(moved)),
-                           given={"distill_from"})
+        train_tiny(TrainConfig(**resume, distill_from=str(moved)), given={"distill_from"})
 
     original = source.read_bytes()
     source_student(64, seed=9).save(source)  # the same path, another model
     with pytest.raises(UsageError, match=re.escape(f"--distill_from: {source} has changed")):
-        train_module.train(train_module.TrainConfig(**resume), given=set())
+        train_tiny(TrainConfig(**resume), given=set())
 
     source.write_bytes(original)
-    metrics = train_module.train(train_module.TrainConfig(**resume), given=set())
+    metrics = train_tiny(TrainConfig(**resume), given=set())
     assert metrics["epochs"] == 2 and (out / "student.keras").is_file()
     history = (out / "history.csv").read_text().splitlines()
     assert len(history) == 3 and history[0] == first_header

@@ -125,12 +125,12 @@ def test_dlib_random_teacher_is_not_pretrained():
 
 
 @needs_dat
-def test_auto_falls_back_to_dlib(monkeypatch):
-    def no_facenet(*args, **kwargs):
+def test_auto_falls_back_to_dlib():
+    def no_facenet(weights, allow_download):
         raise teachers.TeacherUnavailableError("FaceNet weights not found (test)")
 
-    monkeypatch.setattr(teachers, "build_facenet", no_facenet)
-    t = teachers.build_teacher("auto", allow_download=False)
+    registry = {**teachers.TEACHERS, "facenet": no_facenet}
+    t = teachers.build_teacher("auto", allow_download=False, teachers=registry)
     assert t.name == "dlib" and t.pretrained
 
 
@@ -138,9 +138,9 @@ def test_dlib_unavailable_message(monkeypatch):
     monkeypatch.setattr(dr, "dlib_model_path", lambda: None)
     with pytest.raises(teachers.TeacherUnavailableError, match="face-recognition-models"):
         teachers.build_teacher("dlib")
-    monkeypatch.setattr(teachers, "build_facenet", lambda *a, **k: teachers.build_dlib("random"))
+    registry = {**teachers.TEACHERS, "facenet": lambda w, d: teachers.build_dlib("random")}
     with pytest.raises(teachers.TeacherUnavailableError, match="no pretrained teacher"):
-        teachers.build_teacher("auto", allow_download=False)
+        teachers.build_teacher("auto", allow_download=False, teachers=registry)
 
 
 # ---------------------------------------------------------------------- parity with dlib

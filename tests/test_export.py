@@ -109,8 +109,7 @@ def test_int8_is_integer_only(exported):
 
 
 def test_landmarkers_by_suffix_agree_on_crops(exported, tiny_run, demo_faces):
-    from fas_tf.data import load_faces
-    from fas_tf.framing import framed_crops
+    from fas_tf.data import framed_crops, load_faces
     from fas_tf.inference import KerasLandmarker, load_landmarker
 
     crops, _ = framed_crops(load_faces(demo_faces, SIZE), SIZE)
@@ -214,8 +213,7 @@ def flip_exports(tiny_run, demo_faces, tmp_path_factory, exported):
 
 
 def test_flip_export_is_the_flip_averaged_student(flip_exports, tiny_run, demo_faces):
-    from fas_tf.data import load_faces
-    from fas_tf.framing import framed_crops
+    from fas_tf.data import framed_crops, load_faces
     from fas_tf.inference import FlipAveraged, KerasLandmarker, mirrored_back
 
     result = flip_exports["float32_flip"]

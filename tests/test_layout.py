@@ -1,6 +1,7 @@
 """The package layout: data flows one way, so the library never imports the tool packages."""
 
 import ast
+import re
 
 from .conftest import REPO
 
@@ -37,3 +38,20 @@ def test_the_walk_sees_imports_inside_functions(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from export.convert import convert\n    import benchmarks.x\n")
     assert _imported_modules(module) == {"export.convert", "benchmarks.x"}
+
+
+def test_the_readme_layout_names_every_package_and_module():
+    """README's Layout section (picture and list) names every subpackage and module of fas_tf/,
+    and every fas_tf/ or export/ path it names exists."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    layout = text[text.index("## Layout"):text.index("Data licences:")]
+    library = REPO / "fas_tf"
+    for path in sorted(library.rglob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        where = path.parent.relative_to(library)
+        if str(where) != ".":
+            assert f"{where}/" in layout, f"fas_tf/{where}/ is not in README's Layout"
+        assert path.stem in layout, f"{path.relative_to(REPO)} is not in README's Layout"
+    named = set(re.findall(r"\b((?:fas_tf|export)/[\w/]*\w(?:\.py)?)", layout))
+    assert all((REPO / n).exists() for n in named), named

@@ -18,6 +18,7 @@ from fas_tf import measure as cli
 from fas_tf import measurements as M
 from fas_tf.errors import UsageError
 from fas_tf.landmarks import layout_for
+from fas_tf.measurement import pose as P
 
 from .conftest import INFANFACE as DATA
 from .conftest import needs_blazeface
@@ -66,12 +67,12 @@ def frontal(scale=1.0) -> np.ndarray:
 
 
 def view(yaw=0.0, pitch=0.0, roll=0.0, iod=100.0, shift=(300.0, 200.0), dist=None):
-    """M.HEAD_MODEL through a pinhole camera ``dist`` IODs away (default: the assumed one)."""
+    """P.HEAD_MODEL through a pinhole camera ``dist`` IODs away (default: the assumed one)."""
     y, t, r = (math.radians(v) for v in (yaw, pitch, roll))
     ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
     rx = np.array([[1, 0, 0], [0, math.cos(t), -math.sin(t)], [0, math.sin(t), math.cos(t)]])
     rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
-    head = M.HEAD_MODEL - M.HEAD_MODEL[list(M.POSE_LANDMARKS)].mean(axis=0)
+    head = P.HEAD_MODEL - P.HEAD_MODEL[list(P.POSE_LANDMARKS)].mean(axis=0)
     p = (rz @ rx @ ry @ head.T).T
     dist = dist or M.Thresholds().camera_distance
     return iod * dist * p[:, :2] / (dist - p[:, 2:]) + np.asarray(shift)
@@ -197,7 +198,7 @@ def test_low_confidence_gives_not_measurable():
     assert res["ratios"]["philtrum_to_face_height"]["verdict"] == "not measurable"
     assert res["distances"]["pfl_mean"]["verdict"] == "ok"
     conf = np.ones(68)
-    conf[list(M.POSE_LANDMARKS)[:14]] = 0.2  # 7 confident pose landmarks left
+    conf[list(P.POSE_LANDMARKS)[:14]] = 0.2  # 7 confident pose landmarks left
     res = M.measure(frontal(), conf)
     assert res["face"]["reason_codes"] == ["pose_unknown"]
     # moderately low confidence everywhere: passes the confidence gate, fails on uncertainty

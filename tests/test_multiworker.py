@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from fas_tf import train as fas_train
-from fas_tf.train import TrainConfig
-from tests.conftest import TINY_TRAIN_MAIN, tiny_teacher
+from fas_tf.training import distributed, loop
+from fas_tf.training.config import TrainConfig
+from tests.conftest import TINY_TRAIN, train_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
@@ -46,9 +46,7 @@ def losses(path: Path) -> list[float]:
     return [float(row["loss"]) for row in history(path)]
 
 
-def test_two_workers_on_loopback_write_one_run_and_train_like_one_process(
-    tmp_path, demo_faces, monkeypatch, fast_student
-):
+def test_two_workers_on_loopback_write_one_run_and_train_like_one_process(tmp_path, demo_faces):
     out, scratch = tmp_path / "two", tmp_path / "scratch"
     scratch.mkdir()
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
@@ -61,16 +59,15 @@ def test_two_workers_on_loopback_write_one_run_and_train_like_one_process(
             logs.append(tmp_path / f"worker{index}.log")
             with open(logs[-1], "wb") as sink:  # a file, not a pipe nobody reads
                 procs.append(subprocess.Popen(
-                    [sys.executable, "-c", TINY_TRAIN_MAIN, f"--data={demo_faces}", *flags,
+                    [sys.executable, *TINY_TRAIN, f"--data={demo_faces}", *flags,
                      "--strategy=multiworker", f"--output_dir={out}", "--verbose=2"],
                     stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=REPO,
                 ))
         # The single-process reference trains meanwhile, in this process (TensorFlow is loaded
         # already), from the same flags: same seed, same global batch.
         one = tmp_path / "one"
-        monkeypatch.setattr(fas_train, "select_teacher", lambda config, log=print: tiny_teacher())
         config = TrainConfig(output_dir=str(one), data=str(demo_faces), verbose=0, **SETTINGS)
-        fas_train.train(config, log=lambda line: None)
+        train_tiny(config, teacher=True)
         codes = [proc.wait(timeout=TIMEOUT) for proc in procs]
     finally:
         for proc in procs:
@@ -102,7 +99,7 @@ def test_two_workers_on_loopback_write_one_run_and_train_like_one_process(
 
 
 def test_cluster_task_and_chief_from_tf_config(monkeypatch):
-    from fas_tf.train import cluster_task, is_chief
+    from fas_tf.training.distributed import cluster_task, is_chief
 
     workers = {"worker": ["a:1", "b:1", "c:1"]}
     for index, chief in ((0, True), (2, False)):
@@ -125,7 +122,7 @@ def test_cluster_task_and_chief_from_tf_config(monkeypatch):
 
 
 def test_eval_batch_size_never_leaves_a_replica_empty():
-    from fas_tf.train import eval_batch_size
+    from fas_tf.training.distributed import eval_batch_size
 
     assert eval_batch_size(32, 16, 2) == 16  # no partial batch
     assert eval_batch_size(20, 16, 2) == 16  # last batch 4: 2 + 2
@@ -155,7 +152,7 @@ def test_a_lost_worker_is_one_line_asking_for_resume(tmp_path, demo_faces, monke
     def fit(*args):
         raise lost
 
-    monkeypatch.setattr(fas_train, "_fit", fit)
+    monkeypatch.setattr(loop, "_fit", fit)  # fit itself fails: no cluster starts
     cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
                                                 "task": {"type": "worker", "index": 1}}))
@@ -163,7 +160,7 @@ def test_a_lost_worker_is_one_line_asking_for_resume(tmp_path, demo_faces, monke
                          teacher="none", epochs=1, strategy="multiworker",
                          student="mobilenetv2")
     with pytest.raises(WorkerLostError) as err:
-        fas_train.train(config, log=lambda line: None)
+        loop.train(config, log=lambda line: None)
     assert str(err.value) == (
         "worker 1: lost the cluster, another worker stopped or is unreachable (Collective ops "
         "is aborted by: recvmsg:Connection reset by peer); stop every worker and start them "
@@ -174,7 +171,7 @@ def test_a_lost_worker_is_one_line_asking_for_resume(tmp_path, demo_faces, monke
     monkeypatch.delenv("TF_CONFIG")
     config.strategy, config.output_dir = "default", str(tmp_path / "one")
     with pytest.raises(tf.errors.UnavailableError):
-        fas_train.train(config, log=lambda line: None)
+        loop.train(config, log=lambda line: None)
 
 
 @pytest.mark.parametrize("task, message", [
@@ -190,7 +187,7 @@ def test_a_task_outside_the_cluster_is_one_line(tmp_path, monkeypatch, task, mes
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
     config = TrainConfig(output_dir=str(tmp_path / "run"), strategy="multiworker")
     with pytest.raises(UsageError) as err:
-        fas_train.train(config, log=lambda line: None)
+        loop.train(config, log=lambda line: None)
     assert str(err.value).startswith(f"TF_CONFIG: {message}")
     assert str(err.value).endswith("give each process one of the cluster's tasks")
     assert not (tmp_path / "run").exists()
@@ -202,10 +199,10 @@ def test_a_peer_that_does_not_resolve_is_one_line_naming_it(monkeypatch):
     cluster = {"worker": ["127.0.0.1:1", "nohost.invalid:2222"]}
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
                                                 "task": {"type": "worker", "index": 0}}))
-    task = fas_train.cluster_task()
+    task = distributed.cluster_task()
     assert task.peers == (("worker 1", "nohost.invalid:2222"),)
     with pytest.raises(UsageError) as err:
-        fas_train.make_strategy("multiworker")  # before TensorFlow starts the cluster
+        distributed.make_strategy("multiworker")  # before TensorFlow starts the cluster
     assert str(err.value).startswith("TF_CONFIG: worker 1 at nohost.invalid:2222 does not "
                                      "resolve (")
     assert str(err.value).endswith("fix its address in the cluster of TF_CONFIG (the same on "
@@ -213,14 +210,14 @@ def test_a_peer_that_does_not_resolve_is_one_line_naming_it(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b"]},
                                                 "task": {"type": "worker", "index": 0}}))
     with pytest.raises(UsageError, match="TF_CONFIG: worker 1 address 'b' is not host:port"):
-        fas_train.check_peers_resolve(fas_train.cluster_task())
+        distributed.check_peers_resolve(distributed.cluster_task())
 
 
 GUARDED_START = r"""
 import sys
-from fas_tf import train
-task = train.ClusterTask("worker", 0, 2, False, (("worker 1", sys.argv[1]),))
-with train.cluster_start_guard(task, timeout=float(sys.argv[2])):
+from fas_tf.training import distributed
+task = distributed.ClusterTask("worker", 0, 2, False, (("worker 1", sys.argv[1]),))
+with distributed.cluster_start_guard(task, timeout=float(sys.argv[2])):
     # stands for TensorFlow waiting for the peer: C code holding the GIL (no thread runs)
     sum(range(int(float(sys.argv[3]) * 1e8)))
 print("started")

