@@ -10,3 +10,7 @@
 
 The app-side contract is in ``export/MOBILE.md``.
 """
+
+# Imported while `python -m export` is located (sys.argv[0] == "-m"), so fas_tf keeps
+# TensorFlow's start-up lines off the screen as for `python -m fas_tf.X` (fas_tf._quiet_tf).
+import fas_tf  # noqa: E402, F401

@@ -42,8 +42,8 @@ flags.DEFINE_string("attributes", None, "attributes CSV (default: attributes.csv
                     "folder)")
 flags.DEFINE_integer("num_calibration", 200, "int8 calibration crops (framing-rule crops, "
                      "topped up with augmented ones)")
-flags.DEFINE_float("max_nme_drift", 0.5, "refuse when TFLite NME exceeds Keras NME by more "
-                   "than this many percentage points")
+cli.define_float("max_nme_drift", 0.5, "refuse when TFLite NME exceeds Keras NME by more than "
+                 "this many percentage points", lower=0.0)
 flags.DEFINE_bool("flip", False, "test-time flip in the graph: average the crop's landmarks "
                   "with its mirror image's (two network runs per call); model.json records it")
 flags.DEFINE_bool("force", False, "write the model even when the parity check fails")

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import secrets
@@ -86,6 +87,26 @@ def _parse_flags(argv: list[str]) -> list[str]:
         raise  # not reached
 
 
+def define_float(name: str, default: float | None, help: str, lower: float | None = None,
+                 upper: float | None = None) -> None:
+    """An absl float flag whose value must be finite and within [``lower``, ``upper``] (None:
+    open); anything else is a bad flag value (one line, exit status 2). Unset (None) passes."""
+    from absl import flags
+
+    flags.DEFINE_float(name, default, help)
+    bounds = []
+    if lower is not None:
+        bounds.append(f">= {lower:g}")
+    if upper is not None:
+        bounds.append(f"<= {upper:g}")
+    flags.register_validator(
+        name,
+        lambda v: v is None or (math.isfinite(v) and (lower is None or v >= lower)
+                                and (upper is None or v <= upper)),
+        message=" ".join(["must be a finite number", " and ".join(bounds)]).rstrip(),
+    )
+
+
 def run(main: Callable[[list[str]], None]) -> None:
     """``absl.app.run(main)`` with expected errors reported as one line and exit status 2.
 
@@ -100,6 +121,9 @@ def run(main: Callable[[list[str]], None]) -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(errors="backslashreplace")
+    # absl shows INFO records: matplotlib's one-time "generated new fontManager" (Keras imports
+    # pyplot) is not this tool's news
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
     probe_gpus_quietly()  # before app.run's TensorFlow init callback logs it unfiltered
 
     def guarded(argv: list[str]) -> None:

@@ -126,10 +126,6 @@ def plot_ced(
         title: plot title (None: none).
         dashed: labels drawn dashed (e.g. control configurations).
     """
-    import logging
-
-    # matplotlib's one-time "building the font cache" warning is not this tool's news
-    logging.getLogger("matplotlib").setLevel(logging.ERROR)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -289,9 +289,9 @@ def define_flags() -> None:
     flags.DEFINE_float("mm_per_pixel", None, "Physical scale at the face; adds millimetre values.")
     defaults = M.Thresholds()
     for f in fields(M.Thresholds):
-        flags.DEFINE_float(f.name, getattr(defaults, f.name),
-                           "Gate/uncertainty parameter (see fas_tf.measurements and "
-                           "docs/measure_calibration.md).")  # fmt: skip
+        cli.define_float(f.name, getattr(defaults, f.name),
+                         "Gate/uncertainty parameter (see fas_tf.measurements and "
+                         "docs/measure_calibration.md).", lower=0.0)  # fmt: skip
 
 
 def main(argv: list[str]) -> None:

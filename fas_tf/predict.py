@@ -253,8 +253,8 @@ def _define_flags() -> None:
     flags.DEFINE_enum("detector", DETECTOR, list(detection.DETECTORS), "face detector")
     flags.DEFINE_bool("turns", True, "also search the photo turned by +-30/60/90 degrees when "
                       "the upright photo gives no confident face")
-    flags.DEFINE_float("min_face_score", None, "minimum detector face score (default: the "
-                       "detector's own, fas_tf.detection.MIN_SCORE)")
+    cli.define_float("min_face_score", None, "minimum detector face score, 0..1 (default: the "
+                     "detector's own, fas_tf.detection.MIN_SCORE)", lower=0.0, upper=1.0)
     flags.DEFINE_integer("refine", 1, "re-crop passes around the predicted landmarks",
                          lower_bound=0)
     flags.DEFINE_bool("flip", False, "test-time flip: average with the mirrored crop's prediction")

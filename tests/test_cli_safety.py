@@ -5,7 +5,6 @@ measure; flag errors; disk-full names; start-up log lines."""
 import errno
 import hashlib
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -69,11 +68,12 @@ def test_evaluate_never_writes_over_its_model_or_a_label_file(student_run, demo_
     label = data / "demo_0001.pts"
     result = run_module("fas_tf.evaluate", f"--model={model}", f"--data={data}",
                         f"--output={label}", f"--plot={model}")
-    line = only_error_line(result)
+    # the files first: before the fix both were replaced (a PNG over the model) with exit 0
+    assert {**hashes(data), **{f"run/{k}": v for k, v in hashes(run).items()}} == before
     assert result.returncode == 2
+    line = only_error_line(result)
     assert line == (f"error: {label}: exists and is not an earlier fas_tf.evaluate.metrics JSON; "
                     "not replaced (move it away or choose another output name)")
-    assert {**hashes(data), **{f"run/{k}": v for k, v in hashes(run).items()}} == before
     with pytest.raises(UsageError, match="is an input of this run"):
         cli.check_outputs({model: cli.png_output("fas_tf.evaluate")}, inputs=[model])
 
@@ -100,7 +100,6 @@ def test_evaluate_outputs_are_recognised_on_a_second_run(tmp_path):
     (tmp_path / "link.png").symlink_to(tmp_path / "gone.png")
     with pytest.raises(UsageError, match="dangling symbolic link"):
         cli.check_outputs({tmp_path / "link.png": PLOT_OUTPUT})
-    assert logging.getLogger("matplotlib").level == logging.ERROR  # no font-cache line
 
 
 def test_export_never_writes_over_the_runs_config(student_run, demo_faces, tmp_path):
@@ -124,7 +123,8 @@ def test_export_never_writes_over_the_runs_config(student_run, demo_faces, tmp_p
     assert json.loads((tmp_path / "notes.json").read_text()) == {"mine": 1}
 
 
-# ------------------------------------------------------------------ 6, 18, 19: silent wrong results
+# ------------------------------------------------------------------ 6, 19: silent wrong results
+# (18, --flip on a --flip export: tests/test_export.py)
 
 
 class FakeLandmarker:
@@ -154,16 +154,6 @@ def test_predict_upright_alone_is_one_pass_as_in_evaluate(monkeypatch):
     predict_cli.predict(image, FakeLandmarker(), refine=0, upright=False)
     assert calls == [(1, True)]
     assert predict_cli.refine_passes(0, True) == 1 and predict_cli.refine_passes(2, True) == 2
-
-
-def test_flip_on_a_flip_export_is_refused(tmp_path):
-    model = tmp_path / "model.tflite"
-    model.write_bytes(b"TFL3 not really")
-    (tmp_path / "model.json").write_text(json.dumps({"model_file": "model.tflite", "flip": True}))
-    with pytest.raises(UsageError) as err:
-        inference.load_landmarker(model, flip=True)
-    assert str(err.value) == (f'{model}: exported with --flip (its model.json says "flip": '
-                              'true), so --flip would flip twice; drop --flip')
 
 
 def test_detection_runs_on_a_bounded_copy_and_maps_faces_back():
@@ -199,33 +189,40 @@ def measure_inputs(demo_faces: Path, folder: Path, names: list[str]) -> Path:
     return folder
 
 
-def test_measure_odd_names_and_far_off_landmarks(demo_faces, tmp_path):
+def test_measure_a_name_that_is_not_utf8(demo_faces, tmp_path):
+    """Item 10: before the fix, UnicodeEncodeError in write_csv, no CSV or report."""
     bad_name = os.fsdecode(b"bad\xff.jpg")
-    folder = measure_inputs(demo_faces, tmp_path / "in", [bad_name, "a#b.jpg", "far.jpg",
-                                                          "huge.jpg"])
+    folder = measure_inputs(demo_faces, tmp_path / "in", [bad_name])
+    out = tmp_path / "out"
+    with open(tmp_path / "log.txt", "w", encoding="utf-8", errors="backslashreplace") as log:
+        assert measure_cli.run([str(folder)], out, use_landmarks=True, log=log) == 0
+    rows = (out / "measurements.csv").read_text(encoding="utf-8")
+    assert "bad\\xff.jpg" in rows
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "href='bad%FF.measure.png'" in page
+    assert (out / os.fsdecode(b"bad\xff.measure.png")).is_file()
+
+
+def test_measure_far_off_landmarks_and_a_hash_in_a_name(demo_faces, tmp_path):
+    """Item 16: far-off points were measured, 1e30 gave a 5-line OpenCV error, '#' broke a link."""
+    folder = measure_inputs(demo_faces, tmp_path / "in", ["a#b.jpg", "far.jpg", "huge.jpg"])
     write_pts(folder / "far.pts", read_pts(folder / "far.pts") + 5000)
     pts = read_pts(folder / "huge.pts")
     pts[3] = 1e30
     write_pts(folder / "huge.pts", pts)
     out = tmp_path / "out"
     log = tmp_path / "log.txt"
-    with open(log, "w", encoding="utf-8", errors="backslashreplace") as f:
+    with open(log, "w", encoding="utf-8") as f:
         failures = measure_cli.run([str(folder)], out, use_landmarks=True, log=f)
     lines = log.read_text(encoding="utf-8").splitlines()
     assert failures == 2 and len(lines) == 2, lines
     assert all("landmarks lie far outside the 128x128 image" in ln for ln in lines), lines
-    rows = (out / "measurements.csv").read_text(encoding="utf-8")
-    assert "bad\\xff.jpg" in rows
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "href='a%23b.measure.png'" in page and (out / "a#b.measure.png").is_file()
-    assert "href='bad%FF.measure.png'" in page
-    assert (out / os.fsdecode(b"bad\xff.measure.png")).is_file()
     assert not list(out.glob("far.*")) and not list(out.glob("huge.*"))
 
 
-def test_measure_failed_item_leaves_no_file_and_disk_full_names_the_file(
-    demo_faces, tmp_path, monkeypatch
-):
+def test_measure_failed_item_leaves_no_file(demo_faces, tmp_path, monkeypatch):
     folder = measure_inputs(demo_faces, tmp_path / "in", ["one.jpg", "two.jpg"])
     real = cli.atomic_path
 
@@ -244,7 +241,10 @@ def test_measure_failed_item_leaves_no_file_and_disk_full_names_the_file(
             assert measure_cli.run([str(folder)], out, use_landmarks=True, log=f) == 2
         assert sorted(p.name for p in out.iterdir()) == ["measurements.csv", "report.html"]
         assert "No space left on device" in log.read_text()
-    monkeypatch.setattr(cli, "atomic_path", real)
+
+
+def test_disk_full_names_the_file(tmp_path):
+    """Item 15: an OSError raised while writing names the file; folders made for it are gone."""
     target = tmp_path / "new" / "deeper" / "m.json"
     with pytest.raises(OSError) as err, cli.atomic_path(target):
         raise OSError(errno.ENOSPC, "No space left on device")  # write() names no file
@@ -291,12 +291,42 @@ def test_attributes_without_stem_or_not_utf8_is_one_line(tmp_path):
 @pytest.mark.parametrize("module, flag, message", [
     ("fas_tf.predict", "--refine=-1", "flag --refine=-1: -1 is not a non-negative integer"),
     ("export", "--quantize=int4", "flag --quantize=int4: value should be one of"),
+    # found by probes after issue 39: every photo was "no face found" / every image failed
+    ("fas_tf.predict", "--min_face_score=2",
+     "flag --min_face_score=2.0: must be a finite number >= 0 and <= 1"),
+    ("fas_tf.measure", "--max_yaw_deg=nan", "flag --max_yaw_deg=nan: must be a finite number >= 0"),
+    # NaN turned the parity check off: NaN > drift is never true
+    ("export", "--max_nme_drift=nan", "flag --max_nme_drift=nan: must be a finite number >= 0"),
 ])
 def test_bad_flag_value_is_one_line_exit_2_without_startup_noise(module, flag, message):
     result = run_module(module, "--model=m.keras", flag)
     assert result.returncode == 2
     line = only_error_line(result)
     assert line.startswith(f"error: {message}") and line.endswith("(--helpfull lists the flags)")
+
+
+def test_export_start_up_is_quiet_once_tensorflow_loads(tmp_path, demo_faces):
+    """``python -m export`` imported fas_tf after runpy had set sys.argv[0], so TensorFlow's
+    start-up lines were on screen (a probe after issue 39)."""
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"not a zip")
+    result = run_module("export", f"--model={model}", f"--output={tmp_path / 'm.tflite'}",
+                        "--quantize=float32", f"--val_data={demo_faces}")
+    assert result.returncode == 2
+    assert only_error_line(result) == (
+        f"error: {model}: not a readable Keras model (not a zip archive)")
+
+
+def test_no_matplotlib_font_cache_line_on_a_first_run(demo_faces, tmp_path):
+    """Keras imports pyplot; on a first run matplotlib logs "generated new fontManager", which
+    absl printed before the tool's own line (a probe after issue 39)."""
+    label = sorted(demo_faces.glob("*.pts"))[0]
+    result = run_module("fas_tf.predict", f"--model={label}", f"--output={tmp_path / 'out'}",
+                        str(label.with_suffix(".jpg")),
+                        env_extra={"MPLCONFIGDIR": str(tmp_path / "fresh")})
+    assert result.returncode == 2
+    assert only_error_line(result) == f"error: {label}: expected a Keras student saved as .keras"
+    assert (tmp_path / "fresh").is_dir()  # matplotlib did build its cache in this run
 
 
 def test_tensorflow_startup_lines_are_filtered_by_level():

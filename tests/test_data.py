@@ -43,6 +43,7 @@ def test_reads_real_300w_file():
         ("version: 1\nn_points: 3\n{\n1 2\n3 4\n}\n", "header says 3 points"),
         ("version: 1\nn_points: 2\n{\n1 2\n3 x\n}\n", "garbled"),
         ("hello", "garbled"),
+        ("version: 1\nn_points: 0\n{\n}\n", "no points"),  # was a zero-size ValueError
     ],
 )
 def test_bad_pts_named_in_error(tmp_path, text, problem):
@@ -50,6 +51,15 @@ def test_bad_pts_named_in_error(tmp_path, text, problem):
     with pytest.raises(DataError, match=problem) as err:
         read_pts(tmp_path / "b.pts")
     assert "b.pts" in str(err.value)
+
+
+def test_landmark_csv_with_a_nul_byte_is_one_line(tmp_path):
+    """A NUL byte in an image name was a ValueError traceback (a probe after issue 39)."""
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(b"image,x0,y0\na\x00b.jpg,1,2\n")
+    with pytest.raises(DataError) as err:
+        load_faces(labels, input_size=64)
+    assert str(err.value) == f"{labels}: cannot read CSV (embedded null byte)"
 
 
 def test_flip_permutation_maps_36_to_45_and_back():

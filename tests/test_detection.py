@@ -156,6 +156,20 @@ def test_missing_blazeface_model_names_the_fetch_command(tmp_path, monkeypatch):
         blazeface.BlazeFace("short")
 
 
+def test_damaged_blazeface_model_is_one_line(tmp_path, monkeypatch):
+    """A truncated cached model was a LiteRT ValueError traceback (a probe after issue 39)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cached = blazeface.model_path("short")
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"TFL3 cut short")
+    with pytest.raises(UsageError) as err:
+        blazeface.BlazeFace("short")
+    assert str(err.value) == (f"{cached}: damaged (wrong sha256); delete it and run "
+                              "`python -m fas_tf.detection fetch`")
+    with pytest.raises(UsageError, match="other.tflite: not a usable BlazeFace model"):
+        blazeface.BlazeFace("short", cached.rename(tmp_path / "other.tflite"))
+
+
 @needs_blazeface
 @needs_infanface
 def test_blazeface_finds_a_real_infant_face_upright_and_upside_down():

@@ -241,6 +241,18 @@ def test_flip_export_is_the_flip_averaged_student(flip_exports, tiny_run, demo_f
     np.testing.assert_allclose(back_conf, conf, atol=1e-5)
 
 
+def test_flip_on_a_flip_export_is_refused(flip_exports):
+    """Issue 39 item 18: --flip on a model exported with --flip would flip twice."""
+    from fas_tf.inference import load_landmarker
+
+    model = flip_exports["float32_flip"].tflite_path
+    assert load_landmarker(model).input_size == SIZE  # usable as it is
+    with pytest.raises(UsageError) as err:  # before the fix: flipped twice without a word
+        load_landmarker(model, flip=True)
+    assert str(err.value) == (f'{model}: exported with --flip (its model.json says "flip": '
+                              'true), so --flip would flip twice; drop --flip')
+
+
 def _permutation(meta: dict) -> np.ndarray:
     """The flip permutation from model.json's flip pairs (what an app would build)."""
     perm = np.arange(meta["landmarks"]["count"])

@@ -7,6 +7,9 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+from fas_tf.errors import UsageError
 from fas_tf.training.config import (
     DECODER_CHOICES,
     STUDENT_CHOICES,
@@ -110,3 +113,14 @@ def test_a_bad_recipe_is_one_line_and_writes_nothing(tmp_path):
     result = run("fas_tf.train", f"--config={bad}", f"--output_dir={out}")
     assert_one_line_error(result, str(bad), "student: 'resnet' is not one of")
     assert result.returncode == 2 and not out.exists()
+
+
+@pytest.mark.parametrize("name, text", [("twice.yaml", "epochs: 3\nseed: 1\nepochs: 500\n"),
+                                        ("twice.json", '{"epochs": 3, "epochs": 500}')])
+def test_a_setting_given_twice_is_refused(tmp_path, name, text):
+    """Both parsers kept the last value without a word (a probe after issue 39)."""
+    recipe = tmp_path / name
+    recipe.write_text(text)
+    with pytest.raises(UsageError) as err:
+        read_recipe(recipe, TrainConfig)
+    assert str(err.value) == f"{recipe}: not a recipe ('epochs' is given twice)"

@@ -98,6 +98,8 @@ def read_pts(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path}: garbled .pts file (a point line does not have 2 numbers)")
     if len(pts) != expected:
         raise DataError(f"{path}: header says {expected} points but the file has {len(pts)}")
+    if not len(pts):
+        raise DataError(f"{path}: no points in the .pts file")
     return pts.astype(np.float32).reshape(-1, 2)
 
 
@@ -262,7 +264,7 @@ def load_faces(
     elif path.suffix.lower() == ".csv":
         try:
             items = read_csv_labels(path)
-        except (OSError, UnicodeDecodeError, csv.Error) as err:
+        except (OSError, ValueError, csv.Error) as err:  # ValueError: not UTF-8, a NUL byte
             raise DataError(f"{path}: cannot read CSV ({err})") from err
     else:
         raise DataError(f"{path}: expected a folder of images with .pts files or a .csv file")

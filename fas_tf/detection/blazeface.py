@@ -165,11 +165,18 @@ class BlazeFace:
         from ai_edge_litert.interpreter import Interpreter
 
         spec = MODELS[variant]
+        cached = path is None
         path = Path(path or model_path(variant))
         if not path.is_file():
             raise UsageError(f"{path}: BlazeFace model not found; run `{FETCH_COMMAND}` once")
-        self.interpreter = Interpreter(model_path=str(path), num_threads=1)
-        self.interpreter.allocate_tensors()
+        if cached and sha256_of(path) != spec["sha256"]:
+            raise UsageError(f"{path}: damaged (wrong sha256); delete it and run "
+                             f"`{FETCH_COMMAND}`")
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=1)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as err:
+            raise UsageError(f"{path}: not a usable BlazeFace model ({err})") from err
         self.size = spec["size"]
         self.min_score = spec["min_score"] if min_score is None else min_score
         self.anchors = anchors(self.size, spec["strides"])

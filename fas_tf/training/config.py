@@ -106,12 +106,35 @@ def _coerce(name: str, kind: Any, value: Any, choices: tuple[str, ...] | None) -
     return value
 
 
+def _parse_unique_keys(text: str, yaml_text: bool) -> Any:
+    """JSON or YAML text as Python data; a key given twice in one mapping is a ValueError (both
+    parsers would keep the last value without a word)."""
+    import yaml
+
+    def unique(pairs: list) -> dict:
+        keys = [k for k, _ in pairs]
+        twice = [k for i, k in enumerate(keys) if k in keys[:i]]
+        if twice:
+            raise ValueError(f"{twice[0]!r} is given twice")
+        return dict(pairs)
+
+    if not yaml_text:
+        return json.loads(text, object_pairs_hook=unique)
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            unique([(self.construct_object(k, deep=deep), None) for k, _ in node.value])
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: no Python objects
+
+
 def read_recipe(path: str | os.PathLike, cls: type) -> dict[str, Any]:
     """The settings of a recipe file for ``cls``: a JSON or YAML mapping of field names to values
     (a run's ``config.json``, whose settings are under ``"config"``, works too).
 
     Raises UsageError (one line naming the file) for a missing or unreadable file, an unknown
-    setting, a value of the wrong type or a flag-only field.
+    setting, a setting given twice, a value of the wrong type or a flag-only field.
     """
     path = Path(path)
     if path.suffix not in RECIPE_SUFFIXES:
@@ -120,7 +143,7 @@ def read_recipe(path: str | os.PathLike, cls: type) -> dict[str, Any]:
 
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = _parse_unique_keys(text, yaml_text=path.suffix != ".json")
     except OSError as err:
         raise UsageError(f"{path}: cannot read the recipe ({err.strerror or err})") from err
     except (ValueError, yaml.YAMLError) as err:  # JSONDecodeError is a ValueError
