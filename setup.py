@@ -27,6 +27,7 @@ setup(
         "ai-edge-litert",
         "tensorboard",
         "pyyaml",  # recipes (fas_tf.training.config)
+        "selenium",  # export/web.py drives the web page in Chromium (parity checks)
     ],
     extras_require={
         "dev": ["pytest", "pytest-xdist", "ruff", "dlib-bin"],

@@ -9,6 +9,8 @@ the report looks like. A measurement aid, not a diagnosis.
 
     python benchmarks/measure_report_demo.py --work=/tmp/measure_demo \
         --screenshot=docs/measure_report.png
+    python benchmarks/measure_report_demo.py --work=/tmp/clinical_demo --sigma_floor=0.015 \
+        --screenshot=docs/clinical_report.png
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fas_tf import measure
+from fas_tf import measurements as M
 from fas_tf.data import read_pts, write_pts
 from fas_tf.demo import make_demo_set
 from fas_tf.measurement import pose as P
@@ -88,10 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", required=True, help="scratch folder (batch and report)")
     ap.add_argument("--screenshot", help="PNG to write (e.g. docs/measure_report.png)")
+    ap.add_argument("--sigma_floor", type=float, default=M.Thresholds().sigma_floor,
+                    help="landmark noise floor in IODs (e.g. 0.015: some values turn amber, "
+                    "too imprecise to tell the infant from a typical one)")
     args = ap.parse_args(argv)
     work = Path(args.work)
     photos = build_batch(work)
-    failures = measure.run([str(photos)], work / "report", use_landmarks=True)
+    failures = measure.run([str(photos)], work / "report", use_landmarks=True,
+                           thresholds=M.Thresholds(sigma_floor=args.sigma_floor))
     print(f"{work / 'report' / 'report.html'} ({failures} failed item(s))")
     if args.screenshot:
         screenshot(work / "report" / "report.html", Path(args.screenshot))

@@ -28,7 +28,14 @@ from fas_tf.errors import CheckFailedError
 from fas_tf.inference import load_student
 
 MODES = ("float32", "float16", "dynamic", "int8")
-METADATA_VERSION = 1
+# The face detector file of the web page (npm @mediapipe/face_detection 0.4.1657300184, web/):
+# BlazeFace short-range, the network of fas_tf.detection.blazeface's (the mediapipe wheel's file,
+# other bytes, equal outputs); its box -> crop constants are BOX_TO_CROP["blazeface"].
+BLAZEFACE_MODEL = {
+    "file": "face_detection_short_range.tflite",
+    "sha256": "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
+}
+METADATA_VERSION = 2  # 2: crop.web_detector and measurements (the web page's inputs)
 METADATA_FORMAT = "fas_tf.landmarks.tflite"
 # An existing .json beside the output is replaced only when it is an earlier model.json
 # (``"format"`` above); an existing .tflite only when that model.json records its sha256.
@@ -265,7 +272,9 @@ def build_metadata(
     """The ``model.json`` an app developer needs (see ``export/MOBILE.md``)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from fas_tf.framing import DETECTOR_MAPPING, FRAMING_SCALE
+    from fas_tf import measurements
+    from fas_tf.detection.calibration import BOX_TO_CROP
+    from fas_tf.framing import FRAMING_SCALE
     from fas_tf.landmarks import layout_for
     from fas_tf.student import student_geometry
 
@@ -351,15 +360,27 @@ def build_metadata(
             "image_to_crop": "x_crop = (x_image - cx) * S / side + (S - 1) / 2",
             "from_face_detector": {
                 "detector": "MTCNN (package mtcnn 1.0, box_format xywh)",
-                "constants": DETECTOR_MAPPING,
+                "constants": BOX_TO_CROP["mtcnn"],
+                "constants_by_detector": BOX_TO_CROP,
                 "rule": (
                     "cx = bx + bw * (0.5 + dx), cy = by + bh * (0.5 + dy), side = scale * "
                     f"max(bw, bh) * {FRAMING_SCALE} for detector box (bx, by, bw, bh); "
                     "recalibrate these constants for another detector"
                 ),
             },
+            "web_detector": {
+                "detector": "blazeface",
+                "model_file": BLAZEFACE_MODEL["file"],
+                "model_sha256": BLAZEFACE_MODEL["sha256"],
+                "rule": (
+                    "the web page (web/src/blazeface.js) runs this file as "
+                    "fas_tf.detection.blazeface runs MediaPipe's (the same network): its box -> "
+                    "crop constants are from_face_detector.constants_by_detector.blazeface"
+                ),
+            },
             "heatmap_stride": stride,
         },
+        "measurements": measurements.spec(),
         "training": {
             "student_file": model_path.name,
             "config_sha256": sha256_of(config) if config.is_file() else None,

@@ -5,8 +5,8 @@ Every crop rule lives here:
 - :func:`crop_box`: the *framing rule* on landmarks: a square of side ``FRAMING_SCALE`` times the
   larger side of the landmark bounding box, centred on that box (training, evaluation, export
   calibration and the re-crop pass of prediction all use it);
-- :func:`detector_square`: the same square estimated from an MTCNN face box through the
-  calibrated :data:`DETECTOR_MAPPING`;
+- :func:`detector_square`: the same square estimated from a face detector's box through that
+  detector's calibrated constants (:data:`fas_tf.detection.calibration.BOX_TO_CROP`);
 - :func:`upright_square`: the framing-rule square in the frame where the face's eyes are level
   (the re-crop of ``--upright`` passes);
 - :func:`cut_square`: cut a (centre, side[, angle]) square out of an image at the network input
@@ -21,16 +21,6 @@ import numpy as np
 # Framing rule: the crop is the square of side FRAMING_SCALE * max(box width, box height) centred
 # on the landmark bounding box.
 FRAMING_SCALE = 1.4
-
-# MTCNN box (bx, by, bw, bh) -> landmark bounding box, calibrated on the 210 InfAnFace training
-# images (benchmarks/export_mtcnn_calibration.py: 185 matched detections, medians; residual
-# centre error 6% of the landmark-box side, side ratio p10-p90 0.86-1.16, hence the default
-# re-crop pass around the predicted landmarks, which restores the exact training framing):
-#   landmark-box centre = (bx + bw * (0.5 + dx), by + bh * (0.5 + dy))
-#   landmark-box larger side = scale * max(bw, bh)
-# and the crop is then the framing rule: side FRAMING_SCALE * that, centred on that centre.
-DETECTOR_MAPPING: dict[str, float] = {"dx": 0.023, "dy": 0.1062, "scale": 0.8649}
-
 
 def crop_box(landmarks: np.ndarray, scale: float = FRAMING_SCALE) -> tuple[float, float, float]:
     """The framing rule: (centre x, centre y, side) of the square crop around a face.
@@ -69,13 +59,16 @@ def _rotation(angle: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]])
 
 
-def detector_square(box: tuple[float, float, float, float]) -> tuple[float, float, float]:
-    """(cx, cy, side) of the framing-rule crop for an MTCNN box, via :data:`DETECTOR_MAPPING`."""
+def detector_square(box: tuple[float, float, float, float], detector: str = "mtcnn"
+                    ) -> tuple[float, float, float]:
+    """(cx, cy, side) of the framing-rule crop for a detector box (bx, by, bw, bh), via the
+    detector's :data:`fas_tf.detection.calibration.BOX_TO_CROP` constants."""
+    from fas_tf.detection.calibration import BOX_TO_CROP
+
     bx, by, bw, bh = box
-    m = DETECTOR_MAPPING
-    cx = bx + bw * (0.5 + m["dx"])
-    cy = by + bh * (0.5 + m["dy"])
-    return cx, cy, FRAMING_SCALE * m["scale"] * max(bw, bh)
+    m = BOX_TO_CROP[detector]
+    return (bx + bw * (0.5 + m["dx"]), by + bh * (0.5 + m["dy"]),
+            FRAMING_SCALE * m["scale"] * max(bw, bh))
 
 
 def cut_square(

@@ -106,7 +106,7 @@ def faces_from_pts(image_path: Path) -> list[dict]:
 
 
 def load_predictor(model_path: str) -> Callable[[Path], list[dict]]:
-    """Faces of an image from :func:`fas_tf.predict.predict` (MTCNN + the landmark model).
+    """Faces of an image from :func:`fas_tf.predict.predict` (detector + the landmark model).
 
     Returns a function ``image_path -> [{"box", "landmarks", "confidence", ...}]``; the model
     (``student.keras`` or ``.tflite``) is loaded once. Missing model: UsageError.
@@ -114,7 +114,7 @@ def load_predictor(model_path: str) -> Callable[[Path], list[dict]]:
     if not Path(model_path).is_file():
         raise UsageError(f"{model_path}: model not found")
     from fas_tf.inference import load_landmarker
-    from fas_tf.predict import predict
+    from fas_tf.predict import pipeline_record, predict
 
     try:
         landmarker = load_landmarker(model_path)
@@ -133,6 +133,7 @@ def load_predictor(model_path: str) -> Callable[[Path], list[dict]]:
         return [{**f, "landmarks": np.asarray(f["landmarks"], np.float64),
                  "confidence": np.asarray(f["confidence"], np.float64)} for f in faces]
 
+    run.pipeline = pipeline_record()  # type: ignore[attr-defined]
     return run
 
 
@@ -239,8 +240,12 @@ def run(inputs: Sequence[str], output: str | os.PathLike, model: str | None = No
         try:
             image, faces = process_image(image_path, get_faces, mm_per_pixel, thresholds)
             record = {"format": JSON_FORMAT, "image": str(image_path), "disclaimer": M.DISCLAIMER,
+                      "pipeline": getattr(get_faces, "pipeline", None),
                       "faces": [{"box": f.get("box"), "landmarks": f["landmarks"],
-                                 "confidence": f.get("confidence"), **f["result"]}
+                                 "confidence": f.get("confidence"),
+                                 **{k: f[k] for k in ("detector", "turn_deg", "first_crop")
+                                    if k in f},
+                                 **f["result"]}
                                 for f in faces]}  # fmt: skip
             data = json.dumps(record, indent=1, default=_jsonable, allow_nan=False).encode("utf-8")
             ok, png = cv2.imencode(".png", draw_report(image, faces))

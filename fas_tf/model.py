@@ -183,6 +183,7 @@ class RegularizedLandmarkModel(keras.Model):
         regularizers: str | Iterable[str] | None = R.NAMES,
         weights: Mapping[str, float] | None = None,
         distill_weight: float = 1.0,
+        heatmap_loss: str = "mse",
         **kwargs,
     ) -> None:
         """Set the optimizer, the active regularizers and their weights (lambdas).
@@ -193,9 +194,11 @@ class RegularizedLandmarkModel(keras.Model):
                 ``"none"``. Ignored (empty) when there is no teacher.
             weights: lambda per regularizer; missing entries default to 1.0.
             distill_weight: lambda of the distillation term (used with a distill source).
+            heatmap_loss: the label term, a name of :data:`fas_tf.regularizers.HEATMAP_LOSSES`.
             **kwargs: passed to ``keras.Model.compile`` (e.g. ``jit_compile``).
         """
         super().compile(optimizer=optimizer, **kwargs)
+        self.heatmap_loss = R.HEATMAP_LOSSES[heatmap_loss]
         active = parse_regularizers(regularizers)
         if self.teacher is None:
             active = ()
@@ -325,7 +328,7 @@ class RegularizedLandmarkModel(keras.Model):
         variables = self.trainable_variables  # student + used adapters/head; never the teacher
         with tf.GradientTape() as tape:
             outputs = self.student(images, training=True)
-            hm_loss = R.heatmap_loss(outputs["heatmaps"], targets["heatmaps"])
+            hm_loss = self.heatmap_loss(outputs["heatmaps"], targets["heatmaps"])
             reg = {}
             if self.regularizers:
                 reg = self._regularizer_losses(outputs, self.teacher_outputs(images, stored))
@@ -348,7 +351,7 @@ class RegularizedLandmarkModel(keras.Model):
         images, targets = data[0], data[1]
         batch = tf.cast(tf.shape(images)[0], tf.float32)
         outputs = self.student(images, training=False)
-        hm_loss = R.heatmap_loss(outputs["heatmaps"], targets["heatmaps"])
+        hm_loss = self.heatmap_loss(outputs["heatmaps"], targets["heatmaps"])
         values = {
             "loss": hm_loss,
             "heatmap_loss": hm_loss,

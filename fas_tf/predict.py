@@ -1,24 +1,26 @@
-"""Landmarks on whole images: MTCNN face detection, framing-rule crop, landmark model.
+"""Landmarks on whole images: face detection, framing-rule crop, landmark model.
 
 ``python -m fas_tf.predict --model=(student.keras|model.tflite) IMAGE_OR_FOLDER...
-[--output=DIR] [--min_face_score=0.7] [--refine=1] [--upright] [--flip]``
+[--output=DIR] [--detector=blazeface] [--turns] [--min_face_score=S] [--refine=1] [--upright]
+[--flip]``
 
-Per image: EXIF orientation applied, every face found by MTCNN (on a copy at most
-``DETECT_MAX_SIDE`` pixels wide and high) is cut by the training framing rule (see
-:mod:`fas_tf.framing`) from the full image, landmarks are mapped back to the (upright) image, and
-``DIR/<stem>.landmarks.json`` (faces, boxes, landmarks, confidences) plus an annotated
-``DIR/<stem>.landmarks.png`` are written: never over an input file or a file that is not an
-earlier output of this tool (:func:`fas_tf.cli.check_outputs`), even with ``--output`` set to
-the input folder. ``--upright`` alone means one upright re-crop pass, as in ``evaluate``.
-An unreadable image or an image without a face prints one line and the run goes on; exit
-status 0 = every image had a face, 1 = some image failed, 2 = bad usage / model.
+Per image: EXIF orientation applied, every face found by the detector (:mod:`fas_tf.detection`:
+BlazeFace by default, searching turned views for tilted heads) is cut by the training framing
+rule through the detector's calibrated box->crop mapping (see :mod:`fas_tf.framing`), landmarks
+are mapped back to the (upright) image, and ``DIR/<stem>.landmarks.json`` (faces, boxes,
+landmarks, confidences, detector, passes) plus an annotated ``DIR/<stem>.landmarks.png`` are
+written: never over an input file or a file that is not an earlier output of this tool
+(:func:`fas_tf.cli.check_outputs`), even with ``--output`` set to the input folder.
+``--upright`` alone means one upright re-crop pass, as in ``evaluate``.
+An unreadable image or an image without a face prints one line and the
+run goes on; exit status 0 = every image had a face, 1 = some image failed, 2 = bad usage / model.
 
-Python API: ``predict(image, model) -> [{"box", "landmarks", "confidence", "detector_score"}]``.
+Python API: ``predict(image, model) -> [{"box", "landmarks", "confidence", "detector_score",
+...}]``.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from pathlib import Path
@@ -26,63 +28,54 @@ from typing import Any
 
 import numpy as np
 
-from fas_tf import cli, inference
+from fas_tf import cli, detection, inference
 from fas_tf.data import DataError, list_images, load_image
-from fas_tf.framing import detector_square
 from fas_tf.inference import load_landmarker
 
-# MTCNN stage thresholds: lower than the package defaults (0.6 / 0.7 / 0.8), which miss many
-# infant faces; faces are then kept by their ONet score (--min_face_score). On the training
-# images, a matching face is found in 85% of them at score >= 0.7 (88% at 0.5, 75% at 0.9).
-DETECTOR_THRESHOLDS: dict[str, float] = {
-    "threshold_pnet": 0.5, "threshold_rnet": 0.5, "threshold_onet": 0.5,
-}
-MIN_FACE_SCORE = 0.7
-# MTCNN runs on a copy whose longer side is at most this (its image pyramid on an 8000x8000
-# photo took 85 s and 9.4 GB); the boxes are scaled back, the landmark crops come from the
-# full image.
-DETECT_MAX_SIDE = 1600
+DETECTOR = "blazeface"  # the default face detector (fas_tf.detection.DETECTORS)
+FIRST_CROPS = ("box", "eyes", "best")
+FIRST_CROP = "best"  # the default first crop (first_squares; docs/end_to_end.md)
 
 
-@functools.lru_cache(maxsize=1)
-def get_detector():
-    """The MTCNN detector (weights ship with the ``mtcnn`` package; no network)."""
-    from mtcnn import MTCNN
+def detect_faces(image: np.ndarray, min_score: float | None = None,
+                 detector: str | detection.Detector = DETECTOR,
+                 turns: bool = True) -> list[detection.Face]:
+    """Faces of an RGB uint8 image, best score first (:func:`fas_tf.detection.find_faces`).
 
-    return MTCNN()
-
-
-def detect_faces(image: np.ndarray, min_score: float = MIN_FACE_SCORE) -> list[dict[str, Any]]:
-    """MTCNN faces of an RGB uint8 image: ``[{"box": (bx, by, bw, bh), "score": s}]``.
-
-    The detector sees the image shrunk to at most :data:`DETECT_MAX_SIDE` pixels a side; the
-    boxes are in ``image``'s pixels.
+    ``min_score`` None: the detector's :data:`fas_tf.detection.MIN_SCORE`; ``turns=False``:
+    the upright photo only (no search over turned views).
     """
-    import cv2
+    if isinstance(detector, str):
+        detector = detection.get_detector(detector, min_score)
+    return detection.find_faces(image, detector, detection.TURN_ANGLES_DEG if turns else ())
 
-    h, w = image.shape[:2]
-    sx = sy = 1.0
-    if max(h, w) > DETECT_MAX_SIDE:
-        scale = DETECT_MAX_SIDE / max(h, w)
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        sx, sy = size[0] / w, size[1] / h
-    found = get_detector().detect_faces(image, box_format="xywh", **DETECTOR_THRESHOLDS)
-    faces = [
-        {"box": tuple(float(v) / s for v, s in zip(f["box"], (sx, sy, sx, sy), strict=True)),
-         "score": float(f["confidence"])}
-        for f in found
-        if float(f["confidence"]) >= min_score and f["box"][2] > 1 and f["box"][3] > 1
-    ]
-    return sorted(faces, key=lambda f: -f["score"])
+
+def pipeline_record(detector: str = DETECTOR, turns: bool = True, first_crop: str = FIRST_CROP,
+                    refine: int = 1, upright: bool = False) -> dict[str, Any]:
+    """What a whole-image run used (written into every JSON of ``predict`` and ``measure``)."""
+    return {"detector": detector, "turns": bool(turns), "first_crop": first_crop,
+            "refine": int(refine), "upright": bool(upright)}
+
+
+def first_squares(face: detection.Face, first_crop: str) -> list[tuple[str, tuple[float, ...]]]:
+    """Candidate first crops of a face, (name, square): ``box`` its detector square, ``eyes``
+    that square turned so the detector's eye points are level, ``best`` both (the landmark
+    model's confidence chooses, see :func:`predict`)."""
+    if first_crop not in FIRST_CROPS:
+        raise cli.UsageError(f"unknown first crop {first_crop!r}; choose from {FIRST_CROPS}")
+    return [(name, square) for name, square in (("box", face.square), ("eyes", face.eye_square()))
+            if first_crop in (name, "best")]
 
 
 def predict(
     image: np.ndarray | str | os.PathLike,
     model: inference.Landmarker | str | os.PathLike,
-    min_score: float = MIN_FACE_SCORE,
+    min_score: float | None = None,
     refine: int = 1,
     upright: bool = False,
+    detector: str | detection.Detector = DETECTOR,
+    turns: bool = True,
+    first_crop: str = FIRST_CROP,
 ) -> list[dict[str, Any]]:
     """Faces and 68 landmarks of a whole image.
 
@@ -90,35 +83,46 @@ def predict(
         image: (H, W, 3) uint8 RGB (already upright) or an image path (EXIF honoured).
         model: a ``.keras`` / ``.tflite`` path, a :class:`fas_tf.inference.Landmarker`, or any
             object with ``input_size`` and ``predict(crops) -> (landmarks, confidence)``.
-        min_score: minimum MTCNN score of a face.
+        min_score: minimum detector score of a face (None: the detector's default).
         refine: extra passes re-cropping with the framing rule around the predicted landmarks
             (the exact training framing; 0 = detector crop only).
         upright: the re-crop passes turn the square so the predicted eyes are level
             (:func:`fas_tf.inference.recrop`); with ``refine=0`` one pass (as ``evaluate``).
+        detector: ``"blazeface"`` or ``"mtcnn"`` (:mod:`fas_tf.detection`).
+        turns: also search the photo turned by :data:`fas_tf.detection.TURN_ANGLES_DEG` when
+            the upright photo gives no confident face.
+        first_crop: :func:`first_squares`; with several candidates, the one whose final
+            landmarks have the highest mean confidence is kept.
 
     Returns:
         one dict per face, best detector score first: ``box`` [x0, y0, x1, y1] (detector box,
-        image pixels), ``landmarks`` (N, 2) and ``confidence`` (N,) lists, ``detector_score``.
+        image pixels; the hull of its corners when found in a turned view), ``landmarks``
+        (N, 2) and ``confidence`` (N,) lists, ``detector_score``, ``detector``, ``turn_deg``
+        (the view's turn), ``crop`` (cx, cy, side, angle: the detector's framing-rule square)
+        and ``first_crop`` (the candidate used: ``box`` that square, ``eyes`` it turned).
     """
     if not isinstance(image, np.ndarray):
         image = load_image(image)
     if isinstance(model, (str, os.PathLike)):
         model = load_landmarker(model)
     faces = []
-    for face in detect_faces(image, min_score):
-        pts, conf = inference.landmarks_in_squares(
-            [image], model, [(*detector_square(face["box"]), 0.0)]
-        )
+    for face in detect_faces(image, min_score, detector, turns):
+        names, squares = zip(*first_squares(face, first_crop), strict=True)
+        pts, conf = inference.landmarks_in_squares([image] * len(squares), model, list(squares))
         passes = refine_passes(refine, upright)
         if passes:
-            pts, conf = inference.recrop([image], model, pts, passes, upright)
-        pts, conf = pts[0], conf[0]
-        bx, by, bw, bh = face["box"]
+            pts, conf = inference.recrop([image] * len(squares), model, pts, passes, upright)
+        best = int(np.argmax(np.mean(conf, axis=1)))
+        pts, conf = pts[best], conf[best]
         faces.append({
-            "box": [bx, by, bx + bw, by + bh],
+            "box": [round(v, 2) for v in face.box],
             "landmarks": np.round(pts, 3).tolist(),
             "confidence": np.round(conf, 4).tolist(),
-            "detector_score": face["score"],
+            "detector_score": face.score,
+            "detector": face.detector,
+            "turn_deg": round(float(np.degrees(face.angle)), 1),
+            "crop": [round(float(v), 4) for v in face.square],
+            "first_crop": names[best],
         })
     return faces
 
@@ -184,16 +188,19 @@ def run(
     inputs: list[str],
     model: str | os.PathLike,
     output: str | os.PathLike,
-    min_score: float = MIN_FACE_SCORE,
+    min_score: float | None = None,
     refine: int = 1,
     log=print,
     flip: bool = False,
     upright: bool = False,
+    detector: str = DETECTOR,
+    turns: bool = True,
 ) -> int:
     """Predict every image, write JSON + PNG per image; returns the number of failed images.
 
     ``flip``: test-time flip (:class:`fas_tf.inference.FlipAveraged`); ``upright``: the
-    re-crop passes level the predicted eyes (:func:`fas_tf.inference.recrop`).
+    re-crop passes level the predicted eyes (:func:`fas_tf.inference.recrop`); ``detector``,
+    ``turns``: see :func:`predict`.
     """
     import cv2
 
@@ -209,6 +216,7 @@ def run(
         outputs.update({out / f"{name}.json": JSON_OUTPUT, out / f"{name}.png": PNG_OUTPUT})
     cli.check_outputs(outputs, inputs=[*paths, model])
     landmarker = load_landmarker(model, flip=flip)
+    detection.get_detector(detector, min_score)  # a missing detector model fails before output
     cli.check_writable_dir(out)
     failed = 0
     for path, stem in zip(paths, names, strict=True):
@@ -218,10 +226,11 @@ def run(
             log(f"{err}")
             failed += 1
             continue
-        faces = predict(image, landmarker, min_score, refine, upright)
+        faces = predict(image, landmarker, min_score, refine, upright, detector, turns)
         record = {"format": JSON_FORMAT, "image": str(path), "width": int(image.shape[1]),
                   "height": int(image.shape[0]), "model": str(model), "flip": bool(flip),
-                  "refine": refine_passes(refine, upright), "upright": bool(upright),
+                  **pipeline_record(detector, turns, FIRST_CROP, refine_passes(refine, upright),
+                                     upright),
                   "faces": faces}
         cli.write_json(out / f"{stem}.json", record)
         ok, png = cv2.imencode(".png", cv2.cvtColor(annotate(image, faces), cv2.COLOR_RGB2BGR))
@@ -229,7 +238,7 @@ def run(
         if faces:
             log(f"{path}: {len(faces)} face(s)")
         else:
-            log(f"{path}: no face found (MTCNN score >= {min_score})")
+            log(f"{path}: no face found ({detector})")
             failed += 1
     return failed
 
@@ -241,7 +250,11 @@ def _define_flags() -> None:
     flags.DEFINE_string(
         "output", "predictions", "folder for <stem>.landmarks.json and <stem>.landmarks.png"
     )
-    flags.DEFINE_float("min_face_score", MIN_FACE_SCORE, "minimum MTCNN face score")
+    flags.DEFINE_enum("detector", DETECTOR, list(detection.DETECTORS), "face detector")
+    flags.DEFINE_bool("turns", True, "also search the photo turned by +-30/60/90 degrees when "
+                      "the upright photo gives no confident face")
+    flags.DEFINE_float("min_face_score", None, "minimum detector face score (default: the "
+                       "detector's own, fas_tf.detection.MIN_SCORE)")
     flags.DEFINE_integer("refine", 1, "re-crop passes around the predicted landmarks",
                          lower_bound=0)
     flags.DEFINE_bool("flip", False, "test-time flip: average with the mirrored crop's prediction")
@@ -255,7 +268,7 @@ def main(argv: list[str]) -> None:
     if not f.model:
         raise cli.UsageError("--model is required (student.keras or model.tflite)")
     failed = run(argv[1:], f.model, f.output, f.min_face_score, f.refine, flip=f.flip,
-                 upright=f.upright)
+                 upright=f.upright, detector=f.detector, turns=f.turns)
     if failed:
         print(f"{failed} image(s) failed", file=sys.stderr)
         sys.exit(1)

@@ -51,6 +51,7 @@ def build_student(
     bn_momentum: float = 0.9,
     name: str = "student",
     lite: bool = False,
+    heatmap_stride: int = 4,
 ) -> keras.Model:
     """Build the student network.
 
@@ -84,7 +85,9 @@ def build_student(
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(image)
     c4, c8, c16, c32 = taps(x)
 
-    heatmaps = heatmap_head(c4, c8, c16, c32, num_landmarks, head_channels, bn_momentum)
+    out_size = None if heatmap_stride == STRIDE else input_size // heatmap_stride
+    heatmaps = heatmap_head(c4, c8, c16, c32, num_landmarks, head_channels, bn_momentum,
+                            out_size=out_size)
     outputs = {"heatmaps": heatmaps, "feat_8": c8, "feat_16": c16, "feat_32": c32}
     model = keras.Model(image, outputs, name=name)
     # keras.applications uses BN momentum 0.999: with a few hundred faces (a few hundred steps)

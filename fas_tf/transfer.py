@@ -62,6 +62,7 @@ def build_transfer_model(
     weights: str | os.PathLike | None = None,
     bn_momentum: float = 0.9,
     name: str = "transfer",
+    heatmap_stride: int = 4,
 ) -> keras.Model:
     """dlib trunk (fine-tuned) + the shared FPN head (:func:`fas_tf.head.heatmap_head`).
 
@@ -75,7 +76,7 @@ def build_transfer_model(
     """
     if input_size % 32:
         raise ValueError(f"input_size must be a multiple of 32, got {input_size}")
-    out_size = input_size // 4
+    out_size = input_size // heatmap_stride
     image = keras.Input((input_size, input_size, 3), name="image")
     x = keras.layers.Resizing(dr.DLIB_INPUT_SIZE, dr.DLIB_INPUT_SIZE, "bilinear",
                               name="to_dlib_size")(image)

@@ -15,6 +15,15 @@ needs_infanface = pytest.mark.skipif(
     reason=f"InfAnFace data not found at {INFANFACE} (licensed data, kept outside the repo)",
 )
 
+# BlazeFace's model comes from `python -m fas_tf.detection fetch` (.ci/run does it): without it
+# the tests of the default detector are skipped, except in CI where that is a failure.
+needs_blazeface = pytest.mark.skipif(
+    not os.environ.get("CI") and not (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        / "fas_tf" / "detectors" / "face_detection_short_range.tflite").is_file(),
+    reason="BlazeFace model not fetched (python -m fas_tf.detection fetch)",
+)
+
 
 @pytest.fixture(scope="session")
 def demo_faces(tmp_path_factory) -> Path:
@@ -22,6 +31,52 @@ def demo_faces(tmp_path_factory) -> Path:
     from fas_tf.demo import make_demo_set
 
     return make_demo_set(tmp_path_factory.mktemp("demo"), 12, seed=5, size=128)
+
+
+TINY_SIZE = 64  # input side of the tiny_run student
+
+
+def fit_tiny_student(faces_dir: Path, run: Path) -> Path:
+    """A 64-px, alpha 0.35 student fitted for 80 steps on ``faces_dir``, saved in ``run``.
+
+    (20 steps left its heatmaps so flat that float32 LiteRT and Keras decoded different peaks:
+    drift 1.1 points.)
+    """
+    import keras
+
+    from fas_tf.data import load_faces, make_dataset
+    from fas_tf.landmarks import layout_for
+    from fas_tf.student import build_student
+
+    keras.utils.set_random_seed(0)
+    faces = load_faces(faces_dir, TINY_SIZE)
+    student = build_student(68, TINY_SIZE, alpha=0.35, head_channels=16)
+    net = keras.Model(student.input, student.output["heatmaps"])
+    net.compile(keras.optimizers.Adam(3e-3), "mse")
+    ds = make_dataset(faces, layout_for(68), TINY_SIZE, batch_size=12, training=False)
+    ds = ds.map(lambda x, y: (x, y["heatmaps"] * 10.0)).cache().repeat()
+    net.fit(ds, steps_per_epoch=80, epochs=1, verbose=0)
+    student.save(run / "student.keras")
+    (run / "config.json").write_text('{"config": {"input_size": 64}}')
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, demo_faces) -> Path:
+    """A run folder with the tiny student (:func:`fit_tiny_student` on the demo faces)."""
+    return fit_tiny_student(demo_faces, tmp_path_factory.mktemp("run"))
+
+
+def export_tiny(tiny_run: Path, demo_faces: Path, out: Path, modes) -> dict:
+    """The tiny student exported in ``modes`` (int8 calibrated on the demo faces);
+    mode -> :class:`export.convert.ExportResult`."""
+    from export.convert import export_model
+
+    return {mode: export_model(
+        tiny_run / "student.keras", out / mode / "model.tflite", mode,
+        representative_data=str(demo_faces), num_calibration=16, max_nme_drift=100.0,
+        log=lambda *_: None,
+    ) for mode in modes}
 
 
 def tiny_teacher():
@@ -71,7 +126,10 @@ def tiny_student(
 
 def tiny_architecture(architecture: str, *args, **kwargs):
     """A student builder (:class:`fas_tf.training.loop.Builders`) that builds
-    :func:`tiny_student` whatever the architecture (keyword ``batch_norm`` passes through)."""
+    :func:`tiny_student` whatever the architecture (keyword ``batch_norm`` passes through;
+    ``heatmap_stride`` must be the tiny student's 4)."""
+    if kwargs.pop("heatmap_stride", 4) != 4:
+        raise ValueError("the tiny student has heatmap stride 4 only")
     return tiny_student(*args, **kwargs)
 
 

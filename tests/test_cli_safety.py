@@ -138,8 +138,11 @@ class FakeLandmarker:
 
 
 def test_predict_upright_alone_is_one_pass_as_in_evaluate(monkeypatch):
-    monkeypatch.setattr(predict_cli, "detect_faces",
-                        lambda image, min_score: [{"box": (20.0, 20.0, 60.0, 60.0), "score": 1.0}])
+    from fas_tf.detection import Face
+
+    corners = np.float64([[20, 20], [80, 20], [80, 80], [20, 80]])
+    face = Face("mtcnn", 1.0, 0.0, (50.0, 50.0, 60.0, 0.0), corners, None)
+    monkeypatch.setattr(predict_cli, "detect_faces", lambda image, *args: [face])
     calls = []
     real = inference.recrop
     monkeypatch.setattr(inference, "recrop",
@@ -163,22 +166,25 @@ def test_flip_on_a_flip_export_is_refused(tmp_path):
                               'true), so --flip would flip twice; drop --flip')
 
 
-def test_predict_detects_on_a_bounded_copy_and_maps_boxes_back(monkeypatch):
+def test_detection_runs_on_a_bounded_copy_and_maps_faces_back():
+    from fas_tf import detection
+
     seen = []
 
-    class Detector:
-        def detect_faces(self, image, **kwargs):
-            seen.append(image.shape)
-            return [{"box": [100, 50, 200, 100], "confidence": 0.99}]
+    class Fake(detection.Detector):
+        name, min_score = "mtcnn", 0.5
 
-    monkeypatch.setattr(predict_cli, "get_detector", lambda: Detector())
+        def detect(self, image):
+            seen.append(image.shape)
+            return [detection.RawFace((100.0, 50.0, 200.0, 100.0), 0.99, None)]
+
     image = np.zeros((3000, 4800, 3), np.uint8)
-    faces = predict_cli.detect_faces(image)
+    faces = detection.find_faces(image, Fake(), angles_deg=())
     assert seen == [(1000, 1600, 3)]
-    np.testing.assert_allclose(faces[0]["box"], (300.0, 150.0, 600.0, 300.0))
-    seen.clear()
-    predict_cli.detect_faces(np.zeros((800, 600, 3), np.uint8))
-    assert seen == [(800, 600, 3)]  # small images untouched
+    np.testing.assert_allclose(faces[0].box, (300.0, 150.0, 900.0, 450.0))
+    small = detection.find_faces(np.zeros((800, 600, 3), np.uint8), Fake(), angles_deg=())
+    assert seen[1] == (800, 600, 3)  # small images untouched
+    np.testing.assert_allclose(small[0].box, (100.0, 50.0, 300.0, 150.0))
 
 
 # ------------------------------------------------------------------ 10, 11, 15, 16: measure, CSV

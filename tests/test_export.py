@@ -16,51 +16,22 @@ from export.convert import (
     float_compute_ops,
     op_types,
 )
+from fas_tf import measurements
 from fas_tf.cli import UsageError
+from fas_tf.detection.calibration import BOX_TO_CROP
 from fas_tf.heatmaps import decode_heatmaps, decode_heatmaps_int8, render_heatmaps
 from fas_tf.inference import LiteRTLandmarker, load_student
+from fas_tf.measurements import Thresholds
 
-from .conftest import REPO
+from .conftest import REPO, TINY_SIZE, export_tiny
 
-SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, demo_faces):
-    """A 64-px, alpha 0.35 student fitted for 80 steps on the synthetic faces (20 left its heatmaps
-    so flat that float32 LiteRT and Keras decoded different peaks: drift 1.1 points)."""
-    import keras
-
-    from fas_tf.data import load_faces, make_dataset
-    from fas_tf.landmarks import layout_for
-    from fas_tf.student import build_student
-
-    keras.utils.set_random_seed(0)
-    faces = load_faces(demo_faces, SIZE)
-    student = build_student(68, SIZE, alpha=0.35, head_channels=16)
-    net = keras.Model(student.input, student.output["heatmaps"])
-    net.compile(keras.optimizers.Adam(3e-3), "mse")
-    ds = make_dataset(faces, layout_for(68), SIZE, batch_size=12, training=False)
-    ds = ds.map(lambda x, y: (x, y["heatmaps"] * 10.0)).cache().repeat()
-    net.fit(ds, steps_per_epoch=80, epochs=1, verbose=0)
-    run = tmp_path_factory.mktemp("run")
-    student.save(run / "student.keras")
-    (run / "config.json").write_text('{"config": {"input_size": 64}}')
-    return run
+SIZE = TINY_SIZE
 
 
 @pytest.fixture(scope="module")
 def exported(tiny_run, demo_faces, tmp_path_factory):
-    """Every mode exported once (int8 calibrated on the demo faces); mode -> ExportResult."""
-    out = tmp_path_factory.mktemp("exports")
-    results = {}
-    for mode in MODES:
-        results[mode] = export_model(
-            tiny_run / "student.keras", out / mode / "model.tflite", mode,
-            representative_data=str(demo_faces), num_calibration=16, max_nme_drift=100.0,
-            log=lambda *_: None,
-        )
-    return results
+    """Every mode exported once; mode -> ExportResult."""
+    return export_tiny(tiny_run, demo_faces, tmp_path_factory.mktemp("exports"), MODES)
 
 
 def test_decode_int8_matches_taylor_decoder():
@@ -105,6 +76,12 @@ def test_each_mode_exports_with_contract(exported, tiny_run, mode):
     assert meta["landmarks"]["count"] == 68 == len(meta["landmarks"]["names"])
     assert [36, 45] in meta["landmarks"]["flip_pairs"]
     assert meta["crop"]["scale"] == 1.4 and meta["crop"]["input_size"] == SIZE
+    # the web page's inputs, from their one Python source each
+    detector = meta["crop"]["web_detector"]["detector"]
+    assert meta["crop"]["from_face_detector"]["constants_by_detector"][detector] == (
+        BOX_TO_CROP["blazeface"])
+    assert meta["measurements"] == json.loads(json.dumps(measurements.spec()))
+    assert meta["measurements"]["thresholds"]["max_yaw_deg"] == Thresholds().max_yaw_deg
     config_hash = hashlib.sha256((tiny_run / "config.json").read_bytes()).hexdigest()
     assert meta["training"]["config_sha256"] == config_hash
     assert meta["quantization"] == mode

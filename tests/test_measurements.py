@@ -21,6 +21,7 @@ from fas_tf.landmarks import layout_for
 from fas_tf.measurement import pose as P
 
 from .conftest import INFANFACE as DATA
+from .conftest import needs_blazeface
 
 REAL_STEMS = ("ads_19920.Still075", "ads_1072.Still005", "youtube2_016")
 
@@ -414,8 +415,9 @@ def test_cli_exit_codes(real_faces, tmp_path):
         "error: give exactly one of --model=PATH or --landmarks"]
 
 
+@needs_blazeface
 def test_model_mode_measures_detected_faces(real_faces, tmp_path):
-    """--model runs fas_tf.predict (MTCNN + landmarks) and measures every detected face."""
+    """--model runs fas_tf.predict (detector + landmarks) and measures every detected face."""
     from fas_tf.student import build_student
 
     model = tmp_path / "student.keras"
@@ -424,6 +426,7 @@ def test_model_mode_measures_detected_faces(real_faces, tmp_path):
     assert cli.run([str(real_faces / f"{REAL_STEMS[0]}.jpg")], out, model=str(model)) == 0
     rec = json.loads((out / f"{REAL_STEMS[0]}.measure.json").read_text())
     assert len(rec["faces"]) == 1
+    assert rec["pipeline"]["detector"] == rec["faces"][0]["detector"] == "blazeface"
     face = rec["faces"][0]
     assert len(face["landmarks"]) == 68 and len(face["box"]) == 4
     # an untrained model has low confidence everywhere: no number may be reported as ok

@@ -162,3 +162,12 @@ def test_adapter_resizes_first_where_the_teacher_grid_is_smaller(teacher):
         np.testing.assert_allclose(got.numpy(), after.numpy(), rtol=1e-5, atol=1e-5)
         assert float(tf.reduce_max(tf.abs(after))) > 0.01  # not trivially equal
     assert shrunk == 2  # strides 8 and 16 took the resize-first path
+
+
+@pytest.mark.parametrize("architecture", ["mobilenetv2", "dlib_transfer"])
+def test_heatmap_stride_2_gives_input_half_heatmaps(architecture):
+    from fas_tf.student import build_architecture, student_geometry
+
+    student = build_architecture(architecture, 68, 64, 0.35, 16, heatmap_stride=2)
+    assert student_geometry(student) == (64, 2, 68)
+    assert tuple(student.output["heatmaps"].shape[1:]) == (32, 32, 68)

@@ -10,13 +10,14 @@ import pytest
 from PIL import Image
 
 from fas_tf.data import load_image, read_pts
-from fas_tf.framing import DETECTOR_MAPPING, FRAMING_SCALE, crop_box, detector_square
+from fas_tf.detection.calibration import BOX_TO_CROP
+from fas_tf.framing import FRAMING_SCALE, crop_box, detector_square
 from fas_tf.inference import load_landmarker
 from fas_tf.predict import predict
 
-from .conftest import INFANFACE, REPO, needs_infanface
+from .conftest import INFANFACE, REPO, needs_blazeface, needs_infanface
 
-FACE = INFANFACE / "google2_g-00006.jpg"  # one face, found by MTCNN with score 1.0
+FACE = INFANFACE / "google2_g-00006.jpg"  # one face (MTCNN score 1.0, BlazeFace 0.89)
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +39,23 @@ class _Exact:
         self.crop_points = crop_points
 
     def predict(self, crops):
-        return self.crop_points[None], np.ones((1, len(self.crop_points)), np.float32)
+        n = len(crops)  # one answer per crop (predict runs several first crops in a batch)
+        return (np.repeat(self.crop_points[None], n, axis=0),
+                np.ones((n, len(self.crop_points)), np.float32))
 
 
-def test_detector_square_follows_the_mapping():
-    cx, cy, side = detector_square((100.0, 50.0, 80.0, 100.0))
-    m = DETECTOR_MAPPING
+@pytest.mark.parametrize("detector", sorted(BOX_TO_CROP))
+def test_box_square_follows_the_calibration(detector):
+    cx, cy, side = detector_square((100.0, 50.0, 80.0, 100.0), detector)
+    m = BOX_TO_CROP[detector]
     assert cx == pytest.approx(100 + 80 * (0.5 + m["dx"]))
     assert cy == pytest.approx(50 + 100 * (0.5 + m["dy"]))
     assert side == pytest.approx(FRAMING_SCALE * m["scale"] * 100)
 
 
 @needs_infanface
-def test_face_landmarks_map_back_to_image(monkeypatch):
+@pytest.mark.parametrize("detector", ["mtcnn", pytest.param("blazeface", marks=needs_blazeface)])
+def test_face_landmarks_map_back_to_image(monkeypatch, detector):
     """Crop coordinates go back to image pixels through the inverse of the crop transform."""
     from fas_tf import framing
 
@@ -60,14 +65,15 @@ def test_face_landmarks_map_back_to_image(monkeypatch):
     s = 64 / side  # the crop of the ground-truth framing square: image -> crop pixels
     crop_gt = ((gt - [cx, cy]) * s + 31.5).astype(np.float32)
     monkeypatch.setattr(framing, "crop_box", lambda pts: (cx, cy, side))
-    faces = predict(image, _Exact(crop_gt), refine=1)
-    assert len(faces) == 1
+    faces = predict(image, _Exact(crop_gt), refine=1, detector=detector)
+    assert len(faces) == 1 and faces[0]["detector"] == detector
     np.testing.assert_allclose(np.array(faces[0]["landmarks"]), gt, atol=0.01)
     x0, y0, x1, y1 = faces[0]["box"]
     assert x0 < gt[:, 0].mean() < x1 and y0 < gt[:, 1].mean() < y1
-    assert 0.7 <= faces[0]["detector_score"] <= 1.0
+    assert 0.7 <= faces[0]["detector_score"] <= 1.0 and faces[0]["turn_deg"] == 0.0
 
 
+@needs_blazeface
 @needs_infanface
 def test_real_face_with_keras_model_and_rotated_exif(model_paths, tmp_path):
     keras_path, _ = model_paths
@@ -77,7 +83,9 @@ def test_real_face_with_keras_model_and_rotated_exif(model_paths, tmp_path):
     face = upright[0]
     assert np.array(face["landmarks"]).shape == (68, 2)
     assert np.array(face["confidence"]).shape == (68,)
-    assert set(face) == {"box", "landmarks", "confidence", "detector_score"}
+    assert set(face) == {"box", "landmarks", "confidence", "detector_score", "detector",
+                         "turn_deg", "crop", "first_crop"}
+    assert face["first_crop"] in ("box", "eyes")
 
     # Stored rotated by 90 degrees with EXIF orientation 6 ("rotate 90 CW to display").
     pixels = np.asarray(Image.open(FACE).convert("RGB"))
@@ -93,11 +101,13 @@ def test_real_face_with_keras_model_and_rotated_exif(model_paths, tmp_path):
     assert np.abs(box_a - box_b).max() < 0.1 * (box_a[2] - box_a[0])
 
 
+@needs_blazeface
 def test_no_face_returns_empty_list(model_paths):
     gray = np.full((160, 200, 3), 128, np.uint8)
     assert predict(gray, load_landmarker(model_paths[0])) == []
 
 
+@needs_blazeface
 def test_cli_goes_on_after_failures_and_reports_them(model_paths, tmp_path):
     blank = tmp_path / "in" / "blank.png"
     blank.parent.mkdir()
@@ -121,6 +131,7 @@ def test_cli_goes_on_after_failures_and_reports_them(model_paths, tmp_path):
     if FACE.is_file():
         record = json.loads((out / f"{FACE.stem}.landmarks.json").read_text())
         assert record["width"] == 384 and len(record["faces"]) == 1
+        assert (record["detector"], record["turns"], record["refine"]) == ("blazeface", True, 1)
         assert len(record["faces"][0]["landmarks"]) == 68
         assert (out / f"{FACE.stem}.landmarks.png").stat().st_size > 1000
 
@@ -148,6 +159,7 @@ def _predict_cli(*args):
                           cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
+@needs_blazeface
 def test_cli_output_into_the_input_folder_never_overwrites_an_input(model_paths, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()

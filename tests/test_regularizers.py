@@ -102,3 +102,28 @@ def test_heatmap_loss_known_value():
     pred = tf.zeros((2, 4, 4, 3))
     target = tf.ones((2, 4, 4, 3))
     assert float(R.heatmap_loss(pred, target)) == pytest.approx(16.0)
+
+
+def test_awing_loss_zero_at_target_grows_with_offset_and_matches_mse_when_blank():
+    from fas_tf.heatmaps import render_heatmaps
+
+    pts = tf.constant([[[40.0, 52.0], [80.0, 35.0]]])
+    target = render_heatmaps(pts, 32, 4, 1.5)
+    losses = [float(R.awing_loss(render_heatmaps(pts + d, 32, 4, 1.5), target))
+              for d in (0.0, 1.0, 4.0)]
+    assert losses[0] == pytest.approx(0.0, abs=1e-6)
+    assert 0.1 < losses[1] < losses[2]
+    blank = tf.zeros_like(target)  # scaled to squared error's size at a blank prediction
+    assert float(R.awing_loss(blank, target)) == pytest.approx(
+        float(R.heatmap_loss(blank, target)), rel=0.05)
+    assert R.HEATMAP_LOSSES["awing"] is R.awing_loss
+
+
+def test_heatmap_loss_choices_are_the_losses_and_validate_refuses_others():
+    from fas_tf.errors import UsageError
+    from fas_tf.training.config import HEATMAP_LOSS_CHOICES, TrainConfig
+
+    assert set(HEATMAP_LOSS_CHOICES) == set(R.HEATMAP_LOSSES)
+    TrainConfig(heatmap_loss="awing").validate()
+    with pytest.raises(UsageError, match="--heatmap_loss must be one of mse, awing, got 'l1'"):
+        TrainConfig(heatmap_loss="l1").validate()

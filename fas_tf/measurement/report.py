@@ -25,17 +25,13 @@ SHORT = {
     "ocd": "OCD", "philtrum": "PHIL", "upper_lip": "UL", "mouth_width": "MW",
     "face_height": "FH",
 }  # fmt: skip
-
-
 # where a segment's label goes: (fraction along a->b, offset along the normal in px)
 LABEL_AT = {"icd": (0.5, 14.0), "ocd": (0.5, -16.0), "face_height": (0.85, 14.0),
             "philtrum": (0.5, -14.0), "mouth_width": (0.8, 14.0), "upper_lip": (0.5, 14.0)}
-
-
 OK_COLOR = (40, 200, 40)
-
-
 BAD_COLOR = (60, 60, 230)
+IMPRECISE_COLOR = (0, 170, 255)  # amber (BGR): measured, but too imprecise to compare infants
+VERDICT_COLOR = {"ok": OK_COLOR, "imprecise": IMPRECISE_COLOR}
 
 
 def printable(name: str) -> str:
@@ -57,6 +53,8 @@ def _text(img: np.ndarray, s: str, org: tuple[int, int], scale: float, color, th
 
 
 def _value_line(name: str, entry: dict, ratio: bool, face_reasons: list[str]) -> str:
+    if entry["verdict"] == "imprecise":
+        return f"{name}: {entry['value']:.3f} +- {entry['sigma']:.3f} IMPRECISE vs other infants"
     if entry["verdict"] != "ok":
         own = [r for r in entry["reasons"] if r not in face_reasons]
         return f"{name}: not measurable" + (f" ({own[0].split(':')[0][:34]})" if own else "")
@@ -107,7 +105,7 @@ def draw_report(image: np.ndarray, faces: list[dict]) -> np.ndarray:
                           OK_COLOR if e["verdict"] == "ok" else BAD_COLOR))  # fmt: skip
         for name, e in res["ratios"].items():
             lines.append((_value_line(name, e, True, fr["reasons"]),
-                          OK_COLOR if e["verdict"] == "ok" else BAD_COLOR))  # fmt: skip
+                          VERDICT_COLOR.get(e["verdict"], BAD_COLOR)))  # fmt: skip
     panel_w, step = 470, 18
     hh = max(img.shape[0], step * (len(lines) + 2))
     canvas = np.full((hh, img.shape[1] + panel_w, 3), 30, np.uint8)
@@ -126,7 +124,7 @@ def _csv_columns(mm: bool) -> list[str]:
         cols += [f"{name}_mm", f"{name}_sigma_mm"] if mm else []
         cols += [f"{name}_verdict", f"{name}_reasons"]
     for name in M.RATIOS:
-        cols += [name, f"{name}_sigma", f"{name}_verdict", f"{name}_reasons"]
+        cols += [name, f"{name}_sigma", f"{name}_verdict", f"{name}_reasons", f"{name}_why"]
     return cols
 
 
@@ -142,7 +140,8 @@ def csv_row(image: str, k: int, res: dict) -> dict:
                     f"{name}_reasons": " ".join(e["reason_codes"])})  # fmt: skip
     for name, e in res["ratios"].items():
         row.update({name: e["value"], f"{name}_sigma": e["sigma"], f"{name}_verdict": e["verdict"],
-                    f"{name}_reasons": " ".join(e["reason_codes"])})  # fmt: skip
+                    f"{name}_reasons": " ".join(e["reason_codes"]),
+                    f"{name}_why": "; ".join(e["reasons"])})  # fmt: skip
     return row
 
 
@@ -186,7 +185,7 @@ gap:10px;margin-top:10px}
 .card{border:1px solid #ccc;border-radius:6px;padding:8px;display:flex;gap:8px;min-width:0}
 .card img{width:150px;height:auto;cursor:zoom-in;flex:none;align-self:flex-start}
 .card .info{min-width:0;overflow-wrap:anywhere} .name{font-weight:600}
-.ok{color:#070} .bad{color:#b00} .err{color:#b00;font-weight:600}
+.ok{color:#070} .bad{color:#b00} .warn{color:#a55a00} .err{color:#b00;font-weight:600}
 .vals{border-collapse:collapse;font-size:12.5px;margin-top:4px}
 .vals td{padding:1px 6px 1px 0;vertical-align:top} .vals td:first-child{white-space:nowrap}
 .reasons{font-size:12.5px;color:#833}
@@ -199,11 +198,12 @@ _JS = """
 const cards=[...document.querySelectorAll('.card')],grid=document.querySelector('.grid');
 function show(f,b){document.querySelectorAll('.bar button[data-f]').forEach(x=>
 x.classList.toggle('on',x===b));let n=0;for(const c of cards){const v=f==='all'||
-c.dataset.verdict===f||(f==='refused'&&c.dataset.verdict!=='ok'&&c.dataset.verdict!=='error');
+c.dataset.verdict===f||(f==='refused'&&['partial','refused'].includes(c.dataset.verdict));
 c.style.display=v?'':'none';n+=v}document.getElementById('shown').textContent=n+' shown'}
-function sortBy(k){const r={ok:0,partial:1,refused:2,error:3};const s=[...cards].sort((a,b)=>
-k==='name'?a.dataset.name.localeCompare(b.dataset.name):(r[a.dataset.verdict]-r[b.dataset.
-verdict])||a.dataset.name.localeCompare(b.dataset.name));s.forEach(c=>grid.appendChild(c))}
+function sortBy(k){const r={ok:0,imprecise:1,partial:2,refused:3,error:4};
+const s=[...cards].sort((a,b)=>k==='name'?a.dataset.name.localeCompare(b.dataset.name):
+(r[a.dataset.verdict]-r[b.dataset.verdict])||a.dataset.name.localeCompare(b.dataset.name));
+s.forEach(c=>grid.appendChild(c))}
 document.querySelectorAll('.bar button[data-f]').forEach(b=>b.onclick=()=>show(b.dataset.f,b));
 document.getElementById('sort').onchange=e=>sortBy(e.target.value);
 const big=document.getElementById('big');document.querySelectorAll('.card a.pic').forEach(a=>
@@ -215,9 +215,13 @@ const h=location.hash.slice(1)||'all';show(h,document.querySelector('.bar button
 
 
 def _card_verdict(res: dict) -> str:
-    """ok: every report value measurable; partial: some; refused: none."""
-    oks = [_entry(res, n)["verdict"] == "ok" for n in HTML_VALUES]
-    return "ok" if all(oks) else "partial" if any(oks) else "refused"
+    """ok: every report value ok; imprecise: every one measured, some imprecise; partial: some
+    measured; refused: none."""
+    verdicts = [_entry(res, n)["verdict"] for n in HTML_VALUES]
+    measured = [v != "not measurable" for v in verdicts]
+    if all(v == "ok" for v in verdicts):
+        return "ok"
+    return "imprecise" if all(measured) else "partial" if any(measured) else "refused"
 
 
 def _entry(res: dict, name: str) -> dict:
@@ -230,7 +234,7 @@ def write_html(path: Path, items: list[dict]) -> None:
     faces = [(it, k, res) for it in items if not it.get("error")
              for k, res in enumerate(it["results"], 1)]  # fmt: skip
     errors = [it for it in items if it.get("error")]
-    measurable = {n: sum(_entry(r, n)["verdict"] == "ok" for _, _, r in faces) for n in HTML_VALUES}
+    measurable = {n: Counter(_entry(r, n)["verdict"] for _, _, r in faces) for n in HTML_VALUES}
     reasons: Counter = Counter()
     for _, _, res in faces:
         codes = set(res["face"]["reason_codes"])
@@ -239,7 +243,8 @@ def write_html(path: Path, items: list[dict]) -> None:
         reasons.update(codes)
     verdicts = Counter(_card_verdict(r) for _, _, r in faces)
     nf = len(faces)
-    rows_m = "".join(f"<tr><td>{esc(label)}</td><td>{measurable[n]} / {nf}</td></tr>"
+    rows_m = "".join(f"<tr><td>{esc(label)}</td><td>{nf - measurable[n]['not measurable']} / "
+                     f"{nf}</td><td>{measurable[n]['imprecise']}</td></tr>"
                      for n, label in HTML_VALUES.items())  # fmt: skip
     rows_r = "".join(f"<tr><td>{esc(M.REASON_CODES.get(c, c))}</td><td>{k}</td></tr>"
                      for c, k in reasons.most_common())  # fmt: skip
@@ -252,11 +257,16 @@ def write_html(path: Path, items: list[dict]) -> None:
         vals = []
         for n, label in HTML_VALUES.items():
             e = _entry(res, n)
-            if e["verdict"] == "ok":
+            if e["verdict"] in ("ok", "imprecise"):
                 v, sg = (e["value"], e["sigma"]) if "value" in e else (e["value_px"], e["sigma_px"])
                 unit = "" if "value" in e else " px"
-                vals.append(f"<tr><td>{esc(label)}</td><td class=ok>{v:.3f} &plusmn; {sg:.3f}"
-                            f"{unit}</td></tr>")  # fmt: skip
+                note = (f"<br><span class=reasons title='{esc(e['reasons'][0], quote=True)}'>"
+                        f"cannot tell this infant from a typical one: &plusmn; {sg:.3f} vs a "
+                        f"usual difference between infants of {e['spread_between_infants']:.3f}"
+                        "</span>" if e["verdict"] == "imprecise" else "")  # fmt: skip
+                cls = "ok" if e["verdict"] == "ok" else "warn"
+                vals.append(f"<tr><td>{esc(label)}</td><td class={cls}>{v:.3f} &plusmn; {sg:.3f}"
+                            f"{unit}{' <b>imprecise</b>' if note else ''}{note}</td></tr>")
             else:  # the face-level reasons are shown once, above
                 own = [c for c in e["reason_codes"] if c not in fr["reason_codes"]]
                 why = ": " + ", ".join(M.REASON_CODES.get(c, c) for c in own) if own else ""
@@ -267,7 +277,7 @@ def write_html(path: Path, items: list[dict]) -> None:
         face_line = (f"<div class=reasons>{esc('; '.join(fr['reasons']))}</div>"
                      if fr["reasons"] else "")  # fmt: skip
         png = esc(it["png"], quote=True)
-        cls = {"ok": "ok", "partial": "bad", "refused": "bad"}[verdict]
+        cls = {"ok": "ok", "imprecise": "warn", "partial": "bad", "refused": "bad"}[verdict]
         cards.append(
             f"<div class=card data-verdict={verdict} data-name='{esc(name, quote=True)}'>"
             f"<a class=pic href='{png}' title='full size'><img src='{png}' alt='' "
@@ -281,7 +291,8 @@ def write_html(path: Path, items: list[dict]) -> None:
                      f"<div class=name>{name}</div><div class=err>error</div>"
                      f"<div>{esc(it['error'])}</div></div></div>")  # fmt: skip
     buttons = "".join(f"<button data-f={f}>{label} ({n})</button>" for f, label, n in (
-        ("all", "all", nf + len(errors)), ("ok", "all measurable", verdicts["ok"]),
+        ("all", "all", nf + len(errors)), ("ok", "all ok", verdicts["ok"]),
+        ("imprecise", "measured, some imprecise", verdicts["imprecise"]),
         ("partial", "partly measurable", verdicts["partial"]),
         ("refused", "not fully measurable", verdicts["partial"] + verdicts["refused"]),
         ("error", "errors", len(errors))))  # fmt: skip
@@ -291,10 +302,14 @@ def write_html(path: Path, items: list[dict]) -> None:
 <title>FAS measurement report</title><style>{_CSS}</style></head><body>
 <h1>FAS measurement report</h1>
 <p class=disc><b>{esc(M.DISCLAIMER)}</b> {esc(M.SIDE_CONVENTION)}. Values &plusmn; one propagated
-standard deviation; "not measurable" means the tool refused to give a number, with the reason.
+standard deviation. <b>Green</b> <i>ok</i>: the &plusmn; is small enough to compare this infant
+with others. <b class=warn>Amber</b> <i>imprecise</i>: measured, but the &plusmn; is at least
+half the usual difference between infants, so the value cannot tell this infant from a typical
+one. <b class=bad>Red</b> <i>not measurable</i>: the tool refused to give a number, with the
+reason.
 Full values: measurements.csv and the per-image JSON files. Click a picture for full size.</p>
-<div class=summary><table><tr><th colspan=2>{counts}</th></tr>
-<tr><th>measurable</th><th>faces</th></tr>{rows_m}</table>
+<div class=summary><table><tr><th colspan=3>{counts}</th></tr>
+<tr><th>measured</th><th>faces</th><th>of them imprecise</th></tr>{rows_m}</table>
 <table><tr><th>reason (faces with it on a value above)</th><th>faces</th></tr>{rows_r}</table>
 </div>
 <div class=bar>show: {buttons} <span id=shown></span> &nbsp; sort: <select id=sort>

@@ -177,6 +177,8 @@ def config_from_flags(cls: type[T], flag_values=None,
 STUDENT_CHOICES = ("dlib_transfer", "mobilenetv2", "mobilenetv2_lite")
 TEACHER_CHOICES = ("auto", "facenet", "dlib", "none")
 STRATEGIES = ("default", "mirrored", "multiworker")
+# The names of fas_tf.regularizers.HEATMAP_LOSSES (tests/test_regularizers.py ties them).
+HEATMAP_LOSS_CHOICES = ("mse", "awing")
 # 60 epochs (600 steps on 159 faces) left the student far from converged (docs/results.md,
 # issue 5): the default is 200.
 DEFAULT_EPOCHS = 200
@@ -217,6 +219,10 @@ class TrainConfig:
     learning_rate: float = setting(2e-3, "peak learning rate (cosine decay)")
     weight_decay: float = setting(1e-4, "AdamW weight decay")
     sigma: float = setting(1.5, "heatmap Gaussian sigma, in heatmap pixels", to=("data",))
+    heatmap_loss: str = setting("mse", "the label loss on heatmaps: squared error or Adaptive "
+                                "Wing with a weighted loss map", choices=HEATMAP_LOSS_CHOICES)
+    heatmap_stride: int = setting(4, "crop pixels per heatmap cell: 4 (input_size/4 heatmaps) "
+                                  "or 2 (input_size/2)", to=("student",))
     student: str = setting("dlib_transfer", "student network: dlib_transfer (dlib's pretrained "
                            "trunk, fine-tuned), mobilenetv2 or mobilenetv2_lite (without "
                            "MobileNetV2's 1280-channel top: the phone-sized student)",
@@ -260,6 +266,7 @@ class TrainConfig:
             ("learning_rate", self.learning_rate, self.learning_rate > 0, "> 0"),
             ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
             ("sigma", self.sigma, self.sigma > 0, "> 0"),
+            ("heatmap_stride", self.heatmap_stride, self.heatmap_stride in (2, 4), "2 or 4"),
             ("alpha", self.alpha, self.alpha > 0, "> 0"),
             ("head_channels", self.head_channels, self.head_channels >= 1, ">= 1"),
             ("rotation", self.rotation, 0 <= self.rotation <= 180, "in [0, 180] degrees"),
@@ -279,9 +286,13 @@ class TrainConfig:
         for name, value, ok, rule in checks:  # NaN fails every comparison
             if not ok or not math.isfinite(value):
                 raise UsageError(f"--{name} must be {rule}, got {value}")
+        if self.heatmap_loss not in HEATMAP_LOSS_CHOICES:
+            choices = ", ".join(HEATMAP_LOSS_CHOICES)
+            raise UsageError(f"--heatmap_loss must be one of {choices}, "
+                             f"got {self.heatmap_loss!r}")
         if self.teacher_cache and self.strategy == "multiworker":
             raise UsageError("--teacher_cache does not support --strategy=multiworker yet; "
-                                 "use --teacher_cache=0 there")
+                             "use --teacher_cache=0 there")
 
     def lambdas(self) -> dict[str, float]:
         return {

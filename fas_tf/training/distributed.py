@@ -233,7 +233,8 @@ def distributed_datasets(
     from fas_tf.training.config import settings_for
 
     replicas = strategy.num_replicas_in_sync
-    targets = {"input_size": config.input_size, **settings_for(config, "data")}  # e.g. sigma
+    targets = {"input_size": config.input_size, "stride": config.heatmap_stride,
+               **settings_for(config, "data")}  # e.g. sigma
     common = {**targets, "augment": augment, "seed": config.seed,
               "initial_epoch": initial_epoch, "epochs": config.epochs,
               "views": cache.views if cache is not None else 0}

@@ -267,6 +267,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill,
             regularizers=config.regularizers,
             weights=config.lambdas(),
             distill_weight=config.lambda_distill,
+            heatmap_loss=config.heatmap_loss,
             jit_compile=config.jit_compile,
         )
     cache = None

@@ -1,0 +1,73 @@
+// The exported landmark model (model.tflite + model.json of `python -m export`) run with
+// LiteRT.js, and the app-side loop of export/MOBILE.md around it.
+
+import {loadAndCompile, Tensor} from '@litertjs/core';
+import {cutSquare, toImage, uprightSquare} from './geometry.js';
+
+export async function sha256Hex(bytes) {
+  const digest = await crypto.subtle.digest('SHA-256', bytes);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** What the page needs from model.json; throws a one-line message naming what is missing. */
+export function checkMetadata(meta) {
+  if (meta.format !== 'fas_tf.landmarks.tflite') throw new Error('model.json: not a fas_tf landmark model description');
+  const detector = meta.crop?.web_detector?.detector;
+  const missing = [['crop.web_detector', detector],
+    ['crop.from_face_detector.constants_by_detector', meta.crop?.from_face_detector?.constants_by_detector?.[detector]],
+    ['measurements', meta.measurements]]
+    .filter(([, v]) => !v).map(([k]) => k);
+  if (missing.length) {
+    throw new Error(`model.json (metadata_version ${meta.metadata_version}) has no ${missing.join(', ')}: ` +
+      're-export the model with this version of python -m export');
+  }
+  if (!['uint8', 'float32'].includes(meta.input.dtype)) throw new Error(`model.json: input dtype ${meta.input.dtype} is not supported`);
+}
+
+export class Landmarker {
+  constructor(model, meta) {
+    this.model = model;
+    this.meta = meta;
+    this.size = meta.input.shape[1];
+  }
+
+  /** Compile model bytes after checking them against model.json (sha256). */
+  static async load(bytes, meta) {
+    checkMetadata(meta);
+    const sha = await sha256Hex(bytes);
+    if (sha !== meta.model_sha256) throw new Error(`model.tflite does not match model.json (sha256 ${sha.slice(0, 12)}..., expected ${meta.model_sha256.slice(0, 12)}...)`);
+    const model = await loadAndCompile(new Uint8Array(bytes), {accelerator: 'wasm'});
+    return new Landmarker(model, meta);
+  }
+
+  /** Landmarks (crop pixels) and confidences of one S x S RGB crop (Uint8Array, 0..255). */
+  async predict(crop) {
+    const S = this.size;
+    const data = this.meta.input.dtype === 'uint8' ? crop : Float32Array.from(crop);
+    const input = new Tensor(data, [1, S, S, 3]);
+    const runner = this.model.signatures?.[this.meta.signature] ?? this.model;
+    const out = await runner.run({[this.meta.input.name]: input});
+    input.delete();
+    const pts = out.landmarks.toTypedArray(), conf = out.confidence.toTypedArray();
+    Object.values(out).forEach((t) => t.delete());
+    const points = [];
+    for (let i = 0; i < conf.length; i++) points.push([pts[2 * i], pts[2 * i + 1]]);
+    return {points, confidence: Array.from(conf)};
+  }
+
+  /** The model on square sq {cx, cy, side, angle} of an RGBA image; points in image pixels too. */
+  async inSquare(img, sq) {
+    const crop = cutSquare(img, sq, this.size);
+    const r = await this.predict(crop);
+    return {square: sq, crop, cropPoints: r.points, confidence: r.confidence,
+      points: r.points.map((q) => toImage(q, sq, this.size))};
+  }
+
+  /** MOBILE.md's loop: first pass on `square`, then the upright second pass. */
+  async contractLoop(img, square) {
+    const first = await this.inSquare(img, square);
+    const up = uprightSquare(first.points, this.meta.landmarks.interocular, this.meta.crop.scale);
+    const second = await this.inSquare(img, up);
+    return {first, second};
+  }
+}
