@@ -4,15 +4,17 @@ teacher, and the teacher cache's build time and size.
     python benchmarks/train_pipeline_throughput.py [--data=../shared/data/infanface-train]
         [--train_sets=ads,youtube2] [--input_size=96] [--batch_size=16] [--epochs=4]
         [--views=16] [--build_views=16,64] [--arms=plain,facenet,facenet_cached,dlib,dlib_cached]
-        [--facenet_weights=PATH] [--student=mobilenetv2] [--rounds=1]
+        [--facenet_weights=PATH] [--student=mobilenetv2] [--rounds=1] [--proportion_warp=0.5]
 
 Each arm trains the student (``--student``: MobileNetV2 0.5 with head 64, the 96 px mobile
 student, or ``dlib_transfer``, the default of ``fas_tf.train``) with ``model.fit`` on the
 training pipeline of :mod:`fas_tf.train` (:func:`fas_tf.data.make_dataset`, all four
 regularizers with a teacher) for ``--epochs`` epochs; the first epoch (tracing) is dropped and
 images/s is faces / median epoch time of the others. Cached arms replay ``--views`` views per
-face. Builds the caches of ``--build_views`` per teacher first (timed; in a temporary root,
-removed at the end) and reuses the ``--views`` one. Real weights: FaceNet 20170512-110547
+face. An online arm with ``_warp`` appended (``plain_warp``, ``facenet_warp``, ``dlib_warp``)
+is that arm with the proportion warp at ``--proportion_warp`` (:mod:`fas_tf.augment`). Builds
+the caches of ``--build_views`` per teacher first (timed; in a temporary root, removed at the
+end) and reuses the ``--views`` one. Real weights: FaceNet 20170512-110547
 (``python -m fas_tf.teachers fetch facenet`` or ``--facenet_weights``) and dlib's ResNet.
 """
 
@@ -49,6 +51,7 @@ flags.DEFINE_string("build_views", "16,64", "cache sizes whose build is timed, p
 flags.DEFINE_string("arms", "plain,facenet,facenet_cached,dlib,dlib_cached", "arms to time")
 flags.DEFINE_string("facenet_weights", None, "FaceNet .h5 (default: the fetched 128-D one)")
 flags.DEFINE_integer("seed", 0, "seed")
+flags.DEFINE_float("proportion_warp", 0.5, "proportion-warp probability of the *_warp arms")
 flags.DEFINE_enum("student", "mobilenetv2", list(ARCHITECTURES), "student network of every arm")
 FLAGS = flags.FLAGS
 
@@ -64,14 +67,14 @@ class EpochTimer(keras.callbacks.Callback):
         self.times = []
 
 
-def measure(name, teacher, cache, faces, layout) -> dict:
+def measure(name, teacher, cache, faces, layout, augment) -> dict:
     keras.utils.set_random_seed(FLAGS.seed)
     student = build_architecture(FLAGS.student, layout.num_landmarks, FLAGS.input_size, 0.5, 64)
     model = RegularizedLandmarkModel(student, teacher)
     model.compile(keras.optimizers.AdamW(1e-3), regularizers=NAMES if teacher else None)
     views = cache.views if cache else 0
     ds = make_dataset(faces, layout, FLAGS.input_size, batch_size=FLAGS.batch_size,
-                      seed=FLAGS.seed, epochs=FLAGS.epochs, views=views)
+                      seed=FLAGS.seed, epochs=FLAGS.epochs, views=views, augment=augment)
     if cache is not None:
         ds = cache.attach(ds)
     timer = EpochTimer()
@@ -89,6 +92,8 @@ def main(argv):
     layout = layout_for(faces.num_landmarks)
     augment = AugmentConfig()
     arms = [a for a in FLAGS.arms.split(",") if a]
+    if any(a.endswith("_cached_warp") for a in arms):
+        raise app.UsageError("--arms: a cache holds unwarped views; _warp is for online arms")
     root = tempfile.mkdtemp(prefix="fas_tf-cache-bench-")
     builds, rows = [], []
     try:
@@ -113,10 +118,14 @@ def main(argv):
                     shutil.rmtree(cache.path)
         for round_ in range(FLAGS.rounds):
             for arm in arms:
-                base = arm.removesuffix("_cached")
+                warped = arm.endswith("_warp")
+                base = arm.removesuffix("_warp").removesuffix("_cached")
                 teacher = teachers.get(base)
                 cache = caches.get(base) if arm.endswith("_cached") else None
-                rows.append({**measure(arm, teacher, cache, faces, layout), "round": round_})
+                arm_augment = (AugmentConfig(proportion_warp=FLAGS.proportion_warp) if warped
+                               else augment)
+                rows.append({**measure(arm, teacher, cache, faces, layout, arm_augment),
+                             "round": round_})
                 print(json.dumps(rows[-1]), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -5,6 +5,10 @@ translation and an optional horizontal flip, composed), applied with
 ``tf.raw_ops.ImageProjectiveTransformV3``; the landmarks go through the inverse map, and a flip
 also permutes landmark indices (left eye corner 36 <-> right eye corner 45, ...).
 
+The proportion warp (``proportion_warp`` > 0) then stretches, in the crop, each eye along its
+axis, the philtrum and the upper-lip height by independent factors (:mod:`fas_tf.face_warp`,
+image and landmarks alike), so that a model cannot lean on a mean shape (issue 42).
+
 Every random draw of a sample comes from one stateless seed (``tf.random.stateless_uniform``), so
 a sample's crop is a pure function of that seed, whatever the order of parallel execution
 (:func:`fas_tf.data.sample_seed` derives it from the run's seed, the epoch and the sample).
@@ -15,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -31,6 +36,9 @@ class AugmentConfig:
         contrast: contrast factor in [1 - contrast, 1 + contrast].
         blur: probability of a Gaussian blur (sigma 0.5-1.5 px).
         grayscale: probability of converting to gray.
+        proportion_warp: probability of the proportion warp (68-point layout): each eye, the
+            philtrum and the upper lip made factor times as long, factors log-uniform in
+            :data:`PROPORTION_RANGE`, drawn independently.
     """
 
     rotation: float = 45.0
@@ -41,6 +49,7 @@ class AugmentConfig:
     contrast: float = 0.3
     blur: float = 0.3
     grayscale: float = 0.1
+    proportion_warp: float = 0.0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -90,6 +99,41 @@ def _between(u: tf.Tensor, lo: float, hi: float) -> tf.Tensor:
     return lo + (hi - lo) * u
 
 
+# Length factors of the proportion warp, log-uniform: symmetric in log (no bias towards longer or
+# shorter), wider than the known-answer test's 0.85-1.15 and than the spread between infants
+# (PFL/ICD SD about 15 % of its mean, issue 42), short of a caricature.
+PROPORTION_RANGE = (0.8, 1.25)
+_PROPORTION_STREAM = 7  # folded into a sample's seed: the warp's draws are their own stream
+
+
+def _stretch_face(image: np.ndarray, points: np.ndarray, factors: np.ndarray):
+    from fas_tf.face_warp import stretch_face
+
+    out, pts = stretch_face(image, points, factors)
+    return out.astype(np.float32), pts.astype(np.float32)
+
+
+def proportion_warp(image: tf.Tensor, points: tf.Tensor, probability: float,
+                    seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """With ``probability``, ``image`` (S, S, 3) float32 and its 68 ``points`` warped alike by
+    :func:`fas_tf.face_warp.stretch_face`, the factors of :data:`fas_tf.face_warp.PROPORTIONS`
+    drawn from stateless ``seed``: a pure function of the seed.
+    """
+    from fas_tf.face_warp import PROPORTIONS
+
+    u = tf.random.stateless_uniform(
+        [1 + len(PROPORTIONS)], tf.random.experimental.stateless_fold_in(seed, _PROPORTION_STREAM))
+    lo, hi = (math.log(f) for f in PROPORTION_RANGE)
+    factors = tf.exp(_between(u[1:], lo, hi))
+
+    def warped():
+        out, pts = tf.numpy_function(_stretch_face, [image, points, factors],
+                                     [tf.float32, tf.float32], stateful=False)
+        return tf.ensure_shape(out, image.shape), tf.ensure_shape(pts, points.shape)
+
+    return tf.cond(u[0] < probability, warped, lambda: (image, points))
+
+
 def _photometric(image: tf.Tensor, cfg: AugmentConfig, u: tf.Tensor) -> tf.Tensor:
     image = image + _between(u[_BRIGHT], -cfg.brightness, cfg.brightness)
     mean = tf.reduce_mean(image)
@@ -128,10 +172,12 @@ def augment_sample(
     shift = _between(u[_SHIFT_X : _SHIFT_Y + 1], -cfg.translation, cfg.translation) * side
     flip = u[_FLIP] < cfg.flip if can_flip else tf.constant(False)
     a, b = crop_transform(canvas_size, out_size, angle, scale, shift, flip)
-    image = _photometric(warp(canvas, a, b, out_size), cfg, u)
+    image = warp(canvas, a, b, out_size)
     pts = tf.linalg.matvec(tf.linalg.inv(a), tf.cast(points, tf.float32) - b)  # (N, 2)
     pts = tf.cond(flip, lambda: tf.gather(pts, flip_permutation), lambda: pts)
-    return image, pts
+    if cfg.proportion_warp > 0:  # none of its ops otherwise: the crops stay as they were
+        image, pts = proportion_warp(image, pts, cfg.proportion_warp, seed)
+    return _photometric(image, cfg, u), pts
 
 
 def center_crop_offset(out_size: int) -> int:

@@ -21,6 +21,7 @@ to the outer-canthus line 36-45).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import cv2
@@ -50,11 +51,7 @@ class Stretch:
 
     def displacement(self, points: np.ndarray) -> np.ndarray:
         """d(p) for points (..., 2)."""
-        p = np.asarray(points, np.float64)
-        rel = p - np.asarray(self.centre)
-        u = np.asarray(self.axis)
-        g = np.exp(-np.sum(rel**2, axis=-1) / (2.0 * self.sigma**2))
-        return (self.amplitude * (rel @ u) * g)[..., None] * u
+        return displacement(np.asarray(points, np.float64), [self])
 
 
 def stretch_between(a, b, factor: float, axis=None,
@@ -78,18 +75,31 @@ def stretch_between(a, b, factor: float, axis=None,
                    (factor - 1.0) / g_end, sigma)  # fmt: skip
 
 
+def displacement(points: np.ndarray, stretches: list[Stretch]) -> np.ndarray:
+    """The sum of the stretches' displacements d(p) at float64 points (..., 2), in one pass."""
+    if not stretches:
+        return np.zeros_like(points)
+    centre, axis = (np.array([getattr(s, k) for s in stretches]) for k in ("centre", "axis"))
+    amplitude = np.array([s.amplitude for s in stretches])
+    falloff = np.array([-0.5 / s.sigma**2 for s in stretches])
+    rx, ry = points[..., 0, None] - centre[:, 0], points[..., 1, None] - centre[:, 1]  # (..., k)
+    m = amplitude * (rx * axis[:, 0] + ry * axis[:, 1]) * np.exp((rx * rx + ry * ry) * falloff)
+    return np.stack([m @ axis[:, 0], m @ axis[:, 1]], axis=-1)
+
+
 def warp_points(points, stretches: list[Stretch]) -> np.ndarray:
     """Points (..., 2) moved by the sum of the stretches' displacements."""
     p = np.asarray(points, np.float64)
-    return p + sum((s.displacement(p) for s in stretches), np.zeros_like(p))
+    return p + displacement(p, stretches)
 
 
-def warp_image(image: np.ndarray, stretches: list[Stretch], reach: float = 4.0) -> np.ndarray:
+def warp_image(image: np.ndarray, stretches: list[Stretch], reach: float = 4.0,
+               tolerance: float = INVERSE_TOLERANCE) -> np.ndarray:
     """The image resampled so that its content moves as :func:`warp_points` moves points.
 
     Only the box within ``reach`` sigmas of each centre is resampled (bilinear; beyond, the
     displacement is below 0.002 sigma for any factor in 0.5-1.5); the inverse map comes from
-    fixed-point iteration p = q - d(p), to 1e-4 pixel.
+    fixed-point iteration p = q - d(p), to ``tolerance`` pixel.
     """
     out = image.copy()
     if not stretches:
@@ -105,8 +115,8 @@ def warp_image(image: np.ndarray, stretches: list[Stretch], reach: float = 4.0) 
     q = np.stack([gx, gy], axis=-1)
     p = q.copy()
     for _ in range(INVERSE_ITERATIONS):
-        new = q - sum((s.displacement(p) for s in stretches), np.zeros_like(p))
-        done = float(np.max(np.abs(new - p))) < INVERSE_TOLERANCE
+        new = q - displacement(p, stretches)
+        done = float(np.max(np.abs(new - p))) < tolerance
         p = new
         if done:
             break
@@ -123,12 +133,14 @@ def vertical_axis(landmarks: np.ndarray) -> np.ndarray:
     return np.array([-e[1], e[0]])
 
 
-def measurement_stretches(landmarks, measurement: str, factor: float) -> list[Stretch]:
+def measurement_stretches(landmarks, measurement: str,
+                          factor: float | Sequence[float]) -> list[Stretch]:
     """The stretches making ``measurement`` (a key of :data:`STRETCHED`) ``factor`` times as long.
 
     ``pfl``: both eyes, each along its own corner-to-corner axis (amplitudes corrected for the
     small reach of one eye's stretch into the other eye); ``philtrum``/``upper_lip``: along the
     face's vertical axis (the segment's extent along that axis scales by ``factor``).
+    ``factor`` may also be one factor per segment of :data:`STRETCHED` (e.g. each eye its own).
     """
     if measurement not in STRETCHED:
         raise ValueError(f"unknown measurement {measurement!r}; one of {sorted(STRETCHED)}")
@@ -139,14 +151,49 @@ def measurement_stretches(landmarks, measurement: str, factor: float) -> list[St
         return sum(w * pts[i] for i, w in weights.items())
 
     ends = [(at(a), at(b)) for a, b in STRETCHED[measurement]]
-    stretches = [stretch_between(a, b, factor, axis) for a, b in ends]
+    factors = [float(f) for f in np.broadcast_to(np.asarray(factor, np.float64), len(ends))]
+    stretches = [stretch_between(a, b, f, axis) for (a, b), f in zip(ends, factors, strict=True)]
     # the stretches of the two eyes reach each other's inner corners a little: correct the
     # amplitudes until every segment is ``factor`` times as long along its axis
     for _ in range(AMPLITUDE_ITERATIONS if len(stretches) > 1 else 0):
-        for k, ((a, b), s) in enumerate(zip(ends, stretches, strict=True)):
+        for k, ((a, b), s, f) in enumerate(zip(ends, stretches, factors, strict=True)):
             na, nb = warp_points(np.stack([a, b]), stretches)
             u = np.asarray(s.axis)
             got = ((nb - na) @ u) / ((b - a) @ u)
             g_end = math.exp(-float(np.sum((a - b) ** 2)) / (8 * s.sigma**2))
-            stretches[k] = replace(s, amplitude=s.amplitude + (factor - got) / g_end)
+            stretches[k] = replace(s, amplitude=s.amplitude + (f - got) / g_end)
     return stretches
+
+
+# The proportion warp (training augmentation, :func:`fas_tf.augment.augment_sample`): one length
+# factor each, in this order.
+PROPORTIONS = ("eye_36_39", "eye_42_45", "philtrum", "upper_lip")
+
+
+def proportion_stretches(landmarks, factors: Sequence[float]) -> list[Stretch]:
+    """The stretches making each of :data:`PROPORTIONS` its factor times as long (68-point
+    layout): each eye along its own axis, philtrum and upper lip along the face's vertical axis.
+    The philtrum and upper-lip stretches share the point 51 and add up there, so only the eyes
+    reach their factors exactly; image and landmarks still move alike (:func:`stretch_face`).
+    """
+    eyes, philtrum, lip = factors[:2], factors[2], factors[3]
+    return (measurement_stretches(landmarks, "pfl", eyes)
+            + measurement_stretches(landmarks, "philtrum", philtrum)
+            + measurement_stretches(landmarks, "upper_lip", lip))  # fmt: skip
+
+
+def stretch_face(image: np.ndarray, landmarks: np.ndarray, factors: Sequence[float],
+                 tolerance: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` and ``landmarks`` (68, 2) warped alike by :func:`proportion_stretches` (the
+    inverse map to ``tolerance`` pixel); both unchanged when the face cannot be stretched (a
+    zero-length segment, or non-finite input).
+    """
+    try:
+        stretches = proportion_stretches(landmarks, factors)
+    except ValueError:
+        return image, landmarks
+    points = warp_points(landmarks, stretches)
+    if not np.all(np.isfinite(points)):
+        return image, landmarks
+    dtype = np.asarray(landmarks).dtype
+    return warp_image(image, stretches, tolerance=tolerance), points.astype(dtype)

@@ -53,7 +53,7 @@ OUTPUTS = ("embedding", "tap_8", "tap_16", "tap_32")
 # The code a view's crop and the teacher's outputs on it depend on.
 _CODE = ("fas_tf.augment", "fas_tf.data.faces", "fas_tf.data.pipeline", "fas_tf.framing",
          "fas_tf.teacher_cache", "fas_tf.teachers.base", "fas_tf.teachers.dlib",
-         "fas_tf.teachers.facenet", "fas_tf.dlib_resnet")
+         "fas_tf.teachers.facenet", "fas_tf.dlib_resnet", "fas_tf.face_warp")
 
 
 # Replays of a view above which a run warns: measured on google2 (200 epochs, 96 px student,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fas_tf.data.faces import LabelledFaces
+from fas_tf.errors import UsageError
 from fas_tf.landmarks import Layout
 
 if TYPE_CHECKING:
@@ -74,6 +75,9 @@ def _cropper(faces: LabelledFaces, layout: Layout, input_size: int, augment: Aug
 
     from fas_tf.augment import augment_sample
 
+    if augment.proportion_warp > 0 and layout.num_landmarks != 68:
+        raise UsageError(f"the proportion warp needs the 68-point layout, not "
+                         f"{layout.num_landmarks} points: train with --proportion_warp=0")
     canvases = tf.constant(faces.canvases)
     landmarks = tf.constant(faces.landmarks)
     perm = tf.constant(layout.flip_permutation(), tf.int32)

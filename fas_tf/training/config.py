@@ -260,6 +260,10 @@ class TrainConfig:
     alpha: float = setting(0.5, "MobileNetV2 width multiplier of the student", to=("student",))
     head_channels: int = setting(64, "channels of the heatmap head", to=("student",))
     rotation: float = setting(45.0, "max augmentation rotation, degrees")
+    proportion_warp: float = setting(0.0, "probability per training view of the proportion "
+                                     "warp: each eye, the philtrum and the upper lip stretched "
+                                     "by independent factors in [0.8, 1.25], image and landmarks "
+                                     "alike (fas_tf.augment; 68-point layout; issue 42)")
     upright: bool = setting(False, "cut training crops with the face's true eyes level (then "
                             "--rotation of e.g. 10); validation crops stay framing-rule crops")
     seed: int = setting(0, "random seed: the same seed gives the same run")
@@ -296,6 +300,8 @@ class TrainConfig:
             ("alpha", self.alpha, self.alpha > 0, "> 0"),
             ("head_channels", self.head_channels, self.head_channels >= 1, ">= 1"),
             ("rotation", self.rotation, 0 <= self.rotation <= 180, "in [0, 180] degrees"),
+            ("proportion_warp", self.proportion_warp, 0 <= self.proportion_warp <= 1,
+             "a probability in [0, 1]"),
             ("seed", self.seed, 0 <= self.seed < 2**32, "in [0, 2**32)"),
             ("teacher_cache", self.teacher_cache, self.teacher_cache >= 0, ">= 0"),
             ("checkpoint_every", self.checkpoint_every, self.checkpoint_every >= 1, ">= 1"),
