@@ -2,13 +2,10 @@
 
 The exported graph takes one framing-rule face crop ``image`` (1, S, S, 3) RGB and returns
 ``landmarks`` (1, N, 2, input-crop pixels) and ``confidence`` (1, N) through the
-``serving_default`` signature; heatmap decoding runs inside the graph, by the student's own method
-(:func:`fas_tf.student.decoding_of`) with the refinement of
-:func:`fas_tf.heatmaps.decode_heatmaps_int8` (ops that all have int8 kernels). Modes: ``float32``;
-``float16`` (float16 weights); ``dynamic`` (int8 weights, float activations); ``int8``
-(full-integer, calibrated on framing-rule training crops, uint8 input, float32 outputs written by
-the final DEQUANTIZE ops). ``flip``: the graph also runs the mirror image and returns the test-time
-flip average (:func:`export_graph`), same input and outputs.
+``serving_default`` signature, decoding in the graph by the student's own method (ops with int8
+kernels). Modes: ``float32``; ``float16`` (weights); ``dynamic`` (int8 weights, float
+activations); ``int8`` (full-integer, calibrated on framing-rule training crops, uint8 input,
+float32 outputs). ``flip``: the graph also averages the mirror's answer (:func:`export_graph`).
 """
 
 from __future__ import annotations
