@@ -65,14 +65,7 @@ def missing_package_message(err: ModuleNotFoundError) -> str:
 def fail(message: str, code: int = 2) -> None:
     message = " ".join(str(message).split())  # one line, even for multi-line library errors
     print(f"error: {message}", file=sys.stderr, flush=True)
-    # What fails in finalizers from here on is fallout of this error (h5py's handles of a file a
-    # full disk left half-written print "Exception ignored" tracebacks when freed): not news.
-    sys.unraisablehook = _ignore_unraisable
     sys.exit(code)
-
-
-def _ignore_unraisable(unraisable: object) -> None:
-    """``sys.unraisablehook`` after :func:`fail` has reported the error."""
 
 
 class Terminated(BaseException):

@@ -350,35 +350,3 @@ def test_tensorflow_startup_lines_are_filtered_by_level():
     assert filtered(2) == b"E0000 00:00:1796608737.205253    7251 foo.cc:2] an error\nmy own line\n"
     assert filtered(3) == b"my own line\n"
     assert filtered(1).count(b"\n") == 4  # W, both E, own
-
-
-FAILING_FINALIZER_TOOL = '''
-from fas_tf import cli
-
-
-class Handle:
-    """Like h5py's ObjectID of a file a full disk left half-written: freeing it fails."""
-
-    def __del__(self):
-        raise RuntimeError("Can't decrement id ref count")
-
-
-def main(argv):
-    handle = Handle()  # held by this frame until the error has been reported
-    raise OSError(28, "No space left on device", "run/latest.weights.h5")
-
-
-cli.run(main)
-'''
-
-
-def test_an_error_is_one_line_even_when_finalizers_fail_after_it(tmp_path):
-    """A disk-full error while training's backup writes its .h5 was one line, then h5py printed
-    two "Exception ignored ... __dealloc__" tracebacks as the half-written file's handles were
-    freed (issue 39 probe R18): what fails after the reported error is not printed."""
-    (tmp_path / "disk_full_tool.py").write_text(FAILING_FINALIZER_TOOL)
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
-    result = subprocess.run([sys.executable, "-m", "disk_full_tool"], capture_output=True,
-                            text=True, env=env, cwd=tmp_path, timeout=300)
-    assert result.returncode == 2
-    assert only_error_line(result) == "error: run/latest.weights.h5: No space left on device"
