@@ -311,3 +311,35 @@ def test_a_fresh_run_never_overwrites_files_of_its_names(tmp_path, demo_faces):
                               "would overwrite; use another --output_dir")
     assert hashes(out) == before and sorted(p.name for p in out.iterdir()) == [
         "history.csv", "metrics.json"]
+
+
+FULL_DISK_RUN = """
+import resource, signal, sys
+import keras, numpy as np
+from fas_tf.training.checkpoints import backup_and_restore
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an over-long write fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # a disk that fills mid-write
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(20000)])  # 400 kB of weights
+model.compile(keras.optimizers.SGD(0.05), loss="mse")
+try:
+    model.fit(np.zeros((8, 4)), np.zeros((8, 20000)), epochs=1, verbose=0,
+              callbacks=[backup_and_restore(sys.argv[1], "start again")])
+except OSError as err:
+    print(f"error: {err.filename}: {err.strerror}")
+    sys.exit(2)
+"""
+
+
+def test_a_backup_that_cannot_be_written_fails_cleanly(tmp_path):
+    """A full disk while the backup is written (probe R18): the error names the file, and no
+    HDF5 file is left half-open on the disk, so nothing prints tracebacks at exit."""
+    import subprocess
+    import sys
+
+    backup = tmp_path / "backup"
+    run = subprocess.run([sys.executable, "-c", FULL_DISK_RUN, str(backup)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stdout.strip() == f"error: {backup / 'latest.weights.h5'}: File too large"
+    assert "Traceback" not in run.stderr and "Exception ignored" not in run.stderr, run.stderr
+    assert list(backup.iterdir()) == []  # no temp file, no torn backup

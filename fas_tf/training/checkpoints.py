@@ -5,6 +5,7 @@ a resumed run keeps."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -137,6 +138,14 @@ def stop_on_non_finite_loss(history: Path | None = None):
     return StopOnNonFiniteLoss()
 
 
+class _WeightsInMemory(io.BytesIO):
+    """A buffer ``keras.Model.save_weights`` accepts: Keras' HDF5 store takes a ``BytesIO``,
+    and the saving API checks the name's ``.weights.h5`` ending."""
+
+    def __str__(self) -> str:
+        return "in-memory.weights.h5"
+
+
 def backup_and_restore(backup_dir: Path, restart_hint: str, every: int = 1,
                        last: int | None = None, keep_after_fit: bool = False):
     """Keras ``BackupAndRestore`` for ``backup_dir`` whose backups survive a kill mid-write.
@@ -158,8 +167,12 @@ def backup_and_restore(backup_dir: Path, restart_hint: str, every: int = 1,
             if not checkpoint_due(self._current_epoch, every, last):
                 return
             os.makedirs(self.backup_dir, exist_ok=True)
+            # HDF5 writes the weights in memory; the disk sees one plain write. A write that
+            # fails inside HDF5 (a full disk) leaves its file open and failing again at exit.
+            weights = _WeightsInMemory()
+            self.model.save_weights(weights)
             with cli.atomic_path(self._weights_path, suffix=".weights.h5") as tmp:
-                self.model.save_weights(tmp, overwrite=True)
+                Path(tmp).write_bytes(weights.getvalue())
             metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
             with cli.atomic_path(self._training_metadata_path) as tmp:
                 Path(tmp).write_text(json.dumps(metadata), encoding="utf-8")
