@@ -40,8 +40,8 @@ def resolve_resume(config: TrainConfig, given: set[str] | None) -> TrainConfig:
                 if name == "epochs" else ""
             raise cli.UsageError(
                 f"--{name}={_flag_text(mine)} differs from {_flag_text(theirs)} saved in "
-                f"{saved_path}{hint}; --resume keeps the saved settings: drop the flag or use "
-                "another --output_dir"
+                f"{saved_path}{hint}; --resume keeps the saved settings: drop the flag (or "
+                "the --config key) or use another --output_dir"
             )
     merged = {k: v for k, v in saved.items() if k in known and k not in _RESUME_FREE}
     return dataclasses.replace(config, **merged)
