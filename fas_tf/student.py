@@ -112,15 +112,16 @@ def build_architecture(
     num_landmarks: int = 68,
     input_size: int = 128,
     alpha: float = 0.5,
-    head_channels: int = 64,
+    head_channels: int | None = None,
     students: Mapping[str, Callable[..., keras.Model]] | None = None,
     **settings,
 ) -> keras.Model:
     """The student named ``architecture`` in ``students`` (default :data:`STUDENTS`).
 
-    ``alpha``, ``head_channels`` and any other keyword ``settings`` reach the builder when its
-    signature names them (e.g. ``alpha`` only shapes the MobileNetV2 students), so a new
-    network setting is one more keyword argument here and in the builders that use it.
+    ``alpha``, ``head_channels`` (None: the builder's own default) and any other keyword
+    ``settings`` reach the builder when its signature names them (e.g. ``alpha`` only shapes
+    the MobileNetV2 students), so a new network setting is one more keyword argument here and
+    in the builders that use it.
     Raises ValueError for an unknown name.
     """
     students = STUDENTS if students is None else students
@@ -129,7 +130,9 @@ def build_architecture(
             f"unknown student {architecture!r}; choose from {', '.join(students)}"
         )
     builder = students[architecture]
-    settings = {"alpha": alpha, "head_channels": head_channels, **settings}
+    settings = {"alpha": alpha, **settings}
+    if head_channels is not None:  # else the builder's own default
+        settings["head_channels"] = head_channels
     accepted = inspect.signature(builder).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
         settings = {k: v for k, v in settings.items() if k in accepted}

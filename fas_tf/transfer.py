@@ -58,7 +58,7 @@ def dlib_trunk(weights: str | os.PathLike | None = None) -> keras.Model:
 def build_transfer_model(
     num_landmarks: int = 68,
     input_size: int = 128,
-    head_channels: int = 64,
+    head_channels: int = 128,
     weights: str | os.PathLike | None = None,
     bn_momentum: float = 0.9,
     name: str = "transfer",

@@ -171,3 +171,15 @@ def test_heatmap_stride_2_gives_input_half_heatmaps(architecture):
     student = build_architecture(architecture, 68, 64, 0.35, 16, heatmap_stride=2)
     assert student_geometry(student) == (64, 2, 68)
     assert tuple(student.output["heatmaps"].shape[1:]) == (32, 32, 68)
+
+
+@pytest.mark.parametrize("architecture, given, width", [
+    ("dlib_transfer", None, 128), ("mobilenetv2", None, 64), ("dlib_transfer", 16, 16)])
+def test_head_width_is_the_students_own_unless_given(architecture, given, width):
+    from fas_tf.student import build_architecture
+    from fas_tf.training.config import TrainConfig, settings_for
+
+    assert settings_for(TrainConfig(), "student")["head_channels"] is None  # the default
+    student = build_architecture(architecture, 68, 64, head_channels=given, weights="random")
+    assert student.get_layer("lateral_32").filters == width
+    assert student.get_layer("heatmaps").input.shape[-1] == width

@@ -258,7 +258,9 @@ class TrainConfig:
                            "MobileNetV2's 1280-channel top: the phone-sized student)",
                            choices=STUDENT_CHOICES)
     alpha: float = setting(0.5, "MobileNetV2 width multiplier of the student", to=("student",))
-    head_channels: int = setting(64, "channels of the heatmap head", to=("student",))
+    head_channels: int | None = setting(None, "channels of the heatmap head (default: the "
+                                        "student's own: 128 for dlib_transfer, 64 for "
+                                        "the MobileNetV2 students)", to=("student",))
     rotation: float = setting(45.0, "max augmentation rotation, degrees")
     proportion_warp: float = setting(0.0, "probability per training view of the proportion "
                                      "warp: each eye, the philtrum and the upper lip stretched "
@@ -298,7 +300,8 @@ class TrainConfig:
             ("sigma", self.sigma, self.sigma > 0, "> 0"),
             ("heatmap_stride", self.heatmap_stride, self.heatmap_stride in (2, 4), "2 or 4"),
             ("alpha", self.alpha, self.alpha > 0, "> 0"),
-            ("head_channels", self.head_channels, self.head_channels >= 1, ">= 1"),
+            ("head_channels", self.head_channels,
+             self.head_channels is None or self.head_channels >= 1, ">= 1"),
             ("rotation", self.rotation, 0 <= self.rotation <= 180, "in [0, 180] degrees"),
             ("proportion_warp", self.proportion_warp, 0 <= self.proportion_warp <= 1,
              "a probability in [0, 1]"),
