@@ -180,6 +180,7 @@ def test_head_width_is_the_students_own_unless_given(architecture, given, width)
     from fas_tf.training.config import TrainConfig, settings_for
 
     assert settings_for(TrainConfig(), "student")["head_channels"] is None  # the default
+    TrainConfig().validate()
     student = build_architecture(architecture, 68, 64, head_channels=given, weights="random")
     assert student.get_layer("lateral_32").filters == width
     assert student.get_layer("heatmaps").input.shape[-1] == width

@@ -300,8 +300,6 @@ class TrainConfig:
             ("sigma", self.sigma, self.sigma > 0, "> 0"),
             ("heatmap_stride", self.heatmap_stride, self.heatmap_stride in (2, 4), "2 or 4"),
             ("alpha", self.alpha, self.alpha > 0, "> 0"),
-            ("head_channels", self.head_channels,
-             self.head_channels is None or self.head_channels >= 1, ">= 1"),
             ("rotation", self.rotation, 0 <= self.rotation <= 180, "in [0, 180] degrees"),
             ("proportion_warp", self.proportion_warp, 0 <= self.proportion_warp <= 1,
              "a probability in [0, 1]"),
@@ -316,6 +314,8 @@ class TrainConfig:
             checks.append(("epochs", self.epochs, self.epochs >= 1, ">= 1"))
         if self.train_limit is not None:
             checks.append(("train_limit", self.train_limit, self.train_limit >= 1, ">= 1"))
+        if self.head_channels is not None:  # None: the student's own width
+            checks.append(("head_channels", self.head_channels, self.head_channels >= 1, ">= 1"))
         for name, value, ok, rule in checks:  # NaN fails every comparison
             if not ok or not math.isfinite(value):
                 raise UsageError(f"--{name} must be {rule}, got {value}")
