@@ -26,9 +26,9 @@ import keras
 import tensorflow as tf
 
 from fas_tf import regularizers as R
-from fas_tf.heatmaps import decode_heatmaps, resample_heatmaps
+from fas_tf.heatmaps import decode, resample_heatmaps
 from fas_tf.metrics import default_normalization, mean_nme
-from fas_tf.student import FEATURE_STRIDES, student_geometry
+from fas_tf.student import FEATURE_STRIDES, decoding_of, student_geometry
 from fas_tf.teachers import Teacher
 
 DEFAULT_WEIGHTS = {"cls": 1.0, "feat": 1.0, "sa": 1.0, "ca": 1.0}
@@ -220,6 +220,7 @@ class RegularizedLandmarkModel(keras.Model):
         self.heatmap_loss = R.heatmap_loss  # compile(heatmap_loss=...) chooses
         self.input_size = size
         self.normalization = normalization or default_normalization(n)
+        self.decoding = decoding_of(student)  # the nme metric decodes as the saved model will
         self.adapters: dict[str, keras.layers.Layer] = {}
         self.embedding_head = None
         if teacher is not None:
@@ -378,7 +379,7 @@ class RegularizedLandmarkModel(keras.Model):
         return results
 
     def _nme(self, heatmaps, landmarks) -> tf.Tensor:
-        pred, _ = decode_heatmaps(heatmaps, self.stride)
+        pred, _ = decode(heatmaps, self.stride, *self.decoding)
         return mean_nme(pred, landmarks, self.normalization)
 
     # ------------------------------------------------------------------ steps

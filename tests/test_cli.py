@@ -155,6 +155,8 @@ def test_training_writes_run_and_loss_goes_down(trained_run):
     assert config["config"]["epochs"] == 3 and "tensorflow" in config["versions"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["val"]["nme"] < 10
+    # the last epoch's val_nme is the final validation: same faces, same decoding
+    assert float(rows[-1]["val_nme"]) == pytest.approx(metrics["val"]["nme"], rel=1e-4)
 
 
 def test_evaluate_cli_reports_and_writes(trained_run, demo_faces, tmp_path):

@@ -184,3 +184,24 @@ def test_head_width_is_the_students_own_unless_given(architecture, given, width)
     student = build_architecture(architecture, 68, 64, head_channels=given, weights="random")
     assert student.get_layer("lateral_32").filters == width
     assert student.get_layer("heatmaps").input.shape[-1] == width
+
+
+@pytest.mark.parametrize("method", ["taylor", "dark"])
+def test_the_nme_metric_decodes_as_the_saved_student_does(dataset, method):
+    """history.csv's nme/val_nme use the student's own decoding (what evaluate and exports use)."""
+    from fas_tf.heatmaps import decode
+    from fas_tf.metrics import mean_nme
+    from fas_tf.student import with_decoding
+
+    student = with_decoding(build_student(input_size=SIZE), method, 1.5)
+    model = RegularizedLandmarkModel(student, None)
+    model.compile("adam", run_eagerly=True)
+    images, targets = next(iter(dataset.take(1)))
+    logs = model.evaluate(images, targets, verbose=0, return_dict=True)
+    heatmaps = student(images, training=False)["heatmaps"]
+    expected = {
+        m: float(mean_nme(decode(heatmaps, model.stride, m, 1.5)[0], targets["landmarks"]))
+        for m in ("taylor", "dark")
+    }
+    assert abs(expected["dark"] - expected["taylor"]) > 1e-3  # the two decodings differ here
+    assert logs["nme"] == pytest.approx(expected[method], rel=1e-5)
