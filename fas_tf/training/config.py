@@ -247,6 +247,9 @@ class TrainConfig:
     sigma: float = setting(1.5, "heatmap Gaussian sigma, in heatmap pixels", to=("data",))
     heatmap_loss: str = setting("mse", "the label loss on heatmaps: squared error or Adaptive "
                                 "Wing with a weighted loss map", choices=HEATMAP_LOSS_CHOICES)
+    lambda_coord: float = setting(0.0, "weight of the coordinate loss: the NME of the landmarks "
+                                  "decoded (as --decoder) from the training heatmaps, which "
+                                  "trains their sub-cell position; 0: off (docs/accuracy.md)")
     heatmap_stride: int = setting(4, "crop pixels per heatmap cell: 4 (input_size/4 heatmaps) "
                                   "or 2 (input_size/2)", to=("student",))
     decoder: str = setting("dark", "heatmap decoding saved with the model: dark (blurred by the "
@@ -309,6 +312,7 @@ class TrainConfig:
             ("verbose", self.verbose, self.verbose in (0, 1, 2), "0, 1 or 2"),
             *((f"lambda_{k}", v, v >= 0, ">= 0") for k, v in self.lambdas().items()),
             ("lambda_distill", self.lambda_distill, self.lambda_distill >= 0, ">= 0"),
+            ("lambda_coord", self.lambda_coord, self.lambda_coord >= 0, ">= 0"),
         ]
         if self.epochs is not None:
             checks.append(("epochs", self.epochs, self.epochs >= 1, ">= 1"))

@@ -275,6 +275,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill,
             weights=config.lambdas(),
             distill_weight=config.lambda_distill,
             heatmap_loss=config.heatmap_loss,
+            coordinate_weight=config.lambda_coord,
             jit_compile=config.jit_compile,
         )
     cache = None
