@@ -85,6 +85,28 @@ def test_without_teacher_only_heatmap_loss(dataset):
     assert logs["loss"] == logs["heatmap_loss"]
 
 
+def test_the_coordinate_term_is_logged_and_weighted_in_train_and_validation(dataset):
+    keras.utils.set_random_seed(0)
+    model = RegularizedLandmarkModel(build_student(input_size=SIZE), None)
+    model.compile(keras.optimizers.Adam(1e-3), regularizers=None, coordinate_weight=5.0)
+    logs = model.fit(dataset.take(2), validation_data=dataset.take(1), epochs=1,
+                     verbose=0).history
+    assert set(logs) == {"loss", "heatmap_loss", "coord_loss", "nme", "val_loss",
+                         "val_heatmap_loss", "val_coord_loss", "val_nme"}
+    for p in ("", "val_"):
+        loss, heatmap, coord = (logs[f"{p}{k}"][-1] for k in ("loss", "heatmap_loss",
+                                                              "coord_loss"))
+        assert loss == pytest.approx(heatmap + 5.0 * coord, rel=1e-5)
+        # the smoothed NME of the decoded landmarks: the nme metric plus at most eps
+        assert logs[f"{p}nme"][-1] <= coord <= logs[f"{p}nme"][-1] + 1e-3
+    student = model.student.trainable_weights
+    images, targets = next(iter(dataset))
+    with tf.GradientTape() as tape:
+        terms, _ = model._label_terms(model.student(images, training=True)["heatmaps"], targets)
+    grads = tape.gradient(terms["coord_loss"], student)
+    assert any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
+
+
 def test_parse_regularizers():
     assert parse_regularizers("cls, sa") == ("cls", "sa")
     assert parse_regularizers("none") == ()
