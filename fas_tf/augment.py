@@ -22,6 +22,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import tensorflow as tf
 
+# Length factors of the proportion warp, log-uniform: symmetric in log (no bias towards longer or
+# shorter), wider than the known-answer test's 0.85-1.15 and than the spread between infants
+# (PFL/ICD SD about 15 % of its mean, issue 42), short of a caricature.
+PROPORTION_RANGE = (0.8, 1.25)
+
 
 @dataclass
 class AugmentConfig:
@@ -38,7 +43,9 @@ class AugmentConfig:
         grayscale: probability of converting to gray.
         proportion_warp: probability of the proportion warp (68-point layout): each eye, the
             philtrum and the upper lip made factor times as long, factors log-uniform in
-            :data:`PROPORTION_RANGE`, drawn independently.
+            ``[1 / proportion_stretch, proportion_stretch]``, drawn independently.
+        proportion_stretch: the warp's largest length factor (> 1; default: the upper end of
+            :data:`PROPORTION_RANGE`).
     """
 
     rotation: float = 45.0
@@ -50,6 +57,7 @@ class AugmentConfig:
     blur: float = 0.3
     grayscale: float = 0.1
     proportion_warp: float = 0.0
+    proportion_stretch: float = PROPORTION_RANGE[1]
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -99,10 +107,6 @@ def _between(u: tf.Tensor, lo: float, hi: float) -> tf.Tensor:
     return lo + (hi - lo) * u
 
 
-# Length factors of the proportion warp, log-uniform: symmetric in log (no bias towards longer or
-# shorter), wider than the known-answer test's 0.85-1.15 and than the spread between infants
-# (PFL/ICD SD about 15 % of its mean, issue 42), short of a caricature.
-PROPORTION_RANGE = (0.8, 1.25)
 _PROPORTION_STREAM = 7  # folded into a sample's seed: the warp's draws are their own stream
 
 
@@ -114,16 +118,18 @@ def _stretch_face(image: np.ndarray, points: np.ndarray, factors: np.ndarray):
 
 
 def proportion_warp(image: tf.Tensor, points: tf.Tensor, probability: float,
-                    seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                    seed: tf.Tensor, stretch: float = PROPORTION_RANGE[1],
+                    ) -> tuple[tf.Tensor, tf.Tensor]:
     """With ``probability``, ``image`` (S, S, 3) float32 and its 68 ``points`` warped alike by
     :func:`fas_tf.face_warp.stretch_face`, the factors of :data:`fas_tf.face_warp.PROPORTIONS`
-    drawn from stateless ``seed``: a pure function of the seed.
+    drawn log-uniform in ``[1 / stretch, stretch]`` from stateless ``seed``: a pure function of
+    the seed.
     """
     from fas_tf.face_warp import PROPORTIONS
 
     u = tf.random.stateless_uniform(
         [1 + len(PROPORTIONS)], tf.random.experimental.stateless_fold_in(seed, _PROPORTION_STREAM))
-    lo, hi = (math.log(f) for f in PROPORTION_RANGE)
+    lo, hi = -math.log(stretch), math.log(stretch)
     factors = tf.exp(_between(u[1:], lo, hi))
 
     def warped():
@@ -176,7 +182,8 @@ def augment_sample(
     pts = tf.linalg.matvec(tf.linalg.inv(a), tf.cast(points, tf.float32) - b)  # (N, 2)
     pts = tf.cond(flip, lambda: tf.gather(pts, flip_permutation), lambda: pts)
     if cfg.proportion_warp > 0:  # none of its ops otherwise: the crops stay as they were
-        image, pts = proportion_warp(image, pts, cfg.proportion_warp, seed)
+        image, pts = proportion_warp(image, pts, cfg.proportion_warp, seed,
+                                     cfg.proportion_stretch)
     return _photometric(image, cfg, u), pts
 
 

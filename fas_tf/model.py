@@ -217,6 +217,7 @@ class RegularizedLandmarkModel(keras.Model):
                              f"the student {n}")
         self.distill_source = distill
         self.distill_weight = 1.0
+        self.coordinate_weight = 0.0
         self.heatmap_loss = R.heatmap_loss  # compile(heatmap_loss=...) chooses
         self.input_size = size
         self.normalization = normalization or default_normalization(n)
@@ -248,6 +249,7 @@ class RegularizedLandmarkModel(keras.Model):
         weights: Mapping[str, float] | None = None,
         distill_weight: float = 1.0,
         heatmap_loss: str = "mse",
+        coordinate_weight: float = 0.0,
         **kwargs,
     ) -> None:
         """Set the optimizer, the active regularizers and their weights (lambdas).
@@ -259,6 +261,8 @@ class RegularizedLandmarkModel(keras.Model):
             weights: lambda per regularizer; missing entries default to 1.0.
             distill_weight: lambda of the distillation term (used with a distill source).
             heatmap_loss: the label term, a name of :data:`fas_tf.regularizers.HEATMAP_LOSSES`.
+            coordinate_weight: lambda of the coordinate term
+                (:func:`fas_tf.regularizers.coordinate_loss` of the decoded landmarks); 0: off.
             **kwargs: passed to ``keras.Model.compile`` (e.g. ``jit_compile``).
         """
         super().compile(optimizer=optimizer, **kwargs)
@@ -276,8 +280,11 @@ class RegularizedLandmarkModel(keras.Model):
         merged = {**DEFAULT_WEIGHTS, **(weights or {})}
         self.regularizer_weights = {k: float(merged[k]) for k in active}
         self.distill_weight = float(distill_weight)
+        self.coordinate_weight = float(coordinate_weight)
         distill = ["distill_loss"] if self.distill_source is not None else []
-        names = ["loss", "heatmap_loss", *(f"{k}_loss" for k in active), *distill, "nme"]
+        coord = ["coord_loss"] if self.coordinate_weight > 0 else []
+        names = ["loss", "heatmap_loss", *coord, *(f"{k}_loss" for k in active), *distill,
+                 "nme"]
         self._trackers = {k: keras.metrics.Mean(name=k) for k in names}
 
     @property
@@ -378,9 +385,23 @@ class RegularizedLandmarkModel(keras.Model):
             results = {name: tf.reshape(v, [1]) for name, v in results.items()}
         return results
 
-    def _nme(self, heatmaps, landmarks) -> tf.Tensor:
+    def _label_terms(self, heatmaps, targets) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        """The label terms of ``heatmaps`` (``heatmap_loss``, and ``coord_loss`` when its
+        weight is > 0: the landmarks decoded as the saved model decodes them) and the NME of
+        those landmarks (the metric, no gradient wanted)."""
         pred, _ = decode(heatmaps, self.stride, *self.decoding)
-        return mean_nme(pred, landmarks, self.normalization)
+        terms = {"heatmap_loss": self.heatmap_loss(heatmaps, targets["heatmaps"])}
+        if self.coordinate_weight > 0:
+            terms["coord_loss"] = R.coordinate_loss(pred, targets["landmarks"],
+                                                    self.normalization)
+        nme = mean_nme(tf.stop_gradient(pred), targets["landmarks"], self.normalization)
+        return terms, nme
+
+    def _label_loss(self, terms: dict[str, tf.Tensor]) -> tf.Tensor:
+        total = terms["heatmap_loss"]
+        if "coord_loss" in terms:
+            total = total + self.coordinate_weight * terms["coord_loss"]
+        return total
 
     # ------------------------------------------------------------------ steps
     def train_step(self, data):
@@ -393,11 +414,11 @@ class RegularizedLandmarkModel(keras.Model):
         variables = self.trainable_variables  # student + used adapters/head; never the teacher
         with tf.GradientTape() as tape:
             outputs = self.student(images, training=True)
-            hm_loss = self.heatmap_loss(outputs["heatmaps"], targets["heatmaps"])
+            terms, nme = self._label_terms(outputs["heatmaps"], targets)
             reg = {}
             if self.regularizers:
                 reg = self._regularizer_losses(outputs, self.teacher_outputs(images, stored))
-            total = hm_loss
+            total = self._label_loss(terms)
             for name, value in reg.items():
                 total = total + self.regularizer_weights[name] * value
             if self.distill_source is not None:
@@ -407,19 +428,15 @@ class RegularizedLandmarkModel(keras.Model):
             scaled = self.optimizer.scale_loss(total / tf.cast(replicas, tf.float32))
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
-        values = {"loss": total, "heatmap_loss": hm_loss}
+        values = {"loss": total, **terms}
         values.update({f"{k}_loss": v for k, v in reg.items()})
-        values["nme"] = self._nme(outputs["heatmaps"], targets["landmarks"])
+        values["nme"] = nme
         return self._update(values, batch)
 
     def test_step(self, data):
         images, targets = data[0], data[1]
         batch = tf.cast(tf.shape(images)[0], tf.float32)
         outputs = self.student(images, training=False)
-        hm_loss = self.heatmap_loss(outputs["heatmaps"], targets["heatmaps"])
-        values = {
-            "loss": hm_loss,
-            "heatmap_loss": hm_loss,
-            "nme": self._nme(outputs["heatmaps"], targets["landmarks"]),
-        }
+        terms, nme = self._label_terms(outputs["heatmaps"], targets)
+        values = {"loss": self._label_loss(terms), **terms, "nme": nme}
         return self._update(values, batch)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from fas_tf.metrics import normalizer
+
 NAMES = ("cls", "feat", "sa", "ca")
 _EPS = 1e-8
 
@@ -127,3 +129,20 @@ def awing_loss(
 
 
 HEATMAP_LOSSES = {"mse": heatmap_loss, "awing": awing_loss}
+
+
+def coordinate_loss(points: tf.Tensor, gt: tf.Tensor, normalization: str | None = None,
+                    eps: float = 1e-3) -> tf.Tensor:
+    """The NME of decoded ``points`` against ``gt`` (both (B, N, 2) crop pixels), smoothed at 0:
+    ``mean_{b,k} sqrt(||p - g||^2 + (eps d)^2) / d`` (``d``: :func:`fas_tf.metrics.normalizer`).
+
+    With ``points`` decoded from the student's heatmaps inside the tape (the argmax picks the
+    cell, the log-Taylor step of the decoding is differentiable), it trains the sub-cell
+    position the saved model will report, which the heatmap loss only reaches through the
+    shape of a blob.
+    """
+    gt = _f32(gt)
+    d = tf.maximum(normalizer(gt, normalization), 1e-6)[:, None]
+    squared = tf.reduce_sum(tf.square(_f32(points) - gt), axis=-1)
+    return tf.reduce_mean(tf.sqrt(squared + tf.square(eps * d)) / d)
+

@@ -270,6 +270,7 @@ def test_resume_with_a_different_flag_names_it_and_touches_nothing(
     ("--batch_size=0", "--batch_size must be >= 1, got 0"),
     ("--epochs=0", "--epochs must be >= 1, got 0"),
     ("--lambda_feat=-5", "--lambda_feat must be >= 0, got -5.0"),
+    ("--lambda_coord=-1", "--lambda_coord must be >= 0, got -1.0"),
     ("--learning_rate=0", "--learning_rate must be > 0, got 0.0"),
     ("--learning_rate=nan", "--learning_rate must be > 0, got nan"),
     ("--input_size=48", "--input_size must be a multiple of 32, >= 32, got 48"),

@@ -85,6 +85,30 @@ def test_without_teacher_only_heatmap_loss(dataset):
     assert logs["loss"] == logs["heatmap_loss"]
 
 
+def test_the_coordinate_term_is_logged_and_weighted_in_train_and_validation(demo_faces):
+    keras.utils.set_random_seed(0)
+    data = make_dataset(load_faces(demo_faces, input_size=32), layout_for(68), 32, batch_size=4,
+                        training=True, seed=0).take(2)
+    model = RegularizedLandmarkModel(
+        build_student(input_size=32, alpha=0.35, head_channels=8), None)
+    model.compile(keras.optimizers.Adam(1e-3), regularizers=None, coordinate_weight=5.0,
+                  run_eagerly=True)
+    logs = model.fit(data, validation_data=data, epochs=1, verbose=0).history
+    assert set(logs) == {"loss", "heatmap_loss", "coord_loss", "nme", "val_loss",
+                         "val_heatmap_loss", "val_coord_loss", "val_nme"}
+    for p in ("", "val_"):
+        loss, heatmap, coord = (logs[f"{p}{k}"][-1] for k in ("loss", "heatmap_loss",
+                                                              "coord_loss"))
+        assert loss == pytest.approx(heatmap + 5.0 * coord, rel=1e-5)
+        # the smoothed NME of the decoded landmarks: the nme metric plus at most eps
+        assert logs[f"{p}nme"][-1] <= coord <= logs[f"{p}nme"][-1] + 1e-3
+    images, targets = next(iter(data))
+    with tf.GradientTape() as tape:
+        terms, _ = model._label_terms(model.student(images, training=True)["heatmaps"], targets)
+    grads = tape.gradient(terms["coord_loss"], model.student.trainable_weights)
+    assert any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
+
+
 def test_parse_regularizers():
     assert parse_regularizers("cls, sa") == ("cls", "sa")
     assert parse_regularizers("none") == ()

@@ -128,18 +128,23 @@ def test_warp_is_a_function_of_the_seed():
     assert np.abs(first[1] - other[1]).max() > 0.1
 
 
-def test_factors_span_the_range():
-    """Many seeds: the eye factor (PFL ratio of the warped labels) fills PROPORTION_RANGE."""
+@pytest.mark.parametrize("stretch", [None, 1.5])
+def test_factors_span_the_range(stretch):
+    """Many seeds: the eye factor (PFL ratio of the warped labels) fills PROPORTION_RANGE, or
+    [1/S, S] with ``proportion_stretch=S``."""
     pts = face_points()
     canvas = dot_canvas(pts)
+    wider = {} if stretch is None else {"proportion_stretch": stretch}
     ratios = []
     for k in range(40):
         _, plain = crop(canvas, pts, (k, 0))
-        _, warped = crop(canvas, pts, (k, 0), proportion_warp=1.0)
+        _, warped = crop(canvas, pts, (k, 0), proportion_warp=1.0, **wider)
         ratios.append(np.linalg.norm(warped[39] - warped[36])
                       / np.linalg.norm(plain[39] - plain[36]))
-    lo, hi = PROPORTION_RANGE
-    assert lo - 1e-3 <= min(ratios) < 0.87 and 1.15 < max(ratios) <= hi + 1e-3
+    lo, hi = PROPORTION_RANGE if stretch is None else (1 / stretch, stretch)
+    inner = 0.15 * np.log(hi)  # 40 log-uniform draws come this close to both ends
+    assert lo - 1e-3 <= min(ratios) < lo * np.exp(inner)
+    assert hi * np.exp(-inner) < max(ratios) <= hi + 1e-3
     assert abs(np.mean(np.log(ratios))) < 0.06  # log-uniform: no bias to longer or shorter
 
 
@@ -150,3 +155,8 @@ def test_needs_the_68_point_layout_and_a_probability():
         make_dataset(faces, layout_for(5), SIZE, augment=AugmentConfig(proportion_warp=0.5))
     with pytest.raises(UsageError, match="proportion_warp"):
         TrainConfig(proportion_warp=1.5).validate()
+    assert TrainConfig().proportion_stretch == AugmentConfig().proportion_stretch \
+        == PROPORTION_RANGE[1]
+    for bad in (1.0, 2.5):
+        with pytest.raises(UsageError, match="--proportion_stretch must be in"):
+            TrainConfig(proportion_stretch=bad).validate()

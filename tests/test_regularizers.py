@@ -127,3 +127,43 @@ def test_heatmap_loss_choices_are_the_losses_and_validate_refuses_others():
     TrainConfig(heatmap_loss="awing").validate()
     with pytest.raises(UsageError, match="--heatmap_loss must be one of mse, awing, got 'l1'"):
         TrainConfig(heatmap_loss="l1").validate()
+
+
+def test_coordinate_loss_is_the_nme_smoothed_at_zero():
+    gt = np.zeros((1, 68, 2), np.float32)
+    gt[0, :, 0] = np.linspace(0.0, 30.0, 68)  # points 36 and 45: 30 * 9/67 apart
+    iod = 30.0 * 9 / 67
+    pred = gt + np.array([3.0, 4.0], np.float32)  # every point 5 px off
+    assert float(R.coordinate_loss(pred, gt)) == pytest.approx(5.0 / iod, rel=1e-4)
+    assert float(R.coordinate_loss(gt, gt)) == pytest.approx(1e-3, rel=1e-3)  # eps, not 0
+    with tf.GradientTape() as tape:
+        at = tf.constant(gt)
+        tape.watch(at)
+        loss = R.coordinate_loss(at, gt)
+    assert np.all(np.isfinite(tape.gradient(loss, at).numpy())), "finite at zero error"
+
+
+@pytest.mark.parametrize("method", ["taylor", "dark"])
+def test_coordinate_loss_trains_the_sub_cell_position_through_the_decoding(method):
+    """Gradient steps on the heatmaps alone, through the decoding, move a decoded landmark to
+    a point 0.3 cells away: the argmax cell stays, the log-Taylor step learns the offset."""
+    from fas_tf.heatmaps import decode, render_heatmaps
+
+    stride, sigma = 4, 1.5
+    start = tf.constant([[[41.0, 50.0], [70.0, 30.0]]])
+    goal = start + tf.constant([[[1.2, -1.2], [-1.2, 0.8]]])  # 0.3 / 0.2 cells
+    heatmaps = tf.Variable(render_heatmaps(start, 32, stride, sigma))
+    optimizer = tf.keras.optimizers.Adam(0.01)
+
+    def error() -> float:
+        points, _ = decode(heatmaps, stride, method, sigma)
+        return float(tf.reduce_max(tf.norm(points - goal, axis=-1)))
+
+    before = error()
+    for _ in range(60):
+        with tf.GradientTape() as tape:
+            points, _ = decode(heatmaps, stride, method, sigma)
+            loss = R.coordinate_loss(points, goal, "diagonal")
+        optimizer.apply_gradients([(tape.gradient(loss, heatmaps), heatmaps)])
+    assert before > 1.4
+    assert error() < 0.3 * before

@@ -247,6 +247,9 @@ class TrainConfig:
     sigma: float = setting(1.5, "heatmap Gaussian sigma, in heatmap pixels", to=("data",))
     heatmap_loss: str = setting("mse", "the label loss on heatmaps: squared error or Adaptive "
                                 "Wing with a weighted loss map", choices=HEATMAP_LOSS_CHOICES)
+    lambda_coord: float = setting(0.0, "weight of the coordinate loss: the NME of the landmarks "
+                                  "decoded (as --decoder) from the training heatmaps, which "
+                                  "trains their sub-cell position; 0: off (docs/accuracy.md)")
     heatmap_stride: int = setting(4, "crop pixels per heatmap cell: 4 (input_size/4 heatmaps) "
                                   "or 2 (input_size/2)", to=("student",))
     decoder: str = setting("dark", "heatmap decoding saved with the model: dark (blurred by the "
@@ -264,8 +267,11 @@ class TrainConfig:
     rotation: float = setting(45.0, "max augmentation rotation, degrees")
     proportion_warp: float = setting(0.0, "probability per training view of the proportion "
                                      "warp: each eye, the philtrum and the upper lip stretched "
-                                     "by independent factors in [0.8, 1.25], image and landmarks "
-                                     "alike (fas_tf.augment; 68-point layout; issue 42)")
+                                     "by independent factors in [1/S, S] (S: "
+                                     "--proportion_stretch), image and landmarks alike "
+                                     "(fas_tf.augment; 68-point layout; issue 42)")
+    proportion_stretch: float = setting(1.25, "the proportion warp's largest length factor S: "
+                                        "factors log-uniform in [1/S, S]")
     upright: bool = setting(False, "cut training crops with the face's true eyes level (then "
                             "--rotation of e.g. 10); validation crops stay framing-rule crops")
     seed: int = setting(0, "random seed: the same seed gives the same run")
@@ -303,12 +309,15 @@ class TrainConfig:
             ("rotation", self.rotation, 0 <= self.rotation <= 180, "in [0, 180] degrees"),
             ("proportion_warp", self.proportion_warp, 0 <= self.proportion_warp <= 1,
              "a probability in [0, 1]"),
+            ("proportion_stretch", self.proportion_stretch,
+             1 < self.proportion_stretch <= 2, "in (1, 2]"),
             ("seed", self.seed, 0 <= self.seed < 2**32, "in [0, 2**32)"),
             ("teacher_cache", self.teacher_cache, self.teacher_cache >= 0, ">= 0"),
             ("checkpoint_every", self.checkpoint_every, self.checkpoint_every >= 1, ">= 1"),
             ("verbose", self.verbose, self.verbose in (0, 1, 2), "0, 1 or 2"),
             *((f"lambda_{k}", v, v >= 0, ">= 0") for k, v in self.lambdas().items()),
             ("lambda_distill", self.lambda_distill, self.lambda_distill >= 0, ">= 0"),
+            ("lambda_coord", self.lambda_coord, self.lambda_coord >= 0, ">= 0"),
         ]
         if self.epochs is not None:
             checks.append(("epochs", self.epochs, self.epochs >= 1, ">= 1"))

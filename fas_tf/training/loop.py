@@ -241,7 +241,8 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill,
     strategy = dist.make_strategy(config.strategy)
     task = dist.cluster_task(config.strategy)
     layout = layout_for(train_faces.num_landmarks)
-    augment = AugmentConfig(rotation=config.rotation, proportion_warp=config.proportion_warp)
+    augment = AugmentConfig(rotation=config.rotation, proportion_warp=config.proportion_warp,
+                            proportion_stretch=config.proportion_stretch)
     global_batch = config.batch_size
     steps = steps_per_epoch(len(train_faces), global_batch)
     if task.is_chief:
@@ -275,6 +276,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill,
             weights=config.lambdas(),
             distill_weight=config.lambda_distill,
             heatmap_loss=config.heatmap_loss,
+            coordinate_weight=config.lambda_coord,
             jit_compile=config.jit_compile,
         )
     cache = None
