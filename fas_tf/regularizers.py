@@ -145,4 +145,3 @@ def coordinate_loss(points: tf.Tensor, gt: tf.Tensor, normalization: str | None 
     d = tf.maximum(normalizer(gt, normalization), 1e-6)[:, None]
     squared = tf.reduce_sum(tf.square(_f32(points) - gt), axis=-1)
     return tf.reduce_mean(tf.sqrt(squared + tf.square(eps * d)) / d)
-
