@@ -132,7 +132,7 @@ def test_warp_is_a_function_of_the_seed():
     assert np.abs(first[1] - other[1]).max() > 0.1
 
 
-@pytest.mark.parametrize("stretch", [None, 1.5])
+@pytest.mark.parametrize("stretch", [None, 1.25])
 def test_factors_span_the_range(stretch):
     """Many seeds: the eye factor (PFL ratio of the warped labels) fills PROPORTION_RANGE, or
     [1/S, S] with ``proportion_stretch=S``."""
@@ -180,7 +180,7 @@ def test_training_warps_68_point_faces_by_default_and_says_so_for_others(tmp_pat
         return json.loads((tmp_path / name / "config.json").read_text())["augment"], lines
 
     augment, lines = applied(demo_faces, "68")
-    assert augment["proportion_warp"] == 1.0 and augment["proportion_stretch"] == 1.5
+    assert augment["proportion_warp"] == 1.0 and augment["proportion_stretch"] == 2.0
     assert not any("proportion warp" in line for line in lines)
     augment, lines = applied(five_point_copy(demo_faces, tmp_path / "five", 3), "5")
     assert augment["proportion_warp"] == 0.0

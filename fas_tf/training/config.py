@@ -272,7 +272,7 @@ class TrainConfig:
                                      "landmarks follow a real change of these lengths "
                                      "(fas_tf.augment; 68-point data only, off for other "
                                      "layouts; docs/clinical.md)")
-    proportion_stretch: float = setting(1.5, "the proportion warp's largest length factor S: "
+    proportion_stretch: float = setting(2.0, "the proportion warp's largest length factor S: "
                                         "factors log-uniform in [1/S, S]")
     upright: bool = setting(False, "cut training crops with the face's true eyes level (then "
                             "--rotation of e.g. 10); validation crops stay framing-rule crops")
