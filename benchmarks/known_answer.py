@@ -13,7 +13,8 @@ to the labelled ones. The model runs on the same crop (the framing-rule square o
 landmarks, no re-crop) of every warped photo. Per measurement: the least-squares slope of the
 predicted log-change (against the prediction at f = 1) on the true log-change, and their Pearson
 r; a slope of 1 means a real 12 % shorter eye is measured 12 % shorter. This does not depend on
-the labels' noise. A measurement aid, not a diagnosis.
+the labels' noise. A measurement aid, not a diagnosis. ``--output`` also holds each face's own
+slope, which ``benchmarks/paired.py --known_answer=MEASUREMENT`` compares between two arms.
 
     python benchmarks/known_answer.py --data=../shared/data/infanface-train --sets=google2 \
         --model=runs/x/student.keras [--flip] [--all_faces] [--output=ka.json]
@@ -77,13 +78,15 @@ def selected(face: C.Face, warp: str) -> bool:
 
 def known_answer(faces: list[C.Face], model, warps=tuple(WARPS), factors=FACTORS,
                  all_faces: bool = False, log=print) -> dict:
-    """Per warp and measurement: faces, slope, intercept and r of predicted on true log-change."""
+    """Per warp and measurement: faces, slope, intercept and r of predicted on true log-change,
+    and ``per_face``: each face's own slope (image stem -> slope)."""
     from fas_tf.data import load_image
 
     results: dict = {}
     for warp in warps:
         use = [f for f in faces if all_faces or selected(f, warp)]
         pairs: dict[str, list] = {m: [] for m in WARPS[warp][1]}
+        own: dict[str, dict[str, float]] = {m: {} for m in WARPS[warp][1]}
         for face in list(use):
             try:
                 changes = face_changes(load_image(face.image), face.gt, model, warp, factors)
@@ -93,12 +96,16 @@ def known_answer(faces: list[C.Face], model, warps=tuple(WARPS), factors=FACTORS
                 continue
             for m, v in changes.items():
                 pairs[m] += v
+                slope = ols_slope(*np.asarray(v).T)[0]
+                if math.isfinite(slope):
+                    own[m][face.stem] = slope
         results[warp] = {}
         for m, v in pairs.items():
             true, pred = (np.asarray([p[i] for p in v]) for i in (0, 1))
             slope, intercept = ols_slope(true, pred)
             results[warp][m] = {"faces": len(use), "points": len(v), "slope": slope,
-                                "intercept": intercept, "r": pearson_r(true, pred)}  # fmt: skip
+                                "intercept": intercept, "r": pearson_r(true, pred),
+                                "per_face": own[m]}  # fmt: skip
         log(f"{warp}: {len(use)} faces")
     return results
 

@@ -148,6 +148,43 @@ def test_known_answer_of_a_perfect_model_is_slope_one():
         assert A.pearson_r(pairs[:, 0], pairs[:, 1]) > 0.99
 
 
+
+def test_known_answer_per_face_slopes_compare_between_arms(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import cv2
+
+    from benchmarks.clinical_data import Face
+    from benchmarks.known_answer import known_answer
+    from fas_tf.framing import crop_box, cut_square
+
+    gt = frontal(scale=2.2) + np.array([-40.0, 30.0])
+    cv2.imwrite(str(tmp_path / "f.png"), blob_image(gt))
+    _, matrix = cut_square(blob_image(gt), *crop_box(gt), 256)
+    model = BlobLandmarker(gt @ matrix[:, :2].T + matrix[:, 2], 256)
+    res = known_answer([Face("f", tmp_path / "f.png", gt)], model, ("pfl",),
+                       (0.85, 1.15), all_faces=True, log=lambda s: None)["pfl"]["pfl_mean"]
+    assert res["per_face"] == {"f": pytest.approx(res["slope"])}
+    assert res["slope"] == pytest.approx(1.0, abs=0.05)
+
+    def arm(name: str, slopes: dict[str, float]) -> str:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"results": {"pfl": {"pfl_mean": {"per_face": slopes}}}}))
+        return str(path)
+
+    b = [arm(f"b{i}", {"x": 0.4 + i / 10, "y": 0.5, "z": 0.3}) for i in range(2)]
+    a = [arm(f"a{i}", {"x": 0.7 + i / 10, "y": 0.8, "z": 0.6, "w": 9.0}) for i in range(2)]
+    run = subprocess.run([sys.executable, "benchmarks/paired.py", "--known_answer=pfl_mean",
+                          "--a=" + ",".join(a), "--b=" + ",".join(b)],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert "a: 0.70, 0.73; mean 0.72" in run.stdout  # "w" has no pair and is left out
+    assert "a - b: +0.30 [+0.30, +0.30] (95 %, 2 seeds x 3 faces)" in run.stdout
+    bad = subprocess.run([sys.executable, "benchmarks/paired.py", "--known_answer=philtrum",
+                          "--a=" + a[0], "--b=" + b[0]], capture_output=True, text=True)
+    assert bad.returncode != 0 and "per-face slopes of philtrum" in bad.stderr
+
 def test_verdict_reads_sigma_against_the_spread_between_infants():
     pts = frontal(scale=3.0)
     sure = M.measure(pts)["ratios"]["pfl_mean_to_icd"]

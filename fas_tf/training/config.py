@@ -265,12 +265,14 @@ class TrainConfig:
                                         "student's own: 128 for dlib_transfer, 64 for "
                                         "the MobileNetV2 students)", to=("student",))
     rotation: float = setting(45.0, "max augmentation rotation, degrees")
-    proportion_warp: float = setting(0.0, "probability per training view of the proportion "
+    proportion_warp: float = setting(1.0, "probability per training view of the proportion "
                                      "warp: each eye, the philtrum and the upper lip stretched "
                                      "by independent factors in [1/S, S] (S: "
-                                     "--proportion_stretch), image and landmarks alike "
-                                     "(fas_tf.augment; 68-point layout; issue 42)")
-    proportion_stretch: float = setting(1.25, "the proportion warp's largest length factor S: "
+                                     "--proportion_stretch), image and landmarks alike, so the "
+                                     "landmarks follow a real change of these lengths "
+                                     "(fas_tf.augment; 68-point data only, off for other "
+                                     "layouts; docs/clinical.md)")
+    proportion_stretch: float = setting(2.0, "the proportion warp's largest length factor S: "
                                         "factors log-uniform in [1/S, S]")
     upright: bool = setting(False, "cut training crops with the face's true eyes level (then "
                             "--rotation of e.g. 10); validation crops stay framing-rule crops")

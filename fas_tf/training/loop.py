@@ -241,7 +241,12 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill,
     strategy = dist.make_strategy(config.strategy)
     task = dist.cluster_task(config.strategy)
     layout = layout_for(train_faces.num_landmarks)
-    augment = AugmentConfig(rotation=config.rotation, proportion_warp=config.proportion_warp,
+    warp = config.proportion_warp
+    if warp > 0 and layout.num_landmarks != 68:  # it moves 68-point eyes, philtrum and lip
+        log(f"proportion warp: off (it needs the 68-point layout; these faces have "
+            f"{layout.num_landmarks} points)")
+        warp = 0.0
+    augment = AugmentConfig(rotation=config.rotation, proportion_warp=warp,
                             proportion_stretch=config.proportion_stretch)
     global_batch = config.batch_size
     steps = steps_per_epoch(len(train_faces), global_batch)
