@@ -148,7 +148,6 @@ def test_known_answer_of_a_perfect_model_is_slope_one():
         assert A.pearson_r(pairs[:, 0], pairs[:, 1]) > 0.99
 
 
-
 def test_known_answer_per_face_slopes_compare_between_arms(tmp_path):
     import json
     import subprocess
@@ -184,6 +183,7 @@ def test_known_answer_per_face_slopes_compare_between_arms(tmp_path):
     bad = subprocess.run([sys.executable, "benchmarks/paired.py", "--known_answer=philtrum",
                           "--a=" + a[0], "--b=" + b[0]], capture_output=True, text=True)
     assert bad.returncode != 0 and "per-face slopes of philtrum" in bad.stderr
+
 
 def test_verdict_reads_sigma_against_the_spread_between_infants():
     pts = frontal(scale=3.0)
