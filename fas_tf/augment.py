@@ -27,6 +27,8 @@ import tensorflow as tf
 # (PFL/ICD SD about 15 % of its mean, issue 42): the range the landmarks followed best of those
 # measured (0.8-1.25, 1/1.5-1.5 and 0.5-2, docs/clinical.md), the training default.
 PROPORTION_RANGE = (0.5, 2.0)
+# The landmark count of the layout the warp moves (300-W: fas_tf.face_warp.PROPORTIONS).
+PROPORTION_WARP_POINTS = 68
 
 
 @dataclass

@@ -73,9 +73,9 @@ def _cropper(faces: LabelledFaces, layout: Layout, input_size: int, augment: Aug
     """``crop(index, seed) -> (image, points)``: the augmented crop of face ``index``."""
     import tensorflow as tf
 
-    from fas_tf.augment import augment_sample
+    from fas_tf.augment import PROPORTION_WARP_POINTS, augment_sample
 
-    if augment.proportion_warp > 0 and layout.num_landmarks != 68:
+    if augment.proportion_warp > 0 and layout.num_landmarks != PROPORTION_WARP_POINTS:
         raise UsageError(f"the proportion warp needs the 68-point layout, not "
                          f"{layout.num_landmarks} points: train with --proportion_warp=0")
     canvases = tf.constant(faces.canvases)

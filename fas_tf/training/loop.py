@@ -227,7 +227,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill,
     import keras
     import numpy as np
 
-    from fas_tf.augment import AugmentConfig
+    from fas_tf.augment import PROPORTION_WARP_POINTS, AugmentConfig
     from fas_tf.data import framed_crops, steps_per_epoch
     from fas_tf.evaluate import evaluate_predictions
     from fas_tf.landmarks import layout_for
@@ -242,7 +242,7 @@ def _fit(config: TrainConfig, train_faces, val_faces, out: Path, log, distill,
     task = dist.cluster_task(config.strategy)
     layout = layout_for(train_faces.num_landmarks)
     warp = config.proportion_warp
-    if warp > 0 and layout.num_landmarks != 68:  # it moves 68-point eyes, philtrum and lip
+    if warp > 0 and layout.num_landmarks != PROPORTION_WARP_POINTS:
         log(f"proportion warp: off (it needs the 68-point layout; these faces have "
             f"{layout.num_landmarks} points)")
         warp = 0.0
