@@ -160,8 +160,9 @@ def test_known_answer_per_face_slopes_compare_between_arms(tmp_path):
     from fas_tf.framing import crop_box, cut_square
 
     gt = frontal(scale=2.2) + np.array([-40.0, 30.0])
-    cv2.imwrite(str(tmp_path / "f.png"), blob_image(gt))
-    _, matrix = cut_square(blob_image(gt), *crop_box(gt), 256)
+    image = blob_image(gt)
+    cv2.imwrite(str(tmp_path / "f.png"), image)
+    _, matrix = cut_square(image, *crop_box(gt), 256)
     model = BlobLandmarker(gt @ matrix[:, :2].T + matrix[:, 2], 256)
     res = known_answer([Face("f", tmp_path / "f.png", gt)], model, ("pfl",),
                        (0.85, 1.15), all_faces=True, log=lambda s: None)["pfl"]["pfl_mean"]
