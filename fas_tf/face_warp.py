@@ -9,8 +9,11 @@ A :class:`Stretch` about a centre ``c`` along a unit axis ``u`` moves a point ``
 end points of a segment, symmetric about ``c``, end up ``f`` times as far apart along ``u``;
 ``sigma`` is :data:`SIGMA_FRACTION` times the segment's length. Several stretches add their
 displacements (:func:`warp_points`); the image is resampled through the inverse map, found by
-fixed-point iteration (:func:`warp_image`), so a pixel and a point move alike. The true new
-landmarks are the warp applied to the labelled ones.
+damped Newton iteration (:func:`warp_image`), so a pixel and a point move alike. The true new
+landmarks are the warp applied to the labelled ones. A single stretch stays one-to-one for
+factors up to about 2.7; two overlapping ones (the philtrum's and the upper lip's share point 51)
+can fold where their factors pull apart, so the training warp (:func:`stretch_face`) applies its
+stretches one after the other, each on the landmarks the previous ones moved.
 
 :func:`measurement_stretches` builds the stretches of one measurement (:data:`STRETCHED`): each eye
 along its own axis (corners 36-39 and 42-45), the philtrum (subnasale 33 - labiale superius 51)
@@ -28,7 +31,8 @@ import cv2
 import numpy as np
 
 SIGMA_FRACTION = 0.8  # Gaussian falloff sigma, in lengths of the stretched segment
-INVERSE_ITERATIONS = 30
+INVERSE_ITERATIONS = 30  # Newton steps (each halved up to BACKTRACK times)
+BACKTRACK = 6
 INVERSE_TOLERANCE = 1e-4  # pixels
 AMPLITUDE_ITERATIONS = 8
 # measurement -> segments stretched (weighted landmark points a, b) and their axis
@@ -77,14 +81,72 @@ def stretch_between(a, b, factor: float, axis=None,
 
 def displacement(points: np.ndarray, stretches: list[Stretch]) -> np.ndarray:
     """The sum of the stretches' displacements d(p) at float64 points (..., 2), in one pass."""
+    return _displacement(points, stretches)[0]
+
+
+def _displacement(points: np.ndarray, stretches: list[Stretch],
+                  jacobian: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """d(p) at points (..., 2) and, with ``jacobian``, its derivative (..., 2, 2)."""
     if not stretches:
-        return np.zeros_like(points)
+        zero = np.zeros_like(points)
+        return zero, (np.zeros(points.shape + (2,)) if jacobian else None)
     centre, axis = (np.array([getattr(s, k) for s in stretches]) for k in ("centre", "axis"))
     amplitude = np.array([s.amplitude for s in stretches])
     falloff = np.array([-0.5 / s.sigma**2 for s in stretches])
     rx, ry = points[..., 0, None] - centre[:, 0], points[..., 1, None] - centre[:, 1]  # (..., k)
-    m = amplitude * (rx * axis[:, 0] + ry * axis[:, 1]) * np.exp((rx * rx + ry * ry) * falloff)
-    return np.stack([m @ axis[:, 0], m @ axis[:, 1]], axis=-1)
+    along = rx * axis[:, 0] + ry * axis[:, 1]
+    g = amplitude * np.exp((rx * rx + ry * ry) * falloff)
+    m = g * along
+    d = np.stack([m @ axis[:, 0], m @ axis[:, 1]], axis=-1)
+    if not jacobian:
+        return d, None
+    # dm/dp = g * (u + 2 * falloff * along * r): a row per stretch; J = sum_k u_k (dm_k/dp)^T
+    gx = g * (axis[:, 0] + 2 * falloff * along * rx)
+    gy = g * (axis[:, 1] + 2 * falloff * along * ry)
+    jac = np.stack([np.stack([gx @ axis[:, 0], gy @ axis[:, 0]], axis=-1),
+                    np.stack([gx @ axis[:, 1], gy @ axis[:, 1]], axis=-1)], axis=-2)
+    return d, jac
+
+
+def invert(q: np.ndarray, stretches: list[Stretch],
+           tolerance: float = INVERSE_TOLERANCE) -> np.ndarray:
+    """The points p (..., 2) with p + d(p) = q: damped Newton from p = q, every point's step
+    halved until its residual falls. Exact to ``tolerance`` pixel wherever the map is
+    one-to-one; plain fixed-point iteration p = q - d(p) diverges where a stretch's amplitude
+    exceeds 1 (a factor above about 1.8).
+    """
+    q = np.asarray(q, np.float64)
+    flat = q.reshape(-1, 2)
+    p = flat.copy()
+    d, jac = _displacement(p, stretches, jacobian=True)
+    residual = p + d - flat
+    size = np.max(np.abs(residual), axis=-1)
+    active = np.flatnonzero(size >= tolerance)  # only these points are still iterated
+    for _ in range(INVERSE_ITERATIONS):
+        if not active.size:
+            break
+        r, j, pa = residual[active], jac[active], p[active]
+        a, b = 1 + j[:, 0, 0], j[:, 0, 1]
+        c, e = j[:, 1, 0], 1 + j[:, 1, 1]
+        det = a * e - b * c
+        det = np.where(np.abs(det) < 1e-6, 1e-6, det)
+        step = np.stack([e * r[:, 0] - b * r[:, 1], a * r[:, 1] - c * r[:, 0]], axis=-1)
+        step /= det[:, None]
+        scale = np.ones(active.size)
+        for _ in range(BACKTRACK + 1):
+            trial = pa - scale[:, None] * step
+            d_t, jac_t = _displacement(trial, stretches, jacobian=True)
+            res_t = trial + d_t - flat[active]
+            size_t = np.max(np.abs(res_t), axis=-1)
+            better = size_t < size[active]
+            if better.all():
+                break
+            scale = np.where(better, scale, scale / 2)
+        moved = active[better]
+        p[moved], residual[moved], jac[moved] = trial[better], res_t[better], jac_t[better]
+        size[moved] = size_t[better]
+        active = active[better & (size_t >= tolerance)]  # a point that cannot improve stops
+    return p.reshape(q.shape)
 
 
 def warp_points(points, stretches: list[Stretch]) -> np.ndarray:
@@ -98,28 +160,35 @@ def warp_image(image: np.ndarray, stretches: list[Stretch], reach: float = 4.0,
     """The image resampled so that its content moves as :func:`warp_points` moves points.
 
     Only the box within ``reach`` sigmas of each centre is resampled (bilinear; beyond, the
-    displacement is below 0.002 sigma for any factor in 0.5-1.5); the inverse map comes from
-    fixed-point iteration p = q - d(p), to ``tolerance`` pixel.
+    displacement is below 0.002 sigma for any factor in 0.5-2); the inverse map comes from
+    :func:`invert`, to ``tolerance`` pixel.
     """
+    return _resample(image, [stretches], reach, tolerance)
+
+
+def _resample(image: np.ndarray, stages: Sequence[list[Stretch]], reach: float,
+              tolerance: float) -> np.ndarray:
+    """The image moved by the stages' maps applied in turn (one bilinear resampling)."""
     out = image.copy()
-    if not stretches:
+    used = [s for stage in stages for s in stage]
+    if not used:
         return out
     h, w = image.shape[:2]
-    lo = np.min([np.subtract(s.centre, reach * s.sigma) for s in stretches], axis=0)
-    hi = np.max([np.add(s.centre, reach * s.sigma) for s in stretches], axis=0)
+    lo = np.min([np.subtract(s.centre, reach * s.sigma) for s in used], axis=0)
+    hi = np.max([np.add(s.centre, reach * s.sigma) for s in used], axis=0)
     x0, y0 = max(int(math.floor(lo[0])), 0), max(int(math.floor(lo[1])), 0)
     x1, y1 = min(int(math.ceil(hi[0])) + 1, w), min(int(math.ceil(hi[1])) + 1, h)
     if x1 <= x0 or y1 <= y0:
         return out
     gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
-    q = np.stack([gx, gy], axis=-1)
-    p = q.copy()
-    for _ in range(INVERSE_ITERATIONS):
-        new = q - displacement(p, stretches)
-        done = float(np.max(np.abs(new - p))) < tolerance
-        p = new
-        if done:
-            break
+    p = np.stack([gx, gy], axis=-1)
+    for stage in reversed(stages):  # undo the last map first, each where it reaches
+        if not stage:
+            continue
+        lo = np.min([np.subtract(s.centre, reach * s.sigma) for s in stage], axis=0)
+        hi = np.max([np.add(s.centre, reach * s.sigma) for s in stage], axis=0)
+        near = np.all((p >= lo) & (p <= hi), axis=-1)
+        p[near] = invert(p[near], stage, tolerance)
     out[y0:y1, x0:x1] = cv2.remap(image, p[..., 0].astype(np.float32),
                                   p[..., 1].astype(np.float32), cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REFLECT)  # fmt: skip
@@ -170,30 +239,59 @@ def measurement_stretches(landmarks, measurement: str,
 PROPORTIONS = ("eye_36_39", "eye_42_45", "philtrum", "upper_lip")
 
 
-def proportion_stretches(landmarks, factors: Sequence[float]) -> list[Stretch]:
+def proportion_stages(landmarks, factors: Sequence[float]) -> list[list[Stretch]]:
     """The stretches making each of :data:`PROPORTIONS` its factor times as long (68-point
-    layout): each eye along its own axis, philtrum and upper lip along the face's vertical axis.
-    The philtrum and upper-lip stretches share the point 51 and add up there, so only the eyes
-    reach their factors exactly; image and landmarks still move alike (:func:`stretch_face`).
+    layout), as stages applied in turn, each one stretch built on the landmarks the previous
+    stages moved: the upper lip, the philtrum (both along the face's vertical axis), then each
+    eye along its own axis. One stretch is one-to-one for factors in 1/2.5-2.5, so their
+    composition is (two stretches added, as the known-answer test's two eyes, can fold on a
+    turned face where the eyes overlap). The stages' factors are corrected until the philtrum
+    and each eye are their factor times as long at the end, as far as stages within 1/2.5-2.5
+    allow (both eyes, or the philtrum and the lip, stretched near 2 fall short, most on a turned
+    face); the upper lip is changed again by the philtrum's stretch at their shared point 51.
     """
-    eyes, philtrum, lip = factors[:2], factors[2], factors[3]
-    return (measurement_stretches(landmarks, "pfl", eyes)
-            + measurement_stretches(landmarks, "philtrum", philtrum)
-            + measurement_stretches(landmarks, "upper_lip", lip))  # fmt: skip
+    base = np.asarray(landmarks, np.float64)
+    up = vertical_axis(base)
+
+    def build(fs):
+        pts, stages = base, []
+        for kind, f in zip(("upper_lip", "philtrum", (36, 39), (42, 45)), fs, strict=True):
+            stage = (measurement_stretches(pts, kind, f) if isinstance(kind, str)
+                     else [stretch_between(pts[kind[0]], pts[kind[1]], f)])
+            pts = warp_points(pts, stage)
+            stages.append(stage)
+        return stages, pts
+
+    def lengths(pts):
+        return np.array([(pts[51] - pts[33]) @ up, np.hypot(*(pts[39] - pts[36])),
+                         np.hypot(*(pts[45] - pts[42]))])
+
+    target = np.array([factors[2], factors[0], factors[1]], np.float64)
+    fs = np.array([factors[3], *target], np.float64)
+    stages, pts = build(fs)
+    for _ in range(AMPLITUDE_ITERATIONS):
+        got = lengths(pts) / lengths(base)
+        if np.allclose(got, target, rtol=1e-5):
+            break
+        fs[1:] = np.clip(fs[1:] * target / got, 1 / 2.5, 2.5)
+        stages, pts = build(fs)
+    return stages
 
 
 def stretch_face(image: np.ndarray, landmarks: np.ndarray, factors: Sequence[float],
                  tolerance: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
-    """``image`` and ``landmarks`` (68, 2) warped alike by :func:`proportion_stretches` (the
-    inverse map to ``tolerance`` pixel); both unchanged when the face cannot be stretched (a
-    zero-length segment, or non-finite input).
+    """``image`` and ``landmarks`` (68, 2) warped alike by :func:`proportion_stages` (the
+    inverse map to ``tolerance`` pixel, one resampling); both unchanged when the face cannot be
+    stretched (a zero-length segment, or non-finite input).
     """
     try:
-        stretches = proportion_stretches(landmarks, factors)
+        stages = proportion_stages(landmarks, factors)
     except ValueError:
         return image, landmarks
-    points = warp_points(landmarks, stretches)
+    points = np.asarray(landmarks, np.float64)
+    for stage in stages:
+        points = warp_points(points, stage)
     if not np.all(np.isfinite(points)):
         return image, landmarks
     dtype = np.asarray(landmarks).dtype
-    return warp_image(image, stretches, tolerance=tolerance), points.astype(dtype)
+    return _resample(image, stages, 4.0, tolerance), points.astype(dtype)
