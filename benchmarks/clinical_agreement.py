@@ -1,6 +1,7 @@
 """Agreement of the FAS ratios with the labels, end to end from the photos, and the labels' ceiling.
 
-For every labelled photo of ``--sets``: landmarks from MTCNN + the model (``fas_tf.predict``,
+For every labelled photo of ``--sets``: landmarks from the default face detector (BlazeFace,
+``fas_tf.predict.DETECTOR``) + the model (``fas_tf.predict``,
 the face nearest the labels; ``--gt_crops``: the model on the framing-rule square of the labels
 instead, then the re-crop passes), ``fas_tf.measurements.measure`` on them, and per ratio,
 compared with the same ratio of the ground-truth landmarks (ungated):
@@ -42,6 +43,7 @@ from fas_tf import measurements as M  # noqa: E402
 from fas_tf import spread  # noqa: E402
 from fas_tf.agreement import agreement, between_infant_sd, plot_bland_altman  # noqa: E402
 from fas_tf.framing import crop_box  # noqa: E402
+from fas_tf.predict import DETECTOR  # noqa: E402
 
 # label consistency checks: name -> (right-eye ratio, left-eye ratio)
 SIDES = {"PFL/ICD right vs left": ("pfl_right_to_icd", "pfl_left_to_icd"),
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     C.add_model_flags(ap)
     ap.add_argument("--gt_crops", action="store_true",
-                    help="the model on the labels' framing-rule square instead of MTCNN")
+                    help="the model on the labels' framing-rule square instead of the detector")
     ap.add_argument("--plot", help="Bland-Altman PNG of the measured ratios vs the labels")
     ap.add_argument("--ceiling_plot", help="Bland-Altman PNG of the labels' right vs left eye")
     ap.add_argument("--spread", action="store_true",
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
          "LoA high", "ceiling r of the 2-eye mean"],
         [[k, *_row(s), s["ceiling_r_of_mean"]] for k, s in result["sides"].items()
          if k.startswith("labels")]))  # fmt: skip
-    source = "labels' crops" if args.gt_crops else "photos (MTCNN)"
+    source = "labels' crops" if args.gt_crops else f"photos ({DETECTOR})"
     if args.plot and args.model:
         plot_bland_altman(result["pairs"]["measured"], args.plot,
                           f"{'/'.join(Path(args.model).parts[-2:])} on {args.sets}, from "

@@ -3,7 +3,8 @@
 Used by benchmarks/known_answer.py, clinical_agreement.py and repeatability.py (a measurement
 aid, not a diagnosis). Landmarks come either from a square around the face (the framing rule of
 :func:`fas_tf.framing.crop_box`, optionally followed by re-crop passes, as ``fas_tf.predict``
-does after the detector) or end to end from the photo (MTCNN, :func:`fas_tf.predict.predict`).
+does after the detector) or end to end from the photo (the default detector,
+:func:`fas_tf.predict.predict`).
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ def in_square(images: list[np.ndarray], model, squares: list, refine: int = 0,
 
 def end_to_end(image: np.ndarray, model, near: np.ndarray, refine: int = 1,
                upright: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
-    """MTCNN + ``model`` on a whole photo: the face whose landmarks' centroid is nearest to
-    ``near`` (68, 2), or None when no face is found."""
+    """The default detector + ``model`` on a whole photo: the face whose landmarks' centroid is
+    nearest to ``near`` (68, 2), or None when no face is found."""
     from fas_tf.predict import predict
 
     faces = predict(image, model, refine=refine, upright=upright)
