@@ -7,7 +7,8 @@ in plane by up to +-15 deg (the whole photo rotated about the face), JPEG qualit
 brightness +-20 grey levels and contrast x0.8-1.2, and every second view mirrored (the
 landmarks mapped back with left and right swapped, so the subject's right eye stays the right
 eye). The labels only place the starting square (the framing rule of the labelled landmarks, as
-a detector would; ``--detector`` runs MTCNN on each view instead); then ``--refine`` re-crop
+a detector would; ``--detector`` runs the default detector, BlazeFace, on each view instead); then
+``--refine`` re-crop
 passes (default 1, as ``fas_tf.measure``), optionally ``--upright`` and ``--flip``.
 
 Per ratio, over the faces with at least two values: the within-face SD, the SD between faces,
@@ -171,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     C.add_model_flags(ap)
     ap.add_argument("--views", type=int, default=8, help="re-takes per face")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random changes")
-    ap.add_argument("--detector", action="store_true", help="MTCNN on every view")
+    ap.add_argument("--detector", action="store_true",
+                    help="the default face detector (BlazeFace) on every view")
     args = ap.parse_args(argv)
     if args.views < 2:
         ap.error("--views: at least 2")
