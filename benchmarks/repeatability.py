@@ -7,9 +7,9 @@ in plane by up to +-15 deg (the whole photo rotated about the face), JPEG qualit
 brightness +-20 grey levels and contrast x0.8-1.2, and every second view mirrored (the
 landmarks mapped back with left and right swapped, so the subject's right eye stays the right
 eye). The labels only place the starting square (the framing rule of the labelled landmarks, as
-a detector would; ``--detector`` runs the default detector, BlazeFace, on each view instead); then
-``--refine`` re-crop
-passes (default 1, as ``fas_tf.measure``), optionally ``--upright`` and ``--flip``.
+a detector would; ``--detector`` runs the default detector, BlazeFace, on each view instead);
+then ``--refine`` re-crop passes (default 1, as ``fas_tf.measure``), optionally ``--upright``
+and ``--flip``.
 
 Per ratio, over the faces with at least two values: the within-face SD, the SD between faces,
 the repeatability ICC = between-face variance / total (one-way random effects,
