@@ -105,19 +105,22 @@ def faces_from_pts(image_path: Path) -> list[dict]:
     return [{"box": None, "landmarks": read_pts(pts_path).astype(np.float64), "confidence": None}]
 
 
-def load_predictor(model_path: str) -> Callable[[Path], list[dict]]:
+def load_predictor(model_path: str, flip: bool = True) -> Callable[[Path], list[dict]]:
     """Faces of an image from :func:`fas_tf.predict.predict` (detector + the landmark model).
 
     Returns a function ``image_path -> [{"box", "landmarks", "confidence", ...}]``; the model
-    (``student.keras`` or ``.tflite``) is loaded once. Missing model: UsageError.
+    (``student.keras`` or ``.tflite``) is loaded once. ``flip``: test-time flip (each crop's
+    prediction averaged with its mirror's: the ratios of a re-taken photo scatter about half as
+    much, docs/clinical.md). Missing model: UsageError.
     """
     if not Path(model_path).is_file():
         raise UsageError(f"{model_path}: model not found")
-    from fas_tf.inference import load_landmarker
+    from fas_tf.inference import exported_with_flip, load_landmarker
     from fas_tf.predict import pipeline_record, predict
 
+    built_in = exported_with_flip(model_path)  # a .tflite exported with --flip flips itself
     try:
-        landmarker = load_landmarker(model_path)
+        landmarker = load_landmarker(model_path, flip=flip and not built_in)
     except UsageError:
         raise  # already one line naming the file
     except (OSError, ValueError) as e:
@@ -133,7 +136,7 @@ def load_predictor(model_path: str) -> Callable[[Path], list[dict]]:
         return [{**f, "landmarks": np.asarray(f["landmarks"], np.float64),
                  "confidence": np.asarray(f["confidence"], np.float64)} for f in faces]
 
-    run.pipeline = pipeline_record()  # type: ignore[attr-defined]
+    run.pipeline = pipeline_record(flip=flip or built_in)  # type: ignore[attr-defined]
     return run
 
 
@@ -207,8 +210,11 @@ def output_stems(names: Sequence[str]) -> list[str]:
 
 def run(inputs: Sequence[str], output: str | os.PathLike, model: str | None = None,
         use_landmarks: bool = False, mm_per_pixel: float | None = None,
-        thresholds: M.Thresholds | None = None, log=sys.stderr) -> int:
+        thresholds: M.Thresholds | None = None, log=sys.stderr, flip: bool = True) -> int:
     """Process all inputs; returns the number of failed items (each reported in one line).
+
+    ``flip``: the model's test-time flip (:func:`load_predictor`; recorded in each JSON's
+    ``pipeline``).
 
     Raises UsageError (before writing anything) for bad usage: both or neither of
     ``model``/``use_landmarks``, a bad scale, a missing model, or an output folder that holds
@@ -229,7 +235,7 @@ def run(inputs: Sequence[str], output: str | os.PathLike, model: str | None = No
     outputs.update({out / "measurements.csv": OUTPUTS[".csv"],
                     out / "report.html": OUTPUTS[".html"]})
     cli.check_outputs(outputs, inputs=[p for p, _ in images] + [model])
-    get_faces = load_predictor(model) if model else faces_from_pts
+    get_faces = load_predictor(model, flip) if model else faces_from_pts
     cli.check_writable_dir(out)
     for problem in problems:
         print(problem, file=log)
@@ -285,6 +291,9 @@ def define_flags() -> None:
 
     flags.DEFINE_string("model", None, "Trained landmark model (uses fas_tf.predict).")
     flags.DEFINE_bool("landmarks", False, "Read STEM.pts next to each image instead of a model.")
+    flags.DEFINE_bool("flip", True, "Test-time flip: average each crop's landmarks with its "
+                      "mirror's (halves the scatter of a re-taken photo's ratios; --noflip: "
+                      "one pass, half the time).")
     flags.DEFINE_string("output", None, "Output folder (created if missing; not an input folder).")
     flags.DEFINE_float("mm_per_pixel", None, "Physical scale at the face; adds millimetre values.")
     defaults = M.Thresholds()
@@ -301,7 +310,7 @@ def main(argv: list[str]) -> None:
     if not f.output:
         raise UsageError("--output=DIR is required")
     th = M.Thresholds(**{x.name: getattr(f, x.name) for x in fields(M.Thresholds)})
-    failures = run(argv[1:], f.output, f.model, f.landmarks, f.mm_per_pixel, th)
+    failures = run(argv[1:], f.output, f.model, f.landmarks, f.mm_per_pixel, th, flip=f.flip)
     print(f"wrote results to {f.output} ({failures} failed item(s)). {M.DISCLAIMER}")
     if failures:
         sys.exit(1)

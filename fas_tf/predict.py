@@ -51,10 +51,10 @@ def detect_faces(image: np.ndarray, min_score: float | None = None,
 
 
 def pipeline_record(detector: str = DETECTOR, turns: bool = True, first_crop: str = FIRST_CROP,
-                    refine: int = 1, upright: bool = False) -> dict[str, Any]:
+                    refine: int = 1, upright: bool = False, flip: bool = False) -> dict[str, Any]:
     """What a whole-image run used (written into every JSON of ``predict`` and ``measure``)."""
     return {"detector": detector, "turns": bool(turns), "first_crop": first_crop,
-            "refine": int(refine), "upright": bool(upright)}
+            "refine": int(refine), "upright": bool(upright), "flip": bool(flip)}
 
 
 def first_squares(face: detection.Face, first_crop: str) -> list[tuple[str, tuple[float, ...]]]:
@@ -228,9 +228,9 @@ def run(
             continue
         faces = predict(image, landmarker, min_score, refine, upright, detector, turns)
         record = {"format": JSON_FORMAT, "image": str(path), "width": int(image.shape[1]),
-                  "height": int(image.shape[0]), "model": str(model), "flip": bool(flip),
+                  "height": int(image.shape[0]), "model": str(model),
                   **pipeline_record(detector, turns, FIRST_CROP, refine_passes(refine, upright),
-                                     upright),
+                                     upright, flip),
                   "faces": faces}
         cli.write_json(out / f"{stem}.json", record)
         ok, png = cv2.imencode(".png", cv2.cvtColor(annotate(image, faces), cv2.COLOR_RGB2BGR))

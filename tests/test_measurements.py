@@ -427,7 +427,31 @@ def test_model_mode_measures_detected_faces(real_faces, tmp_path):
     rec = json.loads((out / f"{REAL_STEMS[0]}.measure.json").read_text())
     assert len(rec["faces"]) == 1
     assert rec["pipeline"]["detector"] == rec["faces"][0]["detector"] == "blazeface"
+    assert rec["pipeline"]["flip"] is True  # the default: test-time flip
     face = rec["faces"][0]
     assert len(face["landmarks"]) == 68 and len(face["box"]) == 4
     # an untrained model has low confidence everywhere: no number may be reported as ok
     assert face["face"]["verdict"] == "not measurable"
+
+
+@needs_blazeface
+def test_model_mode_flips_by_default_and_noflip_is_one_pass(real_faces, tmp_path):
+    """measure averages each crop with its mirror unless told not to, and its JSON says which:
+    the two give different landmarks, and a flip-averaged model run without flip gives them."""
+    from fas_tf.inference import FlipAveraged, load_landmarker
+    from fas_tf.predict import predict
+    from fas_tf.student import build_student
+
+    model = tmp_path / "student.keras"
+    build_student(68, 64, alpha=0.35, head_channels=16).save(model)
+    photo = real_faces / f"{REAL_STEMS[0]}.jpg"
+    points = {}
+    for flip in (True, False):
+        out = tmp_path / f"out_{flip}"
+        assert cli.run([str(photo)], out, model=str(model), flip=flip) == 0
+        rec = json.loads((out / f"{REAL_STEMS[0]}.measure.json").read_text())
+        assert rec["pipeline"]["flip"] is flip
+        points[flip] = np.array(rec["faces"][0]["landmarks"])
+    assert np.abs(points[True] - points[False]).max() > 0.5  # pixels
+    by_hand = predict(str(photo), FlipAveraged(load_landmarker(model)))
+    assert np.allclose(by_hand[0]["landmarks"], points[True], atol=1e-3)
