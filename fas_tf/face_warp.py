@@ -35,6 +35,7 @@ INVERSE_ITERATIONS = 30  # Newton steps (each halved up to BACKTRACK times)
 BACKTRACK = 6
 INVERSE_TOLERANCE = 1e-4  # pixels
 AMPLITUDE_ITERATIONS = 8
+MAX_STAGE_FACTOR = 2.5  # a single stretch is one-to-one for factors up to about 2.7 (and any < 1)
 # measurement -> segments stretched (weighted landmark points a, b) and their axis
 STRETCHED: dict[str, tuple[tuple[dict[int, float], dict[int, float]], ...]] = {
     "pfl": (({36: 1.0}, {39: 1.0}), ({42: 1.0}, {45: 1.0})),
@@ -166,6 +167,13 @@ def warp_image(image: np.ndarray, stretches: list[Stretch], reach: float = 4.0,
     return _resample(image, [stretches], reach, tolerance)
 
 
+def _reach_box(stretches: list[Stretch], reach: float) -> tuple[np.ndarray, np.ndarray]:
+    """The (x, y) corners of the box within ``reach`` sigmas of every stretch's centre."""
+    lo = np.min([np.subtract(s.centre, reach * s.sigma) for s in stretches], axis=0)
+    hi = np.max([np.add(s.centre, reach * s.sigma) for s in stretches], axis=0)
+    return lo, hi
+
+
 def _resample(image: np.ndarray, stages: Sequence[list[Stretch]], reach: float,
               tolerance: float) -> np.ndarray:
     """The image moved by the stages' maps applied in turn (one bilinear resampling)."""
@@ -174,8 +182,7 @@ def _resample(image: np.ndarray, stages: Sequence[list[Stretch]], reach: float,
     if not used:
         return out
     h, w = image.shape[:2]
-    lo = np.min([np.subtract(s.centre, reach * s.sigma) for s in used], axis=0)
-    hi = np.max([np.add(s.centre, reach * s.sigma) for s in used], axis=0)
+    lo, hi = _reach_box(used, reach)
     x0, y0 = max(int(math.floor(lo[0])), 0), max(int(math.floor(lo[1])), 0)
     x1, y1 = min(int(math.ceil(hi[0])) + 1, w), min(int(math.ceil(hi[1])) + 1, h)
     if x1 <= x0 or y1 <= y0:
@@ -185,8 +192,7 @@ def _resample(image: np.ndarray, stages: Sequence[list[Stretch]], reach: float,
     for stage in reversed(stages):  # undo the last map first, each where it reaches
         if not stage:
             continue
-        lo = np.min([np.subtract(s.centre, reach * s.sigma) for s in stage], axis=0)
-        hi = np.max([np.add(s.centre, reach * s.sigma) for s in stage], axis=0)
+        lo, hi = _reach_box(stage, reach)
         near = np.all((p >= lo) & (p <= hi), axis=-1)
         p[near] = invert(p[near], stage, tolerance)
     out[y0:y1, x0:x1] = cv2.remap(image, p[..., 0].astype(np.float32),
@@ -273,7 +279,7 @@ def proportion_stages(landmarks, factors: Sequence[float]) -> list[list[Stretch]
         got = lengths(pts) / lengths(base)
         if np.allclose(got, target, rtol=1e-5):
             break
-        fs[1:] = np.clip(fs[1:] * target / got, 1 / 2.5, 2.5)
+        fs[1:] = np.clip(fs[1:] * target / got, 1 / MAX_STAGE_FACTOR, MAX_STAGE_FACTOR)
         stages, pts = build(fs)
     return stages
 
