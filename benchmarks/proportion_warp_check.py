@@ -31,9 +31,7 @@ from fas_tf.data.faces import read_pts  # noqa: E402
 
 
 def min_det(grid: np.ndarray, stages) -> float:
-    moved = grid
-    for stage in stages:
-        moved = W.warp_points(moved, stage)
+    moved = W.warp_points_staged(grid, stages)
     dx, dy = np.gradient(moved, axis=1), np.gradient(moved, axis=0)
     return float((dx[..., 0] * dy[..., 1] - dx[..., 1] * dy[..., 0]).min())
 
@@ -47,9 +45,7 @@ def residual(grid: np.ndarray, stages, fixed_point: bool) -> float:
                 p = q - W.displacement(p, stage)
         else:
             p = W.invert(p, stage)
-    for stage in stages:
-        p = W.warp_points(p, stage)
-    return float(np.abs(p - grid).max())
+    return float(np.abs(W.warp_points_staged(p, stages) - grid).max())
 
 
 def main() -> None:

@@ -156,6 +156,14 @@ def warp_points(points, stretches: list[Stretch]) -> np.ndarray:
     return p + displacement(p, stretches)
 
 
+def warp_points_staged(points, stages: Sequence[list[Stretch]]) -> np.ndarray:
+    """Points (..., 2) moved by each stage's stretches in turn (:func:`proportion_stages`)."""
+    p = np.asarray(points, np.float64)
+    for stage in stages:
+        p = warp_points(p, stage)
+    return p
+
+
 def warp_image(image: np.ndarray, stretches: list[Stretch], reach: float = 4.0,
                tolerance: float = INVERSE_TOLERANCE) -> np.ndarray:
     """The image resampled so that its content moves as :func:`warp_points` moves points.
@@ -294,9 +302,7 @@ def stretch_face(image: np.ndarray, landmarks: np.ndarray, factors: Sequence[flo
         stages = proportion_stages(landmarks, factors)
     except ValueError:
         return image, landmarks
-    points = np.asarray(landmarks, np.float64)
-    for stage in stages:
-        points = warp_points(points, stage)
+    points = warp_points_staged(landmarks, stages)
     if not np.all(np.isfinite(points)):
         return image, landmarks
     dtype = np.asarray(landmarks).dtype
