@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.spread:
         return print_spread(args.data)
-    faces = C.labelled_faces(args.data, args.sets, args.limit)
+    faces = C.labelled_faces(args.data, args.sets, args.limit, args.exclude)
     preds = {}
     if args.model:
         preds = predictions(faces, C.load_model(args.model, args.flip, args.decoder), args.gt_crops,
@@ -181,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
                           ("right eye", "left eye"))  # fmt: skip
     pairs = result.pop("pairs")
     del pairs
-    C.write_json(args.output, {"model": args.model, "sets": args.sets, "gt_crops": args.gt_crops,
-                             "flip": args.flip, "refine": args.refine, "upright": args.upright,
-                             **result})  # fmt: skip
+    C.write_json(args.output, {"model": args.model, "sets": args.sets, "exclude": args.exclude,
+                             "gt_crops": args.gt_crops, "flip": args.flip, "refine": args.refine,
+                             "upright": args.upright, **result})  # fmt: skip
     return 0
 
 

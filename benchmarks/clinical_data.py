@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fas_tf.data import list_folder, read_attributes, read_pts, stems_in_sets
+from fas_tf.data import list_folder, read_attributes, read_exclusions, read_pts, stems_in_sets
 from fas_tf.errors import DataError, UsageError
 
 # the ratios the clinical benchmarks report (those of issue 42's tables)
@@ -35,9 +35,11 @@ class Face:
     gt: np.ndarray
 
 
-def labelled_faces(data: str | Path, sets: str = "", limit: int | None = None) -> list[Face]:
+def labelled_faces(data: str | Path, sets: str = "", limit: int | None = None,
+                   exclude: str | Path | None = None) -> list[Face]:
     """Faces with an image and a ``.pts`` in ``data``, of the comma list ``sets`` of image sets
-    (``attributes.csv`` in ``data``; empty: all), sorted by stem; UsageError when none."""
+    (``attributes.csv`` in ``data``; empty: all), sorted by stem, without the stems listed in
+    the file ``exclude`` (:func:`fas_tf.data.read_exclusions`); UsageError when none."""
     folder = Path(data)
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such data folder")
@@ -47,10 +49,11 @@ def labelled_faces(data: str | Path, sets: str = "", limit: int | None = None) -
         if not attributes.is_file():
             raise UsageError(f"{attributes}: needed for --sets, not found")
         keep = stems_in_sets(read_attributes(attributes), sets.split(","))
+    drop = read_exclusions(exclude) if exclude else frozenset()
     faces = []
     for image, pts in list_folder(folder):
         stem = Path(image).stem
-        if Path(pts).is_file() and (keep is None or stem in keep):
+        if Path(pts).is_file() and (keep is None or stem in keep) and stem not in drop:
             faces.append(Face(stem, Path(image), read_pts(pts).astype(np.float64)))
     if not faces:
         raise UsageError(f"{folder}: no labelled faces" + (f" in sets {sets}" if sets else ""))
@@ -72,6 +75,8 @@ def add_model_flags(ap: argparse.ArgumentParser, recrop: bool = True) -> None:
         ap.add_argument("--refine", type=int, default=1, help="re-crop passes (fas_tf.predict)")
         ap.add_argument("--upright", action="store_true", help="re-crop passes level the eyes")
     ap.add_argument("--limit", type=int, help="first N faces only (quick runs)")
+    ap.add_argument("--exclude", help="text file of image stems to leave out, one per line "
+                    "(e.g. docs/label_errors.txt)")
     ap.add_argument("--output", help="write the results as JSON here")
 
 

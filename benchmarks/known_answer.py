@@ -135,14 +135,15 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--factors: not a comma list of numbers: {args.factors}")
     if not factors or min(factors) <= 0:
         ap.error("--factors: give positive factors other than 1")
-    faces = C.labelled_faces(args.data, args.sets, args.limit)
+    faces = C.labelled_faces(args.data, args.sets, args.limit, args.exclude)
     model = C.load_model(args.model, args.flip, args.decoder)
     results = known_answer(faces, model, warps, factors, args.all_faces,
                            log=lambda s: print(s, file=sys.stderr))  # fmt: skip
     print(markdown(results))
     C.write_json(args.output, {"model": args.model, "decoder": args.decoder,
-                               "sets": args.sets, "flip": args.flip, "factors": factors,
-                               "all_faces": args.all_faces, "results": results})  # fmt: skip
+                               "sets": args.sets, "exclude": args.exclude, "flip": args.flip,
+                               "factors": factors, "all_faces": args.all_faces,
+                               "results": results})  # fmt: skip
     return 0
 
 

@@ -177,13 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.views < 2:
         ap.error("--views: at least 2")
-    faces = C.labelled_faces(args.data, args.sets, args.limit)
+    faces = C.labelled_faces(args.data, args.sets, args.limit, args.exclude)
     model = C.load_model(args.model, args.flip, args.decoder)
     result = repeatability(faces, model, args.views, args.seed, args.refine, args.upright,
                            args.detector)  # fmt: skip
     print(markdown(result))
-    C.write_json(args.output, {"model": args.model, "sets": args.sets, "flip": args.flip,
-                             "refine": args.refine, "upright": args.upright,
+    C.write_json(args.output, {"model": args.model, "sets": args.sets, "exclude": args.exclude,
+                             "flip": args.flip, "refine": args.refine, "upright": args.upright,
                              "detector": args.detector, "seed": args.seed, **result})  # fmt: skip
     return 0
 

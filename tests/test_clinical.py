@@ -335,3 +335,22 @@ def test_agreement_of_perfect_landmarks_is_perfect(tmp_path):
     model = res["sides"]["model: PFL/OCD right vs left"]  # the model is the labels
     assert labels["r"] == model["r"] and labels["n"] == model["n"]
     assert labels["n"] == 12 and -1.0 <= labels["r"] <= 1.0
+
+
+def test_labelled_faces_leave_out_the_listed_stems(tmp_path):
+    from benchmarks.clinical_data import labelled_faces
+    from fas_tf.errors import DataError, UsageError
+
+    for k in range(3):
+        (tmp_path / f"f{k}.jpg").write_bytes(b"")  # only listed, never decoded here
+        np.savetxt(tmp_path / f"f{k}.pts", frontal(), header="version: 1\nn_points: 68\n{",
+                   footer="}", comments="")  # fmt: skip
+    listing = tmp_path / "errors.txt"
+    listing.write_text("# wrong labels\nf1.jpg\nnot_here\n")
+    assert [f.stem for f in labelled_faces(tmp_path)] == ["f0", "f1", "f2"]
+    assert [f.stem for f in labelled_faces(tmp_path, exclude=listing)] == ["f0", "f2"]
+    listing.write_text("f0\nf1\nf2\n")
+    with pytest.raises(UsageError, match="no labelled faces"):
+        labelled_faces(tmp_path, exclude=listing)
+    with pytest.raises(DataError, match="missing.txt"):
+        labelled_faces(tmp_path, exclude=tmp_path / "missing.txt")
