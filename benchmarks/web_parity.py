@@ -1,7 +1,7 @@
 """The web page (``web/``) vs Python on the same model: landmarks, NME, faces found, latency.
 
 ``python benchmarks/web_parity.py MODEL.tflite [MODEL2.tflite ...]
-[--data=../shared/data/infanface-train] [--sets=google2] [--mtcnn] [--runs=200]``
+[--data=../shared/data/infanface-train] [--sets=google2] [--mtcnn] [--noflip] [--runs=200]``
 (needs ``web/dist`` built and Debian's chromium + chromium-driver; each model's ``model.json``
 beside it)
 
@@ -15,6 +15,7 @@ Per model, on the faces of ``--sets``:
 - end to end: the page's own loop (BlazeFace in the page, first pass, upright pass) on the
   photos, NME (percent) and faces found, next to ``fas_tf.evaluate``'s GT-framed NME (one pass,
   and ``--upright``); ``--mtcnn`` adds MTCNN's face count (``fas_tf.predict``'s detector);
+  the page and ``evaluate`` use test-time flip as the page does by default (``--noflip``: off);
 - latency: the page's landmark model (LiteRT.js, WASM, one thread; one ``predict`` call with
   its tensor copies) and the Python LiteRT interpreter (one thread, ``invoke`` only), medians of
   ``--runs`` in interleaved rounds.
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--sets", default="google2")
     parser.add_argument("--mtcnn", action="store_true")
+    parser.add_argument("--noflip", action="store_true", help="the page without test-time flip")
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
 
@@ -78,6 +80,7 @@ def main() -> None:
     from fas_tf.data import list_folder, load_image, read_attributes, read_pts, stems_in_sets
     from fas_tf.evaluate import evaluate_model
     from fas_tf.framing import crop_box
+    from fas_tf.inference import exported_with_flip
 
     if missing_tools() or not (DIST / "index.html").is_file():
         sys.exit(f"error: {missing_tools() or 'web/dist is not built (cd web && npm run build)'}")
@@ -97,14 +100,16 @@ def main() -> None:
                 Page(f"{server.url}?model=/model/{model.with_suffix('.json').name}") as page:
             start = time.perf_counter()
             cut = crop_differences(page, photos, many, int(page.call("inputSize")))
-            crops = same_crop_parity(page, model, photos, squares)
-            e2e = end_to_end(page, photos, gt)
+            crops = same_crop_parity(page, model, photos, squares, flip=not args.noflip)
+            e2e = end_to_end(page, photos, gt, flip=not args.noflip)
             seconds = time.perf_counter() - start
             speed = latency(page, str(model), args.runs)
-        plain, _ = evaluate_model(model, data, str(attributes), args.sets.split(","))
+        flip = not args.noflip and not exported_with_flip(model)  # not twice
+        plain, _ = evaluate_model(model, data, str(attributes), args.sets.split(","), flip=flip)
         upright, _ = evaluate_model(model, data, str(attributes), args.sets.split(","),
-                                    upright=True)
-        row = {"model": str(model), "n": len(faces), "crops": cut, "same_square": crops,
+                                    upright=True, flip=flip)
+        row = {"model": str(model), "n": len(faces), "flip": e2e["flip"], "crops": cut,
+               "same_square": crops,
                "page_nme_percent": e2e["nme_percent"], "page_found": e2e["found"],
                "evaluate_nme_percent": 100 * plain["nme"],
                "evaluate_upright_nme_percent": 100 * upright["nme"],

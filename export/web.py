@@ -266,11 +266,14 @@ def crop_differences(page: Page, photos: list[tuple[str, Path]], squares, size: 
     return out
 
 
-def same_crop_parity(page: Page, model_path, photos: list[tuple[str, Path]], squares) -> dict:
+def same_crop_parity(page: Page, model_path, photos: list[tuple[str, Path]], squares,
+                     flip: bool = False) -> dict:
     """The page's landmark model vs :mod:`fas_tf.inference` on the same squares of the photos.
 
     ``photos``: (page URL, file) pairs; ``squares``: (cx, cy, side, angle) per photo. Python cuts
-    with :func:`fas_tf.framing.cut_square` and runs :class:`fas_tf.inference.LiteRTLandmarker`.
+    with :func:`fas_tf.framing.cut_square` and runs :class:`fas_tf.inference.LiteRTLandmarker`
+    (``flip``: the page's test-time flip is switched on, and Python's answer is
+    :class:`fas_tf.inference.FlipAveraged`'s; a model exported with ``--flip`` flips itself).
     Returns the largest and mean landmark distance (input-crop pixels) and the share within
     0.5 px, the largest crop pixel difference, and ``runtime_max_px``: Python on the page's own
     crops (the runtimes alone).
@@ -279,10 +282,13 @@ def same_crop_parity(page: Page, model_path, photos: list[tuple[str, Path]], squ
 
     from fas_tf.data import load_image
     from fas_tf.framing import cut_square
-    from fas_tf.inference import LiteRTLandmarker
+    from fas_tf.inference import FlipAveraged, LiteRTLandmarker, exported_with_flip
 
+    page.call("setFlip", flip)
     model = LiteRTLandmarker(model_path)
     size = model.input_size
+    if flip and not exported_with_flip(model_path):
+        model = FlipAveraged(model)
     shifts, runtime, pixels = [], [], []
     for (url, path), square in zip(photos, squares, strict=True):
         answer = page.call("inSquareUrl", url, square_dict(square))
@@ -295,23 +301,26 @@ def same_crop_parity(page: Page, model_path, photos: list[tuple[str, Path]], squ
         runtime.append(np.linalg.norm(page_pts - on_page_crop[0], axis=-1))
         pixels.append(float(np.abs(page_crop - crop).max()))
     shifts_all = np.concatenate(shifts)
-    return {"n": len(photos), "max_px": float(shifts_all.max()),
+    return {"n": len(photos), "flip": flip, "max_px": float(shifts_all.max()),
             "mean_px": float(shifts_all.mean()),
             "share_within_half_px": float(np.mean(shifts_all <= 0.5)),
             "runtime_max_px": float(np.concatenate(runtime).max()),
             "max_crop_pixel_diff": max(pixels)}
 
 
-def end_to_end(page: Page, photos: list[tuple[str, Path]], gt) -> dict:
+def end_to_end(page: Page, photos: list[tuple[str, Path]], gt, flip: bool = True) -> dict:
     """The page's whole loop (its detector, first pass, upright pass) on photos, NME vs ``gt``.
 
     ``gt``: (M, 68, 2) ground truth in the photos' pixels. NME (percent, the layout's default
-    normalization, as ``fas_tf.evaluate``) over the faces the page found.
+    normalization, as ``fas_tf.evaluate``) over the faces the page found. ``flip``: the page's
+    test-time flip (its default) on or off; ``flip`` in the result says whether the answers
+    were flip-averaged (also true for a model exported with ``--flip``).
     """
     import numpy as np
 
     from fas_tf.metrics import per_sample_nme
 
+    flipped = page.call("setFlip", flip)
     found, nmes, results = [], [], []
     for (url, _), truth in zip(photos, gt, strict=True):
         r = page.call("analyzeUrl", url)
@@ -321,7 +330,7 @@ def end_to_end(page: Page, photos: list[tuple[str, Path]], gt) -> dict:
             pred = np.asarray(r["second"]["points"], np.float32)[None]
             nme = per_sample_nme(pred, np.asarray(truth, np.float32)[None])
             nmes.append(float(np.asarray(nme)[0]))
-    return {"n": len(photos), "found": int(sum(found)),
+    return {"n": len(photos), "flip": flipped, "found": int(sum(found)),
             "nme_percent": 100.0 * float(np.mean(nmes)) if nmes else float("nan"),
             "per_face": nmes, "results": results}
 

@@ -148,16 +148,19 @@ def test_page_decodes_and_crops_bit_for_bit_as_python(served, demo_faces, turned
     assert numbers["crop_differing"] == 0, numbers
 
 
-@pytest.mark.parametrize("mode", ["int8", "float32"])
+@pytest.mark.parametrize("mode,flip", [("int8", True), ("int8", False), ("float32", True)])
 def test_page_landmarks_equal_python_on_the_same_square(served, exported, demo_faces, turned,
-                                                        mode):
+                                                        mode, flip):
+    """The page's landmarks equal fas_tf.inference's on the same square, with the page's
+    test-time flip (its default, as fas_tf.measure's) equal to FlipAveraged's."""
     faces = labelled(demo_faces, limit=8)
     photos = photos_of(faces, "/demo/") + [("/exif/" + turned[0].name, turned[0])]
     with Page(f"{served.url}?model=/{mode}/model.json") as page:
         assert "not a diagnosis" in page.driver.page_source
         assert page.text("model-status").startswith(f"model.tflite ({mode},")
+        assert page.driver.find_element("id", "flip").is_selected()  # flip by default
         numbers = same_crop_parity(page, exported[mode].tflite_path, photos,
-                                   squares_of(faces + [turned]))
+                                   squares_of(faces + [turned]), flip=flip)
     # the page cuts cv2.warpAffine's crop bit for bit, and the two LiteRT runtimes agree
     assert numbers["max_crop_pixel_diff"] == 0.0, numbers
     assert numbers["runtime_max_px"] <= 0.01, numbers
@@ -214,12 +217,15 @@ def test_page_works_offline_and_requests_only_its_own_files(dist, exported, demo
                     reason=f"set {MODEL_ENV}=trained model.tflite (and ../shared) for google2")
 def test_page_end_to_end_on_google2_matches_evaluate():
     from fas_tf.evaluate import evaluate_model
+    from fas_tf.inference import exported_with_flip
 
     model = Path(os.environ[MODEL_ENV])
     faces = labelled(INFANFACE, "google2")
     csv = str(INFANFACE / "attributes.csv")
-    plain, _ = evaluate_model(model, INFANFACE, csv, ["google2"])  # GT-framed, one pass
-    upright, _ = evaluate_model(model, INFANFACE, csv, ["google2"], upright=True)  # + the loop
+    flip = not exported_with_flip(model)  # the page flips by default, as fas_tf.measure
+    plain, _ = evaluate_model(model, INFANFACE, csv, ["google2"], flip=flip)  # GT-framed
+    upright, _ = evaluate_model(model, INFANFACE, csv, ["google2"], upright=True,
+                                flip=flip)  # + the loop
     with StaticServer(DIST, {"/model/": model.parent, "/infanface/": INFANFACE}) as server, \
             Page(f"{server.url}?model=/model/{model.with_suffix('.json').name}") as page:
         page_numbers = end_to_end(page, photos_of(faces, "/infanface/"),

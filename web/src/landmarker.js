@@ -25,12 +25,40 @@ export function checkMetadata(meta) {
   if (!['uint8', 'float32'].includes(meta.input.dtype)) throw new Error(`model.json: input dtype ${meta.input.dtype} is not supported`);
 }
 
+/** The landmark permutation of a horizontal mirror: landmark k of a crop is landmark perm[k] of
+ * its mirror image (model.json's landmarks.flip_pairs; fas_tf.inference.mirror_permutation). */
+export function mirrorPermutation(count, pairs) {
+  const perm = Array.from({length: count}, (_, k) => k);
+  for (const [a, b] of pairs) { perm[a] = b; perm[b] = a; }
+  return perm;
+}
+
+/** An S x S RGB crop mirrored left to right (the crop's columns reversed). */
+export function mirrorCrop(crop, S) {
+  const out = new Uint8Array(crop.length);
+  for (let y = 0; y < S; y++) {
+    for (let x = 0; x < S; x++) out.set(crop.subarray(3 * (y * S + x), 3 * (y * S + x) + 3), 3 * (y * S + S - 1 - x));
+  }
+  return out;
+}
+
 export class Landmarker {
   constructor(model, meta) {
     this.model = model;
     this.meta = meta;
     this.size = meta.input.shape[1];
+    const pairs = meta.landmarks?.flip_pairs ?? [];
+    this.permutation = pairs.length ? mirrorPermutation(meta.landmarks.count, pairs) : null;
+    // test-time flip, as fas_tf.measure does by default; a model exported with --flip does it itself
+    this.flip = this.canFlip;
   }
+
+  /** Whether the page can add test-time flip (the model's mirror pairs are known, and the
+   * exported graph does not flip already). */
+  get canFlip() { return Boolean(this.permutation) && !this.meta.flip; }
+
+  /** Whether the answers are flip-averaged, by the page or by the exported graph. */
+  get flipped() { return Boolean(this.meta.flip) || this.flip; }
 
   /** Compile model bytes after checking them against model.json (sha256). */
   static async load(bytes, meta) {
@@ -56,10 +84,22 @@ export class Landmarker {
     return {points, confidence: Array.from(conf)};
   }
 
+  /** predict(), averaged with the mirror image's answer mirrored back when `flip` is on
+   * (fas_tf.inference.FlipAveraged: x = S - 1 - x', landmarks permuted; two model runs). */
+  async predictCrop(crop) {
+    const a = await this.predict(crop);
+    if (!this.flip) return a;
+    const S = this.size, m = await this.predict(mirrorCrop(crop, S)), perm = this.permutation;
+    return {points: a.points.map(([x, y], k) => {
+      const [mx, my] = m.points[perm[k]];
+      return [(x + (S - 1 - mx)) / 2, (y + my) / 2];
+    }), confidence: a.confidence.map((c, k) => (c + m.confidence[perm[k]]) / 2)};
+  }
+
   /** The model on square sq {cx, cy, side, angle} of an RGBA image; points in image pixels too. */
   async inSquare(img, sq) {
     const crop = cutSquare(img, sq, this.size);
-    const r = await this.predict(crop);
+    const r = await this.predictCrop(crop);
     return {square: sq, crop, cropPoints: r.points, confidence: r.confidence,
       points: r.points.map((q) => toImage(q, sq, this.size))};
   }

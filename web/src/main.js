@@ -15,7 +15,8 @@ const $ = (id) => document.getElementById(id);
 const meta = () => state.landmarker.meta;
 const detectorConstants = (m) => m.crop.from_face_detector.constants_by_detector[m.crop.web_detector.detector];
 
-const state = {detector: null, detectorSha: null, landmarker: null, image: null, result: null};
+const state = {detector: null, detectorSha: null, landmarker: null, image: null, result: null,
+  options: {}};
 
 function status(text, kind = '') {
   $('status').textContent = text;
@@ -56,7 +57,9 @@ async function useModel(bytes, meta) {
   }
   state.landmarker?.model.delete();
   state.landmarker = landmarker;
-  const q = meta.quantization + (meta.flip ? ', flip' : '');
+  landmarker.flip = landmarker.canFlip && $('flip').checked;
+  $('flip').disabled = !landmarker.canFlip;
+  const q = meta.quantization + (meta.flip ? ', flip in the model' : '');
   $('model-status').textContent = `${meta.model_file} (${q}, ${landmarker.size} px input, ` +
     `sha256 ${meta.model_sha256.slice(0, 12)}..., fas_tf ${meta.package?.version ?? '?'})`;
   return meta;
@@ -129,7 +132,8 @@ async function analyze(img, {box = null, square = null, minScore} = {}) {
   const m = measure(meta.measurements, loop.second.points, loop.second.confidence);
   const strip = ({crop, ...rest}) => rest;  // eslint-disable-line no-unused-vars
   return {found: true, source, faces, box: box ?? faces[0] ?? null, first: strip(loop.first),
-    second: strip(loop.second), measurement: m, ms: {detector: t1 - t0, landmarks: t2 - t1}};
+    second: strip(loop.second), measurement: m, flip: state.landmarker.flipped,
+    ms: {detector: t1 - t0, landmarks: t2 - t1}};
 }
 
 // ------------------------------------------------------------------ drawing
@@ -234,6 +238,7 @@ function showResults() {
 
 async function run(options = {}) {
   if (!state.image) return;
+  state.options = options;  // a re-run (the flip box) measures the same face again
   if (!state.landmarker) { status('load a model first (model.tflite + model.json)', 'warn'); return; }
   status('measuring...');
   try {
@@ -247,7 +252,8 @@ async function run(options = {}) {
     status('No face found automatically: drag a box around the face (forehead to chin).', 'warn');
   } else {
     const how = r.source === 'detector' ? `face found (detector score ${r.faces[0].score.toFixed(2)})` : 'face from your box';
-    status(`${how}; landmarks ${r.ms.landmarks.toFixed(0)} ms (two passes). ` +
+    const passes = r.flip ? 'two passes, each with its mirror image' : 'two passes';
+    status(`${how}; landmarks ${r.ms.landmarks.toFixed(0)} ms (${passes}). ` +
       'Wrong face? Drag a box around the right one.', 'ok');
   }
   draw();
@@ -277,6 +283,11 @@ function wire() {
   };
   $('photo').addEventListener('change', pick);
   $('camera').addEventListener('change', pick);
+  $('flip').addEventListener('change', async () => {
+    if (!state.landmarker) return;
+    state.landmarker.flip = state.landmarker.canFlip && $('flip').checked;
+    await run(state.options);
+  });
   $('model-files').addEventListener('change', async (e) => {
     try {
       await loadPickedFiles([...e.target.files]);
@@ -370,6 +381,13 @@ window.fasTf = {
     return detectFaces(state.detector, img, minScore);
   },
   inputSize: async () => { await ready; return state.landmarker.size; },
+  /** Test-time flip on or off (as the checkbox); returns whether answers are flip-averaged. */
+  setFlip: async (on) => {
+    await ready;
+    $('flip').checked = on;
+    state.landmarker.flip = state.landmarker.canFlip && on;
+    return state.landmarker.flipped;
+  },
   measure: (points, confidence) => measure(state.landmarker.meta.measurements, points, confidence),
   /** Milliseconds per landmark-model run (one crop, after `warmup` runs), `runs` values. */
   benchmark: async (runs = 100, warmup = 10) => {
