@@ -170,9 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         [[k, *_row(s), s["ceiling_r_of_mean"]] for k, s in result["sides"].items()
          if k.startswith("labels")]))  # fmt: skip
     source = "labels' crops" if args.gt_crops else f"photos ({DETECTOR})"
+    levers = ", ".join(n for n, on in (("flip", args.flip), ("upright", args.upright)) if on)
     if args.plot and args.model:
         plot_bland_altman(result["pairs"]["measured"], args.plot,
-                          f"{'/'.join(Path(args.model).parts[-2:])} on {args.sets}, from "
+                          f"{'/'.join(Path(args.model).parts[-2:])}"
+                          f"{f' ({levers})' if levers else ''} on {args.sets}, from "
                           f"{source}: model - labels",
                           ("labels", "model"))  # fmt: skip
     if args.ceiling_plot:

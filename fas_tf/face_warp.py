@@ -259,10 +259,12 @@ def proportion_stages(landmarks, factors: Sequence[float]) -> list[list[Stretch]
     stages moved: the upper lip, the philtrum (both along the face's vertical axis), then each
     eye along its own axis. One stretch is one-to-one for factors in 1/2.5-2.5, so their
     composition is (two stretches added, as the known-answer test's two eyes, can fold on a
-    turned face where the eyes overlap). The stages' factors are corrected until the philtrum
-    and each eye are their factor times as long at the end, as far as stages within 1/2.5-2.5
-    allow (both eyes, or the philtrum and the lip, stretched near 2 fall short, most on a turned
-    face); the upper lip is changed again by the philtrum's stretch at their shared point 51.
+    turned face where the eyes overlap); a factor beyond that range is applied as equal
+    stretches one after the other. The stages' factors are corrected until the philtrum and
+    each eye are their factor times as long at the end, as far as corrected factors within
+    1/2.5-2.5 (or the factor itself, beyond) allow (both eyes, or the philtrum and the lip,
+    stretched near 2 fall short, most on a turned face); the upper lip is changed again by the
+    philtrum's stretch at their shared point 51.
     """
     base = np.asarray(landmarks, np.float64)
     up = vertical_axis(base)
@@ -270,10 +272,13 @@ def proportion_stages(landmarks, factors: Sequence[float]) -> list[list[Stretch]
     def build(fs):
         pts, stages = base, []
         for kind, f in zip(("upper_lip", "philtrum", (36, 39), (42, 45)), fs, strict=True):
-            stage = (measurement_stretches(pts, kind, f) if isinstance(kind, str)
-                     else [stretch_between(pts[kind[0]], pts[kind[1]], f)])
-            pts = warp_points(pts, stage)
-            stages.append(stage)
+            # beyond one stretch's one-to-one range: equal stretches one after the other
+            n = max(1, math.ceil(abs(math.log(f)) / math.log(MAX_STAGE_FACTOR) - 1e-9))
+            for _ in range(n):
+                stage = (measurement_stretches(pts, kind, f ** (1 / n)) if isinstance(kind, str)
+                         else [stretch_between(pts[kind[0]], pts[kind[1]], f ** (1 / n))])
+                pts = warp_points(pts, stage)
+                stages.append(stage)
         return stages, pts
 
     def lengths(pts):
@@ -282,12 +287,13 @@ def proportion_stages(landmarks, factors: Sequence[float]) -> list[list[Stretch]
 
     target = np.array([factors[2], factors[0], factors[1]], np.float64)
     fs = np.array([factors[3], *target], np.float64)
+    bound = np.maximum(MAX_STAGE_FACTOR, np.maximum(target, 1 / target))  # of the corrections
     stages, pts = build(fs)
     for _ in range(AMPLITUDE_ITERATIONS):
         got = lengths(pts) / lengths(base)
         if np.allclose(got, target, rtol=1e-5):
             break
-        fs[1:] = np.clip(fs[1:] * target / got, 1 / MAX_STAGE_FACTOR, MAX_STAGE_FACTOR)
+        fs[1:] = np.clip(fs[1:] * target / got, 1 / bound, bound)
         stages, pts = build(fs)
     return stages
 

@@ -161,7 +161,8 @@ def test_needs_the_68_point_layout_and_a_probability():
         TrainConfig(proportion_warp=1.5).validate()
     assert TrainConfig().proportion_stretch == AugmentConfig().proportion_stretch \
         == PROPORTION_RANGE[1]
-    for bad in (1.0, 2.5):
+    TrainConfig(proportion_stretch=3.0).validate()
+    for bad in (1.0, 3.5):
         with pytest.raises(UsageError, match="--proportion_stretch must be in"):
             TrainConfig(proportion_stretch=bad).validate()
 
@@ -207,15 +208,19 @@ def test_every_pixel_comes_from_where_the_warp_moves_it(factor):
 
 
 def test_proportion_stages_are_one_to_one_on_a_turned_face():
-    """Extreme factors (1/2 or 2 each) on a turned face, whose eyes' stretches overlap: the
-    composed map keeps a positive Jacobian determinant, every eye and the philtrum change in
-    the direction of their factor, and the image is resampled where the map moves it."""
+    """Extreme factors (1/2 or 2 each, and 1/3 or 3: ``--proportion_stretch=3``, beyond one
+    stretch's one-to-one range, so as two stretches each) on a turned face, whose eyes'
+    stretches overlap: the composed map keeps a positive Jacobian determinant, every eye and
+    the philtrum change in the direction of their factor, and the image is resampled where the
+    map moves it."""
     pts = face_points().astype(np.float64)
     pts[42:48] -= (12.0, 0.0)  # the far eye foreshortened, its inner corner near the other's
     pts[45, 0] = pts[42, 0] + 8.0
     grid = np.stack(np.meshgrid(np.arange(60.0, 200.0), np.arange(60.0, 200.0)), axis=-1)
-    for factors in ((2.0, 2.0, 2.0, 0.5), (2.0, 2.0, 2.0, 2.0), (0.5, 0.5, 0.5, 2.0)):
+    for factors in ((2.0, 2.0, 2.0, 0.5), (2.0, 2.0, 2.0, 2.0), (0.5, 0.5, 0.5, 2.0),
+                    (3.0, 3.0, 3.0, 1 / 3), (1 / 3, 1 / 3, 1 / 3, 3.0)):
         stages = W.proportion_stages(pts, factors)
+        assert (len(stages) == 4) is (max(factors) <= 2), factors  # 2 stages beyond 2.5
         moved, new = W.warp_points_staged(grid, stages), W.warp_points_staged(pts, stages)
         dx, dy = np.gradient(moved, axis=1), np.gradient(moved, axis=0)
         assert (dx[..., 0] * dy[..., 1] - dx[..., 1] * dy[..., 0]).min() > 0.02, factors

@@ -312,7 +312,7 @@ class TrainConfig:
             ("proportion_warp", self.proportion_warp, 0 <= self.proportion_warp <= 1,
              "a probability in [0, 1]"),
             ("proportion_stretch", self.proportion_stretch,
-             1 < self.proportion_stretch <= 2, "in (1, 2]"),
+             1 < self.proportion_stretch <= 3, "in (1, 3]"),
             ("seed", self.seed, 0 <= self.seed < 2**32, "in [0, 2**32)"),
             ("teacher_cache", self.teacher_cache, self.teacher_cache >= 0, ">= 0"),
             ("checkpoint_every", self.checkpoint_every, self.checkpoint_every >= 1, ">= 1"),
