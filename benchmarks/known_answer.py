@@ -12,7 +12,9 @@ sigma = 0.8 x the segment's length about its centre. The true new landmarks are 
 to the labelled ones. The model runs on the same crop (the framing-rule square of the labelled
 landmarks, no re-crop) of every warped photo. Per measurement: the least-squares slope of the
 predicted log-change (against the prediction at f = 1) on the true log-change, and their Pearson
-r; a slope of 1 means a real 12 % shorter eye is measured 12 % shorter. This does not depend on
+r; a slope of 1 means a real 12 % shorter eye is measured 12 % shorter. ``point_K`` rows: the
+slope of landmark K's predicted move on its true move (pixels, along the true move), for the
+end points of the stretched segments: which landmark lags behind. This does not depend on
 the labels' noise. A measurement aid, not a diagnosis. ``--output`` also holds each face's own
 slope, which ``benchmarks/paired.py --known_answer=MEASUREMENT`` compares between two arms.
 
@@ -35,7 +37,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from benchmarks import clinical_data as C  # noqa: E402
 from fas_tf import measurements as M  # noqa: E402
 from fas_tf.agreement import ols_slope, pearson_r  # noqa: E402
-from fas_tf.face_warp import measurement_stretches, warp_image, warp_points  # noqa: E402
+from fas_tf.face_warp import (  # noqa: E402
+    STRETCHED,
+    measurement_stretches,
+    warp_image,
+    warp_points,
+)
 from fas_tf.framing import crop_box  # noqa: E402
 
 FACTORS = (0.85, 0.90, 0.95, 1.05, 1.10, 1.15)
@@ -49,9 +56,22 @@ WARPS: dict[str, tuple[str, tuple[str, ...]]] = {
 }  # fmt: skip
 
 
+def moved_points(warp: str) -> tuple[int, ...]:
+    """The landmarks whose distances ``warp`` stretches (the segments' end points)."""
+    return tuple(sorted({k for seg in STRETCHED[warp] for end in seg for k in end}))
+
+
+def reported(warp: str) -> tuple[str, ...]:
+    """What :func:`known_answer` reports for ``warp``: its measurements, then ``point_K`` for
+    each of :func:`moved_points`."""
+    return WARPS[warp][1] + tuple(f"point_{k}" for k in moved_points(warp))
+
+
 def face_changes(image: np.ndarray, gt: np.ndarray, model, warp: str,
                  factors=FACTORS) -> dict[str, list[tuple[float, float]]]:
-    """(true, predicted) log-changes of each reported measurement of ``warp``, one per factor.
+    """(true, predicted) log-changes of each reported measurement of ``warp``, one per factor,
+    and, as ``point_K``, landmark K's (true, predicted) move in pixels along its true move at
+    the largest factor (which landmark lags behind a measurement's change).
 
     The model sees the framing-rule square of ``gt`` cut from the photo and from each warped
     photo, in one batch; changes are against the ground truth resp. the prediction at f = 1.
@@ -63,11 +83,17 @@ def face_changes(image: np.ndarray, gt: np.ndarray, model, warp: str,
     images = [image] + [warp_image(image, s) for s in stretches]
     pred, _ = landmarks_in_squares(images, model, [square] * len(images))
     truth0, pred0 = M.raw_measurements(gt), M.raw_measurements(pred[0])
-    out: dict[str, list[tuple[float, float]]] = {m: [] for m in WARPS[warp][1]}
-    for s, p in zip(stretches, pred[1:], strict=True):
+    out: dict[str, list[tuple[float, float]]] = {m: [] for m in reported(warp)}
+    moves = [warp_points(gt, s) - gt for s in stretches]
+    along = moves[int(np.argmax(factors))]  # each point's direction of move, sign-consistent
+    along = along / np.maximum(np.linalg.norm(along, axis=-1, keepdims=True), 1e-12)
+    for s, p, true_move in zip(stretches, pred[1:], moves, strict=True):
         truth, got = M.raw_measurements(warp_points(gt, s)), M.raw_measurements(p)
-        for m in out:
+        for m in WARPS[warp][1]:
             out[m].append((math.log(truth[m] / truth0[m]), math.log(got[m] / pred0[m])))
+        for k in moved_points(warp):
+            out[f"point_{k}"].append((float(true_move[k] @ along[k]),
+                                      float((p[k] - pred[0][k]) @ along[k])))
     return out
 
 
@@ -85,8 +111,8 @@ def known_answer(faces: list[C.Face], model, warps=tuple(WARPS), factors=FACTORS
     results: dict = {}
     for warp in warps:
         use = [f for f in faces if all_faces or selected(f, warp)]
-        pairs: dict[str, list] = {m: [] for m in WARPS[warp][1]}
-        own: dict[str, dict[str, float]] = {m: {} for m in WARPS[warp][1]}
+        pairs: dict[str, list] = {m: [] for m in reported(warp)}
+        own: dict[str, dict[str, float]] = {m: {} for m in reported(warp)}
         for face in list(use):
             try:
                 changes = face_changes(load_image(face.image), face.gt, model, warp, factors)

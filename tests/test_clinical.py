@@ -142,10 +142,39 @@ def test_known_answer_of_a_perfect_model_is_slope_one():
     model = BlobLandmarker(hints, 256)
     for warp, name in (("pfl", "pfl_mean"), ("philtrum", "philtrum"),
                        ("upper_lip", "upper_lip")):  # fmt: skip
-        pairs = np.array(face_changes(image, gt, model, warp, (0.85, 0.92, 1.08, 1.15))[name])
-        slope, _ = A.ols_slope(pairs[:, 0], pairs[:, 1])
-        assert slope == pytest.approx(1.0, abs=0.05), (warp, pairs)
-        assert A.pearson_r(pairs[:, 0], pairs[:, 1]) > 0.99
+        changes = face_changes(image, gt, model, warp, (0.85, 0.92, 1.08, 1.15))
+        points = [] if warp == "upper_lip" else [k for k in changes if k.startswith("point_")]
+        for key in (name, *points):  # (the inner-lip blobs 62 and 66 of this face overlap)
+            pairs = np.array(changes[key])
+            slope, _ = A.ols_slope(pairs[:, 0], pairs[:, 1])
+            assert slope == pytest.approx(1.0, abs=0.05), (warp, key, pairs)
+            assert A.pearson_r(pairs[:, 0], pairs[:, 1]) > 0.99
+
+
+def test_known_answer_points_show_which_landmark_lags():
+    """A model whose upper-lip point 51 stays put: the philtrum's point_51 slope is 0, point_33
+    follows in full, and the philtrum's own slope is about half (51 carries half its change)."""
+    from benchmarks.known_answer import face_changes, reported
+    from fas_tf.framing import crop_box, cut_square
+
+    gt = frontal(scale=2.2) + np.array([-40.0, 30.0])
+    image = blob_image(gt)
+    _, matrix = cut_square(image, *crop_box(gt), 256)
+    hints = gt @ matrix[:, :2].T + matrix[:, 2]
+
+    class Stuck51(BlobLandmarker):
+        def predict(self, crops):
+            pts, conf = super().predict(crops)
+            pts[:, 51] = self.hints[51]
+            return pts, conf
+
+    assert reported("philtrum")[-2:] == ("point_33", "point_51")
+    changes = face_changes(image, gt, Stuck51(hints, 256), "philtrum", (0.85, 0.92, 1.08, 1.15))
+    slope = {k: A.ols_slope(*np.array(changes[k]).T)[0] for k in ("point_33", "point_51",
+                                                                 "philtrum")}  # fmt: skip
+    assert slope["point_33"] == pytest.approx(1.0, abs=0.05)
+    assert abs(slope["point_51"]) < 0.02
+    assert 0.35 < slope["philtrum"] < 0.65
 
 
 def test_known_answer_per_face_slopes_compare_between_arms(tmp_path):
