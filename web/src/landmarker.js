@@ -49,8 +49,14 @@ export class Landmarker {
     this.size = meta.input.shape[1];
     const pairs = meta.landmarks?.flip_pairs ?? [];
     this.permutation = pairs.length ? mirrorPermutation(meta.landmarks.count, pairs) : null;
-    // test-time flip, as fas_tf.measure does by default; a model exported with --flip does it itself
-    this.flip = this.canFlip;
+    this.setFlip(true);  // as fas_tf.measure by default
+  }
+
+  /** Test-time flip in the page on or off (never for a model exported with --flip, whose graph
+   * flips itself); returns whether the answers are flip-averaged. */
+  setFlip(on) {
+    this.flip = this.canFlip && Boolean(on);
+    return this.flipped;
   }
 
   /** Whether the page can add test-time flip (the model's mirror pairs are known, and the

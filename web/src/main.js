@@ -57,7 +57,7 @@ async function useModel(bytes, meta) {
   }
   state.landmarker?.model.delete();
   state.landmarker = landmarker;
-  landmarker.flip = landmarker.canFlip && $('flip').checked;
+  landmarker.setFlip($('flip').checked);
   $('flip').disabled = !landmarker.canFlip;
   const q = meta.quantization + (meta.flip ? ', flip in the model' : '');
   $('model-status').textContent = `${meta.model_file} (${q}, ${landmarker.size} px input, ` +
@@ -285,7 +285,7 @@ function wire() {
   $('camera').addEventListener('change', pick);
   $('flip').addEventListener('change', async () => {
     if (!state.landmarker) return;
-    state.landmarker.flip = state.landmarker.canFlip && $('flip').checked;
+    state.landmarker.setFlip($('flip').checked);
     await run(state.options);
   });
   $('model-files').addEventListener('change', async (e) => {
@@ -385,8 +385,7 @@ window.fasTf = {
   setFlip: async (on) => {
     await ready;
     $('flip').checked = on;
-    state.landmarker.flip = state.landmarker.canFlip && on;
-    return state.landmarker.flipped;
+    return state.landmarker.setFlip(on);
   },
   measure: (points, confidence) => measure(state.landmarker.meta.measurements, points, confidence),
   /** Milliseconds per landmark-model run (one crop, after `warmup` runs), `runs` values. */
