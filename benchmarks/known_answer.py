@@ -87,8 +87,8 @@ def face_changes(image: np.ndarray, gt: np.ndarray, model, warp: str,
     moves = [warp_points(gt, s) - gt for s in stretches]
     along = moves[int(np.argmax(factors))]  # each point's direction of move, sign-consistent
     along = along / np.maximum(np.linalg.norm(along, axis=-1, keepdims=True), 1e-12)
-    for s, p, true_move in zip(stretches, pred[1:], moves, strict=True):
-        truth, got = M.raw_measurements(warp_points(gt, s)), M.raw_measurements(p)
+    for p, true_move in zip(pred[1:], moves, strict=True):
+        truth, got = M.raw_measurements(gt + true_move), M.raw_measurements(p)
         for m in WARPS[warp][1]:
             out[m].append((math.log(truth[m] / truth0[m]), math.log(got[m] / pred0[m])))
         for k in moved_points(warp):
